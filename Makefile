@@ -1,0 +1,36 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create or refresh the project
+# virtualenv (.venv) when pyproject.toml changed; when nothing changed they start at once.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.fmc-installed
+# The CPU wheel of torch 2.13.0 lies on the lab machines' disk; on a GPU box set TORCH_SPEC to the
+# build you want, e.g. `make TORCH_SPEC='torch==2.13.0' test` with your own index configured.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install test test-full demo lint bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-full: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check fmc tests scripts
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+clean-venv:
+	rm -rf $(VENV)

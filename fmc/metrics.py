@@ -1,0 +1,468 @@
+"""The challenge's metrics, computed as the Fuse My Cells organisers compute them, in bounded memory.
+
+Settings (write them next to every number; see ``METRIC_SETTINGS``):
+
+* each volume is percentile-normalised on its own: ``(x - p2) / (p99.8 - p2)`` over the whole
+  volume, no clipping; a volume whose two percentiles are equal is left unchanged, as in the
+  organisers' ``percentile_normalization``;
+* SSIM is scikit-image's ``structural_similarity`` on the 3D ZYX volumes with its defaults
+  (7×7×7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance, mean over the map cropped by 3
+  voxels per face) and ``data_range`` = the larger of the two normalised value ranges;
+* ``N_SSIM = (SSIM(pred, gt) - SSIM(input, gt)) / (1 - SSIM(input, gt))``;
+* PSNR uses the same normalisation and data range.
+
+Volumes can be anything indexable along Z with a ``shape`` (numpy arrays, memory maps, h5py
+datasets, :class:`fmc.io.TiffVolume`, :class:`GaussianFilteredVolume`). Everything is computed
+in z-slabs (with the window's halo) and y-blocks, so memory grows with the slab, not the volume;
+the result equals a whole-volume skimage call up to float64 rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from scipy import ndimage
+
+from fmc.errors import FmcInputError
+
+log = logging.getLogger(__name__)
+
+PERCENTILE_LOW = 2.0
+PERCENTILE_HIGH = 99.8
+WIN_SIZE = 7
+K1, K2 = 0.01, 0.03
+METRIC_SETTINGS = ("percentile_normalize(2, 99.8, no clip) per volume; skimage structural_similarity "
+                   "3D, uniform 7-voxel window, K1=0.01, K2=0.03, sample covariance, "
+                   "data_range=max of the two normalised ranges")
+# Default block: 16 z-planes (plus a 3-plane halo on each side) × 256 rows × all columns.
+DEFAULT_SLAB_Z = 16
+DEFAULT_BLOCK_Y = 256
+
+
+class VolumeLike(Protocol):
+    """A 3D ZYX volume readable in z-slabs: ``volume[z0:z1]`` returns a numpy array."""
+
+    shape: tuple[int, ...]
+
+    def __getitem__(self, key: Any) -> np.ndarray: ...
+
+
+def _slabs(depth: int, slab: int) -> list[tuple[int, int]]:
+    return [(z, min(z + slab, depth)) for z in range(0, depth, slab)]
+
+
+def _read(volume: VolumeLike, z0: int, z1: int) -> np.ndarray:
+    return np.asarray(volume[z0:z1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Percentiles and normalisation
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VolumeStats:
+    """Whole-volume statistics needed to normalise a volume slab by slab.
+
+    Attributes
+    ----------
+    low, high : float
+        The 2nd and 99.8th percentiles (numpy's linear method).
+    minimum, maximum : float
+        Smallest and largest voxel values.
+    """
+
+    low: float
+    high: float
+    minimum: float
+    maximum: float
+
+    @property
+    def scale(self) -> float:
+        """Divisor of the normalisation; 1 when the percentiles coincide (volume left unchanged)."""
+        return self.high - self.low if self.high != self.low else 1.0
+
+    @property
+    def offset(self) -> float:
+        """Value subtracted by the normalisation; 0 when the percentiles coincide."""
+        return self.low if self.high != self.low else 0.0
+
+    def normalize(self, values: np.ndarray) -> np.ndarray:
+        """Apply this volume's percentile normalisation to ``values`` (float64 result)."""
+        return (np.asarray(values, dtype=np.float64) - self.offset) / self.scale
+
+    @property
+    def normalized_range(self) -> float:
+        """``max - min`` of the normalised volume (used as SSIM's data_range)."""
+        return float(self.normalize(np.array(self.maximum)) - self.normalize(np.array(self.minimum)))
+
+
+def _virtual_index(count: int, percentile: float) -> float:
+    # numpy's 'linear' method (Hyndman & Fan 7), written as numpy writes it so the same floating
+    # point index comes out.
+    q = np.true_divide(percentile, 100)
+    return float(count * q + (1 + q * (1 - 1 - 1)) - 1)
+
+
+def _lerp(a: Any, b: Any, t: np.float64) -> Any:
+    # numpy's _lerp: the t >= 0.5 branch starts from the upper value.
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
+def _order_statistic_positions(count: int, percentiles: Sequence[float]) -> list[tuple[int, int, float]]:
+    positions = []
+    for percentile in percentiles:
+        virtual = _virtual_index(count, percentile)
+        below = int(math.floor(virtual))
+        gamma = virtual - below
+        below = min(max(below, 0), count - 1)
+        positions.append((below, min(below + 1, count - 1), gamma))
+    return positions
+
+
+def volume_stats(volume: VolumeLike, slab: int = DEFAULT_SLAB_Z,
+                 percentiles: tuple[float, float] = (PERCENTILE_LOW, PERCENTILE_HIGH),
+                 name: str = "volume") -> VolumeStats:
+    """Exact percentiles, minimum and maximum of a volume, read slab by slab.
+
+    Integer volumes are counted in a histogram of their values; float volumes take two passes
+    (a fine histogram locates the ranks, then the few values in the chosen bins are sorted), so
+    the result equals ``np.percentile(volume, percentiles)`` without holding a sorted copy.
+
+    Raises
+    ------
+    FmcInputError
+        If the volume holds NaN or infinite values (``name`` is used in the message).
+    """
+    depth = volume.shape[0]
+    count = int(np.prod(volume.shape, dtype=np.int64))
+    if count == 0:
+        raise FmcInputError(f"{name}: volume is empty (shape {tuple(volume.shape)})")
+    dtype = np.dtype(_read(volume, 0, 1).dtype)
+    positions = _order_statistic_positions(count, percentiles)
+    ranks = sorted({r for below, above, _ in positions for r in (below, above)})
+    if dtype.kind in "ui" and dtype.itemsize <= 2:
+        values = _ranked_values_integer(volume, depth, slab, dtype, ranks)
+    else:
+        values = _ranked_values_float(volume, depth, slab, ranks, name)
+    # As numpy: the two neighbours in the volume's dtype, the weight in float64.
+    lows_highs = [float(_lerp(dtype.type(values[b]), dtype.type(values[a]), np.float64(g)))
+                  for b, a, g in positions]
+    return VolumeStats(low=lows_highs[0], high=lows_highs[1],
+                       minimum=float(values["min"]), maximum=float(values["max"]))
+
+
+def _ranked_values_integer(volume, depth, slab, dtype, ranks) -> dict:
+    offset = int(np.iinfo(dtype).min)
+    counts = np.zeros(int(np.iinfo(dtype).max) - offset + 1, dtype=np.int64)
+    for z0, z1 in _slabs(depth, slab):
+        block = _read(volume, z0, z1).ravel()
+        shifted = block if offset == 0 else block.astype(np.int32) - offset
+        counts += np.bincount(shifted, minlength=counts.size)
+    cumulative = np.cumsum(counts)
+    nonzero = np.flatnonzero(counts)
+    values: dict = {"min": nonzero[0] + offset, "max": nonzero[-1] + offset}
+    for rank in ranks:
+        values[rank] = int(np.searchsorted(cumulative, rank, side="right")) + offset
+    return values
+
+
+def _ranked_values_float(volume, depth, slab, ranks, name) -> dict:
+    low, high = np.inf, -np.inf
+    for z0, z1 in _slabs(depth, slab):
+        block = _read(volume, z0, z1)
+        if not np.isfinite(block).all():
+            raise FmcInputError(f"{name}: volume holds NaN or infinite values (z {z0}-{z1}); "
+                                "fix or mask them before scoring")
+        low, high = min(low, float(block.min())), max(high, float(block.max()))
+    values: dict = {"min": low, "max": high}
+    if low == high:
+        values.update({rank: low for rank in ranks})
+        return values
+    n_bins = 1 << 16
+    edges = np.linspace(low, high, n_bins + 1)
+    counts = np.zeros(n_bins, dtype=np.int64)
+    for z0, z1 in _slabs(depth, slab):
+        block = _read(volume, z0, z1).ravel()
+        index = np.clip(np.searchsorted(edges, block, side="right") - 1, 0, n_bins - 1)
+        counts += np.bincount(index, minlength=n_bins)
+    cumulative = np.cumsum(counts)
+    wanted = {rank: int(np.searchsorted(cumulative, rank, side="right")) for rank in ranks}
+    bins = sorted(set(wanted.values()))
+    gathered: dict[int, list[np.ndarray]] = {b: [] for b in bins}
+    for z0, z1 in _slabs(depth, slab):
+        block = _read(volume, z0, z1).ravel()
+        index = np.clip(np.searchsorted(edges, block, side="right") - 1, 0, n_bins - 1)
+        for b in bins:
+            gathered[b].append(block[index == b])
+    for rank, b in wanted.items():
+        in_bin = np.sort(np.concatenate(gathered[b]))
+        before = int(cumulative[b - 1]) if b > 0 else 0
+        values[rank] = in_bin[rank - before]
+    return values
+
+
+def percentile_normalize(volume: np.ndarray, pmin: float = PERCENTILE_LOW,
+                         pmax: float = PERCENTILE_HIGH) -> np.ndarray:
+    """Percentile-normalise a whole volume as the challenge organisers do.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        Any array; the percentiles are taken over all of it.
+    pmin, pmax : float
+        Percentiles mapped to 0 and 1 (defaults 2 and 99.8).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(volume - p_min) / (p_max - p_min)`` in float64, not clipped. A volume whose two
+        percentiles are equal (e.g. a constant one) is returned unchanged (as float64), as the
+        organisers' function does, instead of dividing by zero.
+    """
+    volume = np.asarray(volume)
+    low, high = np.percentile(volume, (pmin, pmax))
+    if high == low:
+        log.warning("percentile_normalize: p%g == p%g == %g; volume left unchanged", pmin, pmax, low)
+        return volume.astype(np.float64)
+    return (volume.astype(np.float64) - low) / (high - low)
+
+
+# ----------------------------------------------------------------------------------------------
+# SSIM (chunked) and PSNR
+# ----------------------------------------------------------------------------------------------
+def _check_shapes(target: VolumeLike, others: Sequence[VolumeLike], names: Sequence[str]) -> None:
+    shape = tuple(target.shape)
+    if len(shape) != 3:
+        raise FmcInputError(f"{names[0]}: SSIM needs a 3D volume, got shape {shape}")
+    for other, name in zip(others, names[1:], strict=True):
+        if tuple(other.shape) != shape:
+            raise FmcInputError(f"{name}: shape {tuple(other.shape)} differs from the ground "
+                                f"truth's {shape} ({names[0]})")
+    if min(shape) < WIN_SIZE:
+        raise FmcInputError(f"{names[0]}: shape {shape} is smaller than SSIM's {WIN_SIZE}-voxel "
+                            "window along at least one axis")
+
+
+def _ssim_map_sum(x: np.ndarray, y: np.ndarray, mu_y: np.ndarray, mu_yy: np.ndarray,
+                  data_range: float, crop: tuple[slice, ...]) -> tuple[float, int]:
+    """Sum and count of skimage's SSIM map over ``crop`` of this block (skimage's formula)."""
+    n_points = WIN_SIZE ** 3
+    cov_norm = n_points / (n_points - 1)
+    mu_x = ndimage.uniform_filter(x, size=WIN_SIZE)
+    mu_xx = ndimage.uniform_filter(x * x, size=WIN_SIZE)
+    mu_xy = ndimage.uniform_filter(x * y, size=WIN_SIZE)
+    mu_x, mu_xx, mu_xy = mu_x[crop], mu_xx[crop], mu_xy[crop]
+    var_x = cov_norm * (mu_xx - mu_x * mu_x)
+    var_y = cov_norm * (mu_yy - mu_y * mu_y)
+    cov_xy = cov_norm * (mu_xy - mu_x * mu_y)
+    c1 = (K1 * data_range) ** 2
+    c2 = (K2 * data_range) ** 2
+    a1 = 2 * mu_x * mu_y + c1
+    a2 = 2 * cov_xy + c2
+    b1 = mu_x ** 2 + mu_y ** 2 + c1
+    b2 = var_x + var_y + c2
+    ssim_map = (a1 * a2) / (b1 * b2)
+    return float(ssim_map.sum(dtype=np.float64)), ssim_map.size
+
+
+def ssim_against(target: VolumeLike, predictions: Sequence[VolumeLike], *,
+                 target_stats: VolumeStats | None = None,
+                 prediction_stats: Sequence[VolumeStats] | None = None,
+                 names: Sequence[str] | None = None, slab: int = DEFAULT_SLAB_Z,
+                 block_y: int = DEFAULT_BLOCK_Y) -> list[float]:
+    """Challenge SSIM of several volumes against one ground truth, in one pass over it.
+
+    Parameters
+    ----------
+    target : VolumeLike
+        Ground truth (the fused volume), ZYX.
+    predictions : sequence of VolumeLike
+        Volumes of the same shape to score (e.g. the input view and a prediction).
+    target_stats, prediction_stats : VolumeStats, optional
+        Precomputed :func:`volume_stats` (computed here when missing).
+    names : sequence of str, optional
+        Names for messages, target first.
+    slab, block_y : int
+        Z-planes and rows computed at a time (memory ≈ 12 float64 blocks of
+        ``(slab + 6) × (block_y + 6) × X``).
+
+    Returns
+    -------
+    list of float
+        One SSIM per prediction, equal to ``skimage.metrics.structural_similarity(gt_n, pred_n,
+        data_range=max(range(gt_n), range(pred_n)))`` on the normalised whole volumes.
+    """
+    names = list(names or ["ground truth"] + [f"volume {i}" for i in range(len(predictions))])
+    _check_shapes(target, predictions, names)
+    target_stats = target_stats or volume_stats(target, slab, name=names[0])
+    if prediction_stats is None:
+        prediction_stats = [volume_stats(p, slab, name=n) for p, n in zip(predictions, names[1:],
+                                                                           strict=True)]
+    ranges = [max(target_stats.normalized_range, s.normalized_range) for s in prediction_stats]
+    depth, height, _ = target.shape
+    half = WIN_SIZE // 2
+    sums = [0.0] * len(predictions)
+    total = 0
+    # Output planes/rows [half, n - half) are the ones skimage averages (it crops the map).
+    for z0, z1 in _slabs(depth - 2 * half, slab):
+        z_lo, z_hi = z0, z1 + 2 * half  # input planes, halo included
+        gt_planes = target_stats.normalize(_read(target, z_lo, z_hi))
+        pred_planes = [s.normalize(_read(p, z_lo, z_hi))
+                       for p, s in zip(predictions, prediction_stats, strict=True)]
+        for y0, y1 in _slabs(height - 2 * half, block_y):
+            rows = slice(y0, y1 + 2 * half)
+            crop = (slice(half, -half), slice(half, -half), slice(half, -half))
+            y = gt_planes[:, rows]
+            mu_y = ndimage.uniform_filter(y, size=WIN_SIZE)[crop]
+            mu_yy = ndimage.uniform_filter(y * y, size=WIN_SIZE)[crop]
+            for i, (x, data_range) in enumerate(zip(pred_planes, ranges, strict=True)):
+                if data_range == 0:
+                    continue
+                block_sum, block_count = _ssim_map_sum(x[:, rows], y, mu_y, mu_yy, data_range, crop)
+                sums[i] += block_sum
+            total += (z1 - z0) * (y1 - y0) * (target.shape[2] - 2 * half)
+    results = []
+    for i, data_range in enumerate(ranges):
+        if data_range == 0:
+            # Both normalised volumes are constant: identical or not, there is no structure.
+            same = prediction_stats[i].normalize(np.array(prediction_stats[i].minimum)) == \
+                target_stats.normalize(np.array(target_stats.minimum))
+            results.append(1.0 if same else 0.0)
+        else:
+            results.append(sums[i] / total)
+    return results
+
+
+def ssim(prediction: VolumeLike, target: VolumeLike, **kwargs: Any) -> float:
+    """Challenge SSIM of one volume against the ground truth (see :func:`ssim_against`)."""
+    return ssim_against(target, [prediction], **kwargs)[0]
+
+
+def n_ssim_from(ssim_prediction: float, ssim_input: float) -> float:
+    """``(SSIM(pred, gt) - SSIM(input, gt)) / (1 - SSIM(input, gt))``; NaN if the input is perfect."""
+    if ssim_input >= 1.0:
+        return float("nan")
+    return (ssim_prediction - ssim_input) / (1.0 - ssim_input)
+
+
+def n_ssim(prediction: VolumeLike, target: VolumeLike, input_view: VolumeLike, **kwargs: Any) -> float:
+    """Normalised SSIM of a prediction: 0 for the input itself, 1 for the ground truth."""
+    ssim_input, ssim_prediction = ssim_against(target, [input_view, prediction], **kwargs)
+    return n_ssim_from(ssim_prediction, ssim_input)
+
+
+def psnr(prediction: VolumeLike, target: VolumeLike, *, target_stats: VolumeStats | None = None,
+         prediction_stats: VolumeStats | None = None, slab: int = DEFAULT_SLAB_Z) -> float:
+    """PSNR in dB of the normalised prediction against the normalised ground truth.
+
+    Uses the challenge normalisation and ``data_range`` = the larger of the two normalised ranges
+    (as :func:`ssim`); infinite for identical volumes.
+    """
+    _check_shapes(target, [prediction], ["ground truth", "prediction"])
+    target_stats = target_stats or volume_stats(target, slab, name="ground truth")
+    prediction_stats = prediction_stats or volume_stats(prediction, slab, name="prediction")
+    data_range = max(target_stats.normalized_range, prediction_stats.normalized_range)
+    squared_error = 0.0
+    for z0, z1 in _slabs(target.shape[0], slab):
+        difference = prediction_stats.normalize(_read(prediction, z0, z1)) - \
+            target_stats.normalize(_read(target, z0, z1))
+        squared_error += float(np.square(difference).sum(dtype=np.float64))
+    mse = squared_error / float(np.prod(target.shape, dtype=np.int64))
+    if mse == 0:
+        return float("inf")
+    if data_range == 0:
+        return float("-inf")
+    return float(10 * np.log10(data_range ** 2 / mse))
+
+
+@dataclass(frozen=True)
+class PairScore:
+    """Challenge scores of one prediction (see module doc for the settings)."""
+
+    ssim_input: float
+    ssim_pred: float
+    n_ssim: float
+    psnr_pred: float
+
+
+def score_prediction(input_view: VolumeLike, target: VolumeLike, prediction: VolumeLike, *,
+                     names: Sequence[str] = ("input", "ground truth", "prediction"),
+                     slab: int = DEFAULT_SLAB_Z, block_y: int = DEFAULT_BLOCK_Y) -> PairScore:
+    """SSIM of input and prediction against the ground truth, N_SSIM and PSNR, in bounded memory.
+
+    ``names`` (input, ground truth, prediction) label the volumes in error messages.
+    """
+    input_name, target_name, prediction_name = names
+    _check_shapes(target, [input_view, prediction], [target_name, input_name, prediction_name])
+    target_stats = volume_stats(target, slab, name=target_name)
+    input_stats = volume_stats(input_view, slab, name=input_name)
+    prediction_stats = volume_stats(prediction, slab, name=prediction_name)
+    ssim_input, ssim_prediction = ssim_against(
+        target, [input_view, prediction], target_stats=target_stats,
+        prediction_stats=[input_stats, prediction_stats],
+        names=[target_name, input_name, prediction_name], slab=slab, block_y=block_y)
+    return PairScore(
+        ssim_input=ssim_input, ssim_pred=ssim_prediction,
+        n_ssim=n_ssim_from(ssim_prediction, ssim_input),
+        psnr_pred=psnr(prediction, target, target_stats=target_stats,
+                       prediction_stats=prediction_stats, slab=slab))
+
+
+# ----------------------------------------------------------------------------------------------
+# Lazy filtered volume (the Gaussian baseline without holding the filtered volume)
+# ----------------------------------------------------------------------------------------------
+class GaussianFilteredVolume:
+    """``scipy.ndimage.gaussian_filter(volume, sigma)`` computed slab by slab on demand.
+
+    Each requested z-range is filtered with a halo of the filter's radius, so the values equal
+    those of filtering the whole volume at once (float32 arithmetic).
+
+    Parameters
+    ----------
+    volume : VolumeLike
+        Source volume.
+    sigma_zyx : float or sequence of 3 floats
+        Standard deviation in voxels, per axis.
+    truncate : float
+        Radius in standard deviations, as scipy's ``truncate``.
+    """
+
+    def __init__(self, volume: VolumeLike, sigma_zyx: float | Sequence[float],
+                 truncate: float = 4.0):
+        self.volume = volume
+        self.shape = tuple(volume.shape)
+        sigma = np.broadcast_to(np.asarray(sigma_zyx, dtype=float), (3,))
+        self.sigma_zyx = tuple(float(s) for s in sigma)
+        self.truncate = truncate
+        self.halo = int(self.truncate * self.sigma_zyx[0] + 0.5)
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("GaussianFilteredVolume supports volume[z0:z1] only")
+        z0, z1, _ = key.indices(self.shape[0])
+        lo, hi = max(0, z0 - self.halo), min(self.shape[0], z1 + self.halo)
+        planes = _read(self.volume, lo, hi).astype(np.float32)
+        if lo == 0 and hi == self.shape[0]:
+            filtered = ndimage.gaussian_filter(planes, self.sigma_zyx, truncate=self.truncate)
+        else:
+            # Along z, extend by reflection only at the volume's true borders; the halo of real
+            # planes does the rest, so the result equals the whole-volume filter.
+            pad_lo = self.halo - (z0 - lo)
+            pad_hi = self.halo - (hi - z1)
+            planes = np.pad(planes, ((pad_lo, pad_hi), (0, 0), (0, 0)), mode="symmetric") \
+                if (pad_lo or pad_hi) else planes
+            filtered = ndimage.gaussian_filter(planes, self.sigma_zyx, truncate=self.truncate)
+            return filtered[self.halo:self.halo + (z1 - z0)]
+        return filtered[z0:z1]
+
+
+def map_slabs(volume: VolumeLike, function: Callable[[np.ndarray], Any],
+              slab: int = DEFAULT_SLAB_Z) -> list[Any]:
+    """Apply ``function`` to each z-slab of ``volume`` and return the results in order."""
+    return [function(_read(volume, z0, z1)) for z0, z1 in _slabs(volume.shape[0], slab)]
