@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import re
-import tempfile
+import warnings
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +32,7 @@ import numpy as np
 import tifffile
 
 from fmc.errors import FmcInputError
+from fmc.fileutil import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -482,18 +483,14 @@ def write_volume(path: str | os.PathLike, array: np.ndarray, meta: VolumeMeta | 
     # ImageJ stores only these types; others (float64, int32, ...) go into tifffile's shaped
     # format, with the same keys in its JSON description (still read by the challenge's reader).
     imagej = volume.dtype in (np.uint8, np.uint16, np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary, warnings.catch_warnings():
+        # Above 4 GB the ImageJ description goes into a BigTIFF, which ImageJ's own opener
+        # cannot read (Fiji's Bio-Formats and tifffile can): expected, so not worth a warning.
+        warnings.filterwarnings("ignore", message=".*nonconformant BigTIFF ImageJ")
         tifffile.imwrite(
             temporary, volume, imagej=imagej, bigtiff=volume.nbytes > BIGTIFF_THRESHOLD,
             resolution=resolution, resolutionunit=None if imagej else "MICROMETER",
             metadata=keys, tile=tile, compression=compression, photometric="minisblack")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

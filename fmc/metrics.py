@@ -19,9 +19,11 @@ the result equals a whole-volume skimage call up to float64 rounding.
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,6 +52,15 @@ class VolumeLike(Protocol):
     shape: tuple[int, ...]
 
     def __getitem__(self, key: Any) -> np.ndarray: ...
+
+
+def default_workers() -> int:
+    """Threads used by the chunked SSIM: the usable cores, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 def _slabs(depth: int, slab: int) -> list[tuple[int, int]]:
@@ -100,28 +111,32 @@ class VolumeStats:
         return float(self.normalize(np.array(self.maximum)) - self.normalize(np.array(self.minimum)))
 
 
-def _virtual_index(count: int, percentile: float) -> float:
-    # numpy's 'linear' method (Hyndman & Fan 7), written as numpy writes it so the same floating
-    # point index comes out.
-    q = np.true_divide(percentile, 100)
-    return float(count * q + (1 + q * (1 - 1 - 1)) - 1)
+def _order_statistic_positions(count: int, percentiles: Sequence[float]
+                               ) -> list[tuple[int, int, np.ndarray]]:
+    """Ranks below/above each percentile and the interpolation weight, as numpy computes them.
 
-
-def _lerp(a: Any, b: Any, t: np.float64) -> Any:
-    # numpy's _lerp: the t >= 0.5 branch starts from the upper value.
-    diff = b - a
-    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
-
-
-def _order_statistic_positions(count: int, percentiles: Sequence[float]) -> list[tuple[int, int, float]]:
+    numpy's 'linear' method (Hyndman & Fan 7), written as numpy writes it. Integer volumes give
+    numpy's values exactly; float volumes can differ in the last bit (numpy's vectorised loops
+    round differently from one array length to another), far below what SSIM can see.
+    """
+    q = np.true_divide(np.asarray(percentiles, dtype=np.float64), 100)
+    virtual = count * q + (1 + q * (1 - 1 - 1)) - 1
+    below = np.floor(virtual)
+    gamma = virtual - below
     positions = []
-    for percentile in percentiles:
-        virtual = _virtual_index(count, percentile)
-        below = int(math.floor(virtual))
-        gamma = virtual - below
-        below = min(max(below, 0), count - 1)
-        positions.append((below, min(below + 1, count - 1), gamma))
+    for index in range(len(q)):
+        rank = int(min(max(below[index], 0), count - 1))
+        positions.append((rank, min(rank + 1, count - 1), gamma[index:index + 1]))
     return positions
+
+
+def _lerp(below: np.ndarray, above: np.ndarray, gamma: np.ndarray) -> float:
+    # numpy's _lerp on 1-element arrays: the gamma >= 0.5 branch starts from the upper value.
+    difference = above - below
+    value = below + difference * gamma
+    if gamma[0] >= 0.5:
+        value = above - difference * (1 - gamma)
+    return float(value[0])
 
 
 def volume_stats(volume: VolumeLike, slab: int = DEFAULT_SLAB_Z,
@@ -150,7 +165,7 @@ def volume_stats(volume: VolumeLike, slab: int = DEFAULT_SLAB_Z,
     else:
         values = _ranked_values_float(volume, depth, slab, ranks, name)
     # As numpy: the two neighbours in the volume's dtype, the weight in float64.
-    lows_highs = [float(_lerp(dtype.type(values[b]), dtype.type(values[a]), np.float64(g)))
+    lows_highs = [_lerp(np.array([values[b]], dtype=dtype), np.array([values[a]], dtype=dtype), g)
                   for b, a, g in positions]
     return VolumeStats(low=lows_highs[0], high=lows_highs[1],
                        minimum=float(values["min"]), maximum=float(values["max"]))
@@ -274,7 +289,7 @@ def ssim_against(target: VolumeLike, predictions: Sequence[VolumeLike], *,
                  target_stats: VolumeStats | None = None,
                  prediction_stats: Sequence[VolumeStats] | None = None,
                  names: Sequence[str] | None = None, slab: int = DEFAULT_SLAB_Z,
-                 block_y: int = DEFAULT_BLOCK_Y) -> list[float]:
+                 block_y: int = DEFAULT_BLOCK_Y, workers: int | None = None) -> list[float]:
     """Challenge SSIM of several volumes against one ground truth, in one pass over it.
 
     Parameters
@@ -289,7 +304,9 @@ def ssim_against(target: VolumeLike, predictions: Sequence[VolumeLike], *,
         Names for messages, target first.
     slab, block_y : int
         Z-planes and rows computed at a time (memory ≈ 12 float64 blocks of
-        ``(slab + 6) × (block_y + 6) × X``).
+        ``(slab + 6) × (block_y + 6) × X`` per worker, plus the slab of each volume).
+    workers : int, optional
+        Threads computing y-blocks in parallel (default: :func:`default_workers`).
 
     Returns
     -------
@@ -309,23 +326,31 @@ def ssim_against(target: VolumeLike, predictions: Sequence[VolumeLike], *,
     sums = [0.0] * len(predictions)
     total = 0
     # Output planes/rows [half, n - half) are the ones skimage averages (it crops the map).
-    for z0, z1 in _slabs(depth - 2 * half, slab):
-        z_lo, z_hi = z0, z1 + 2 * half  # input planes, halo included
-        gt_planes = target_stats.normalize(_read(target, z_lo, z_hi))
-        pred_planes = [s.normalize(_read(p, z_lo, z_hi))
-                       for p, s in zip(predictions, prediction_stats, strict=True)]
-        for y0, y1 in _slabs(height - 2 * half, block_y):
-            rows = slice(y0, y1 + 2 * half)
-            crop = (slice(half, -half), slice(half, -half), slice(half, -half))
-            y = gt_planes[:, rows]
-            mu_y = ndimage.uniform_filter(y, size=WIN_SIZE)[crop]
-            mu_yy = ndimage.uniform_filter(y * y, size=WIN_SIZE)[crop]
-            for i, (x, data_range) in enumerate(zip(pred_planes, ranges, strict=True)):
-                if data_range == 0:
-                    continue
-                block_sum, block_count = _ssim_map_sum(x[:, rows], y, mu_y, mu_yy, data_range, crop)
-                sums[i] += block_sum
-            total += (z1 - z0) * (y1 - y0) * (target.shape[2] - 2 * half)
+    crop = (slice(half, -half), slice(half, -half), slice(half, -half))
+
+    def block_sums(gt_planes: np.ndarray, pred_planes: list[np.ndarray], y0: int, y1: int
+                   ) -> list[float]:
+        rows = slice(y0, y1 + 2 * half)
+        y = gt_planes[:, rows]
+        mu_y = ndimage.uniform_filter(y, size=WIN_SIZE)[crop]
+        mu_yy = ndimage.uniform_filter(y * y, size=WIN_SIZE)[crop]
+        return [_ssim_map_sum(x[:, rows], y, mu_y, mu_yy, r, crop)[0] if r > 0 else 0.0
+                for x, r in zip(pred_planes, ranges, strict=True)]
+
+    # scipy.ndimage and numpy release the GIL: threads over y-blocks use every core.
+    with ThreadPoolExecutor(max_workers=max(1, workers or default_workers())) as pool:
+        # Output planes/rows [half, n - half) are the ones skimage averages (it crops the map).
+        for z0, z1 in _slabs(depth - 2 * half, slab):
+            z_lo, z_hi = z0, z1 + 2 * half  # input planes, halo included
+            gt_planes = target_stats.normalize(_read(target, z_lo, z_hi))
+            pred_planes = [s.normalize(_read(p, z_lo, z_hi))
+                           for p, s in zip(predictions, prediction_stats, strict=True)]
+            blocks = _slabs(height - 2 * half, block_y)
+            starts, ends = zip(*blocks, strict=True)
+            work = functools.partial(block_sums, gt_planes, pred_planes)
+            for block in pool.map(work, starts, ends):
+                sums = [total_ + part for total_, part in zip(sums, block, strict=True)]
+            total += (z1 - z0) * (height - 2 * half) * (target.shape[2] - 2 * half)
     results = []
     for i, data_range in enumerate(ranges):
         if data_range == 0:

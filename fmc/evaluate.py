@@ -1,0 +1,127 @@
+"""``python -m fmc.evaluate``: score predictions or baselines with the challenge's N_SSIM.
+
+Thin entry point: configuration in ``conf/evaluate.yaml``, logic in :mod:`fmc.scoring`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from fmc import __version__
+from fmc.cli import hydra_entry
+from fmc.errors import FmcConfigError, FmcInputError
+from fmc.fileutil import write_text_atomic
+from fmc.metrics import METRIC_SETTINGS
+from fmc.scoring import (
+    EvaluationResult,
+    Method,
+    best_per_content,
+    check_predictions,
+    find_pairs,
+    format_table,
+    gaussian_label,
+    parse_sigma,
+    score_pair,
+    summarize,
+    write_tables,
+)
+
+log = logging.getLogger("fmc.evaluate")
+
+
+def build_methods(cfg: DictConfig) -> list[Method]:
+    """The prediction folder and/or baselines to score, from the config."""
+    methods = []
+    if cfg.pred is not None:
+        folder = Path(cfg.pred)
+        if not folder.is_dir():
+            raise FmcInputError(f"{folder}: prediction folder does not exist (pred=...)")
+        methods.append(Method("prediction", "prediction", folder=folder))
+    baseline = None if cfg.baseline is None else str(cfg.baseline).lower()
+    if baseline == "identity":
+        methods.append(Method("identity", "identity"))
+    elif baseline == "gaussian":
+        sigma = cfg.sigma
+        sigmas = cfg.sigma_sweep if isinstance(sigma, str) and sigma.lower() == "sweep" else [sigma]
+        for value in sigmas:
+            sigma_zyx = parse_sigma(OmegaConf.to_object(value) if OmegaConf.is_config(value)
+                                    else value)
+            methods.append(Method("gaussian", gaussian_label(sigma_zyx), sigma_zyx=sigma_zyx))
+    elif baseline is not None:
+        raise FmcConfigError(f"baseline={cfg.baseline}: choose identity or gaussian "
+                             "(conf/evaluate.yaml)")
+    if not methods:
+        raise FmcConfigError("nothing to score: give pred=DIR (predictions named like the angle "
+                             "files) or baseline=identity|gaussian")
+    return methods
+
+
+def raw_folder(cfg: DictConfig) -> Path:
+    """``cfg.raw``, or the embedded synthetic dataset when it is not given."""
+    if cfg.raw is not None:
+        return Path(cfg.raw)
+    from fmc.synth import ensure_default_dataset
+
+    return ensure_default_dataset()
+
+
+def output_folder(cfg: DictConfig) -> Path:
+    """``cfg.out``, or this run's Hydra output folder."""
+    if cfg.out is not None:
+        return Path(cfg.out)
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def evaluate(cfg: DictConfig) -> EvaluationResult:
+    """Score every raw pair with every method of ``cfg`` and write the tables."""
+    methods = build_methods(cfg)
+    pairs = find_pairs(raw_folder(cfg))
+    out_dir = output_folder(cfg)
+    check_predictions(pairs, methods)
+    result = EvaluationResult()
+    progress = _progress(pairs, enabled=bool(cfg.progress))
+    for pair in progress:
+        result.rows.extend(score_pair(pair, methods, slab=int(cfg.slab), block_y=int(cfg.block_y)))
+    result.summary = summarize(result.rows)
+    per_image, summary = write_tables(out_dir, result)
+    write_text_atomic(out_dir / "evaluate.json", json.dumps({
+        "metric": METRIC_SETTINGS, "fmc_version": __version__, "python": platform.python_version(),
+        "config": OmegaConf.to_container(cfg, resolve=True), "methods": [m.label for m in methods],
+        "n_pairs": len(pairs)}, indent=2, default=str))
+    print(format_table(result.summary))
+    if len(methods) > 1:
+        print("\nbest per content (mean N_SSIM over all images):")
+        for row in best_per_content(result.summary):
+            print(f"  {row['content']}: {row['method']}  N_SSIM {row['mean_n_ssim']:+.4f}")
+    missing = sum(r.status == "missing" for r in result.rows)
+    if missing:
+        log.warning("%d prediction(s) missing: listed in %s with status 'missing', not in the "
+                    "means", missing, per_image)
+    print(f"\nmetric: {METRIC_SETTINGS}\nwrote {per_image}\nwrote {summary}")
+    return result
+
+
+def _progress(items, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc="scoring", unit="image", file=sys.stderr, leave=False)
+
+
+@hydra_entry("evaluate", "fmc.evaluate")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point (see ``conf/evaluate.yaml``)."""
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

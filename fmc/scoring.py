@@ -1,0 +1,356 @@
+"""Scoring folders of volumes with the challenge metric: pair matching, baselines, tables.
+
+Used by ``python -m fmc.evaluate`` and importable without Hydra.
+
+A raw folder holds Fuse My Cells pairs ``image_<i>_<content>_angle.tif`` (the single view) and
+``image_<i>_<content>_fused.tif`` (the ground truth). A prediction keeps the angle file's name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fmc.errors import FmcConfigError, FmcInputError
+from fmc.fileutil import write_text_atomic
+from fmc.io import TiffVolume, parse_content
+from fmc.metrics import (
+    DEFAULT_BLOCK_Y,
+    DEFAULT_SLAB_Z,
+    GaussianFilteredVolume,
+    n_ssim_from,
+    psnr,
+    ssim_against,
+    volume_stats,
+)
+
+log = logging.getLogger(__name__)
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+_PAIR_NAME = re.compile(r"^(?P<stem>.+)_(?P<kind>angle|fused)\.(?:tif|tiff)$", re.IGNORECASE)
+PER_IMAGE_COLUMNS = ["file", "study", "content", "ssim_input", "ssim_pred", "n_ssim", "psnr_pred",
+                     "method", "status"]
+SUMMARY_COLUMNS = ["content", "study", "method", "n_images", "n_scored", "n_missing",
+                   "mean_n_ssim", "mean_ssim_input", "mean_ssim_pred", "mean_psnr_pred"]
+
+
+@dataclass(frozen=True)
+class RawPair:
+    """One single view and its fused ground truth."""
+
+    angle: Path
+    fused: Path
+
+    @property
+    def name(self) -> str:
+        """The angle file's name, which a prediction keeps."""
+        return self.angle.name
+
+
+@dataclass(frozen=True)
+class Method:
+    """What is scored against the ground truth: prediction files or a baseline.
+
+    Attributes
+    ----------
+    kind : {'prediction', 'identity', 'gaussian'}
+    label : str
+        Name in tables, e.g. ``gaussian(sigma=0.5)``.
+    sigma_zyx : tuple of 3 floats, optional
+        Gaussian σ in voxels (gaussian only).
+    folder : Path, optional
+        Prediction folder (prediction only).
+    """
+
+    kind: str
+    label: str
+    sigma_zyx: tuple[float, float, float] | None = None
+    folder: Path | None = None
+
+
+@dataclass
+class ImageScore:
+    """One row of ``per_image.csv``."""
+
+    file: str
+    study: int | None
+    content: str | None
+    ssim_input: float = math.nan
+    ssim_pred: float = math.nan
+    n_ssim: float = math.nan
+    psnr_pred: float = math.nan
+    method: str = ""
+    status: str = "ok"
+
+
+@dataclass
+class EvaluationResult:
+    """Per-image rows and the summary of an evaluation."""
+
+    rows: list[ImageScore] = field(default_factory=list)
+    summary: list[dict] = field(default_factory=list)
+
+
+def find_pairs(raw_dir: str | Path) -> list[RawPair]:
+    """Match ``*_angle.tif`` with ``*_fused.tif`` files in ``raw_dir``, sorted by image index.
+
+    Angle files without a fused partner are logged and skipped (they cannot be scored).
+
+    Raises
+    ------
+    FmcInputError
+        If the folder does not exist or holds no complete pair.
+    """
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise FmcInputError(f"{raw_dir}: raw folder does not exist")
+    by_stem: dict[str, dict[str, Path]] = {}
+    for path in raw_dir.iterdir():
+        match = _PAIR_NAME.match(path.name)
+        if match and path.is_file():
+            by_stem.setdefault(match["stem"], {})[match["kind"].lower()] = path
+    pairs, lonely = [], []
+    for files in by_stem.values():
+        if "angle" in files and "fused" in files:
+            pairs.append(RawPair(files["angle"], files["fused"]))
+        else:
+            lonely.append(next(iter(files.values())).name)
+    if lonely:
+        log.warning("%d file(s) without a partner are not scored: %s", len(lonely),
+                    ", ".join(sorted(lonely)[:5]) + (" ..." if len(lonely) > 5 else ""))
+    if not pairs:
+        raise FmcInputError(f"{raw_dir}: no image_<i>_<content>_angle.tif / _fused.tif pair found")
+    return sorted(pairs, key=lambda p: _natural_key(p.name))
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def prediction_path(folder: Path, pair: RawPair) -> Path | None:
+    """The prediction for ``pair`` in ``folder`` (same name as the angle file, .tif or .tiff)."""
+    stem = pair.angle.name.rsplit(".", 1)[0]
+    for suffix in (pair.angle.suffix, *TIFF_SUFFIXES):
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def parse_sigma(value: object) -> tuple[float, float, float]:
+    """σ in voxels from a scalar or a ``[z, y, x]`` list.
+
+    Raises
+    ------
+    FmcConfigError
+        If ``value`` is not one positive number or three of them.
+    """
+    try:
+        numbers = [float(v) for v in (value if isinstance(value, (list, tuple)) else
+                                      list(value) if hasattr(value, "__iter__")
+                                      and not isinstance(value, str) else [value])]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) == 1:
+        numbers = numbers * 3
+    if len(numbers) != 3 or not all(np.isfinite(numbers)) or min(numbers) < 0:
+        raise FmcConfigError(f"sigma={value!r}: give one non-negative number of voxels, "
+                             "[z,y,x], or sigma=sweep")
+    return (numbers[0], numbers[1], numbers[2])
+
+
+def gaussian_label(sigma_zyx: Sequence[float]) -> str:
+    """Table label of a Gaussian baseline."""
+    if len(set(sigma_zyx)) == 1:
+        return f"gaussian(sigma={sigma_zyx[0]:g})"
+    return "gaussian(sigma=[" + ",".join(f"{s:g}" for s in sigma_zyx) + "])"
+
+
+def check_predictions(pairs: Sequence[RawPair], methods: Sequence[Method]) -> None:
+    """Fail before any scoring if a prediction's shape differs from its ground truth's."""
+    for method in methods:
+        if method.folder is None:
+            continue
+        for pair in pairs:
+            path = prediction_path(method.folder, pair)
+            if path is None:
+                continue
+            with TiffVolume(pair.fused) as fused, TiffVolume(path) as prediction:
+                if prediction.shape != fused.shape:
+                    raise FmcInputError(
+                        f"{path}: prediction shape {prediction.shape} differs from the ground "
+                        f"truth's {fused.shape} ({pair.fused}); predictions must keep the input's "
+                        "shape")
+
+
+def score_pair(pair: RawPair, methods: Sequence[Method], slab: int = DEFAULT_SLAB_Z,
+               block_y: int = DEFAULT_BLOCK_Y) -> list[ImageScore]:
+    """Score every method on one pair, reading the ground truth once.
+
+    Returns one :class:`ImageScore` per method; a missing prediction file gives a row with
+    ``status='missing'`` and NaN scores.
+    """
+    with TiffVolume(pair.angle) as view, TiffVolume(pair.fused) as fused:
+        if view.shape != fused.shape:
+            raise FmcInputError(f"{pair.angle}: shape {view.shape} differs from its fused "
+                                f"partner's {fused.shape} ({pair.fused.name})")
+        study = fused.meta.study if fused.meta.study is not None else view.meta.study
+        content = fused.meta.content or view.meta.content or _content_from_name(pair.name)
+        rows = [ImageScore(pair.name, study, content, method=m.label) for m in methods]
+        opened: list[TiffVolume] = []
+        try:
+            candidates, candidate_rows = [], []
+            for method, row in zip(methods, rows, strict=True):
+                volume = _method_volume(method, pair, view, opened)
+                if volume is None:
+                    row.status = "missing"
+                    continue
+                if method.kind != "identity":
+                    candidates.append(volume)
+                    candidate_rows.append(row)
+            fused_stats = volume_stats(fused, slab, name=str(pair.fused))
+            view_stats = volume_stats(view, slab, name=str(pair.angle))
+            candidate_stats = [volume_stats(v, slab, name=_name_of(v, pair)) for v in candidates]
+            ssims = ssim_against(fused, [view, *candidates], target_stats=fused_stats,
+                                 prediction_stats=[view_stats, *candidate_stats],
+                                 names=[str(pair.fused), str(pair.angle),
+                                        *[_name_of(v, pair) for v in candidates]],
+                                 slab=slab, block_y=block_y)
+            ssim_input = ssims[0]
+            psnr_input = psnr(view, fused, target_stats=fused_stats, prediction_stats=view_stats,
+                              slab=slab)
+            for row in rows:
+                row.ssim_input = ssim_input
+            for row, method in zip(rows, methods, strict=True):
+                if method.kind == "identity":
+                    row.ssim_pred, row.n_ssim, row.psnr_pred = ssim_input, 0.0, psnr_input
+            for row, volume, stats, value in zip(candidate_rows, candidates, candidate_stats,
+                                                 ssims[1:], strict=True):
+                row.ssim_pred = value
+                row.n_ssim = n_ssim_from(value, ssim_input)
+                row.psnr_pred = psnr(volume, fused, target_stats=fused_stats,
+                                     prediction_stats=stats, slab=slab)
+                if math.isnan(row.n_ssim):
+                    row.status = "undefined (input equals ground truth)"
+        finally:
+            for volume in opened:
+                volume.close()
+    return rows
+
+
+def _name_of(volume: object, pair: RawPair) -> str:
+    return str(getattr(volume, "path", f"{pair.name} (baseline)"))
+
+
+def _content_from_name(name: str) -> str | None:
+    match = re.search(r"_(nucleus|nuclei|membrane)_", name, flags=re.IGNORECASE)
+    return parse_content(match.group(1)) if match else None
+
+
+def _method_volume(method: Method, pair: RawPair, view: TiffVolume, opened: list[TiffVolume]):
+    if method.kind == "identity":
+        return view
+    if method.kind == "gaussian":
+        return GaussianFilteredVolume(view, method.sigma_zyx)
+    path = prediction_path(method.folder, pair)
+    if path is None:
+        return None
+    volume = TiffVolume(path)
+    opened.append(volume)
+    return volume
+
+
+def summarize(rows: Iterable[ImageScore]) -> list[dict]:
+    """Mean scores per content (the leaderboard columns) and per study × content, per method.
+
+    Missing predictions are counted in ``n_missing`` and excluded from the means, which cover
+    ``n_scored`` images.
+    """
+    groups: dict[tuple, list[ImageScore]] = {}
+    for row in rows:
+        groups.setdefault((row.method, row.content or "unknown", "all"), []).append(row)
+        study = "unknown" if row.study is None else str(row.study)
+        groups.setdefault((row.method, row.content or "unknown", study), []).append(row)
+    summary = []
+    for (method, content, study), members in groups.items():
+        scored = [r for r in members if r.status == "ok"]
+
+        def mean(attribute: str, rows_: list[ImageScore] = scored) -> float:
+            values = [getattr(r, attribute) for r in rows_ if np.isfinite(getattr(r, attribute))]
+            return float(np.mean(values)) if values else math.nan
+
+        summary.append({
+            "content": content, "study": study, "method": method, "n_images": len(members),
+            "n_scored": len(scored), "n_missing": sum(r.status == "missing" for r in members),
+            "mean_n_ssim": mean("n_ssim"), "mean_ssim_input": mean("ssim_input"),
+            "mean_ssim_pred": mean("ssim_pred"), "mean_psnr_pred": mean("psnr_pred")})
+    method_order = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in summary))}
+    summary.sort(key=lambda r: (method_order[r["method"]], r["content"], r["study"] != "all",
+                                _natural_key(r["study"])))
+    return summary
+
+
+def best_per_content(summary: Sequence[dict]) -> list[dict]:
+    """For each content, the method with the highest mean N_SSIM over all its images."""
+    best: dict[str, dict] = {}
+    for row in summary:
+        if row["study"] != "all" or not np.isfinite(row["mean_n_ssim"]):
+            continue
+        if row["content"] not in best or row["mean_n_ssim"] > best[row["content"]]["mean_n_ssim"]:
+            best[row["content"]] = row
+    return [best[c] for c in sorted(best)]
+
+
+def _csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _format(v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _format(value: object) -> object:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6f}"
+    return "" if value is None else value
+
+
+def write_tables(out_dir: str | Path, result: EvaluationResult) -> tuple[Path, Path]:
+    """Write ``per_image.csv`` and ``summary.csv`` into ``out_dir`` (each atomically)."""
+    out_dir = Path(out_dir)
+    per_image = write_text_atomic(out_dir / "per_image.csv",
+                                  _csv_text([asdict(r) for r in result.rows], PER_IMAGE_COLUMNS))
+    summary = write_text_atomic(out_dir / "summary.csv",
+                                _csv_text(result.summary, SUMMARY_COLUMNS))
+    return per_image, summary
+
+
+def format_table(summary: Sequence[dict]) -> str:
+    """The summary as an aligned text table (mean N_SSIM per content first)."""
+    header = ["content", "study", "method", "images", "N_SSIM", "SSIM(input)", "SSIM(pred)",
+              "PSNR"]
+    lines = []
+    for row in summary:
+        n = f"{row['n_scored']}/{row['n_images']}"
+        if row["n_missing"]:
+            n += f" ({row['n_missing']} missing)"
+        lines.append([row["content"], row["study"], row["method"], n,
+                      *(f"{row[k]:+.4f}" if k == "mean_n_ssim" and np.isfinite(row[k]) else
+                        f"{row[k]:.4f}" if np.isfinite(row[k]) else "-"
+                        for k in ("mean_n_ssim", "mean_ssim_input", "mean_ssim_pred")),
+                      f"{row['mean_psnr_pred']:.2f}" if np.isfinite(row["mean_psnr_pred"]) else "-"])
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=False)]
+    render = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+              for line in [header, *lines]]
+    render.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(render)

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny volumes and a helper that runs fmc commands as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmc.io import VolumeMeta, write_volume
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_command(module: str, *overrides: str, cwd: Path | None = None,
+                env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> <overrides>`` in a subprocess and capture its output."""
+    environment = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    environment.pop("FMC_VERBOSE", None)
+    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd or REPO,
+                          env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A user error: exit code 2, each fragment in stderr, no traceback anywhere."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output, output
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+
+
+def make_pair(rng: np.random.Generator, shape=(16, 32, 32), noise=40.0):
+    """A (view, fused) pair of uint16 volumes: the view is a dimmer, noisier copy."""
+    fused = rng.gamma(2.0, 200.0, shape).astype(np.uint16)
+    view = (fused * 0.7 + rng.normal(0, noise, shape)).clip(0, 65535).astype(np.uint16)
+    return view, fused
+
+
+@pytest.fixture
+def raw_folder(tmp_path: Path) -> Path:
+    """Three FMC-layout pairs (studies 1-3, nucleus and membrane) of 16×32×32 voxels."""
+    rng = np.random.default_rng(7)
+    folder = tmp_path / "raw"
+    for index, (study, content) in enumerate([(1, "nucleus"), (1, "membrane"), (3, "nucleus")]):
+        view, fused = make_pair(rng)
+        meta = VolumeMeta(study=study, content=content, spacing_zyx=(1.0, 0.195, 0.195))
+        write_volume(folder / f"image_{index}_{content}_angle.tif", view, meta)
+        write_volume(folder / f"image_{index}_{content}_fused.tif", fused, meta)
+    return folder
