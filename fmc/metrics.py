@@ -41,9 +41,10 @@ K1, K2 = 0.01, 0.03
 METRIC_SETTINGS = ("percentile_normalize(2, 99.8, no clip) per volume; skimage structural_similarity "
                    "3D, uniform 7-voxel window, K1=0.01, K2=0.03, sample covariance, "
                    "data_range=max of the two normalised ranges")
-# Default block: 16 z-planes (plus a 3-plane halo on each side) × 256 rows × all columns.
-DEFAULT_SLAB_Z = 16
-DEFAULT_BLOCK_Y = 256
+# Default block: 32 z-planes (plus a 3-plane halo on each side) × 128 rows × all columns: the halo
+# costs 19 % extra work, and a 1920-wide block holds ~80 MB per float64 array.
+DEFAULT_SLAB_Z = 32
+DEFAULT_BLOCK_Y = 128
 
 
 class VolumeLike(Protocol):
@@ -199,19 +200,23 @@ def _ranked_values_float(volume, depth, slab, ranks, name) -> dict:
         values.update({rank: low for rank in ranks})
         return values
     n_bins = 1 << 16
-    edges = np.linspace(low, high, n_bins + 1)
+    scale = n_bins / (high - low)
+
+    def bin_of(values: np.ndarray) -> np.ndarray:
+        # Any monotone map of values to bins works, as long as both passes use the same one:
+        # the exact order statistics are found among the values of the chosen bins.
+        return np.clip(((values - low) * scale).astype(np.int64), 0, n_bins - 1)
+
     counts = np.zeros(n_bins, dtype=np.int64)
     for z0, z1 in _slabs(depth, slab):
-        block = _read(volume, z0, z1).ravel()
-        index = np.clip(np.searchsorted(edges, block, side="right") - 1, 0, n_bins - 1)
-        counts += np.bincount(index, minlength=n_bins)
+        counts += np.bincount(bin_of(_read(volume, z0, z1).ravel()), minlength=n_bins)
     cumulative = np.cumsum(counts)
     wanted = {rank: int(np.searchsorted(cumulative, rank, side="right")) for rank in ranks}
     bins = sorted(set(wanted.values()))
     gathered: dict[int, list[np.ndarray]] = {b: [] for b in bins}
     for z0, z1 in _slabs(depth, slab):
         block = _read(volume, z0, z1).ravel()
-        index = np.clip(np.searchsorted(edges, block, side="right") - 1, 0, n_bins - 1)
+        index = bin_of(block)
         for b in bins:
             gathered[b].append(block[index == b])
     for rank, b in wanted.items():
@@ -330,21 +335,22 @@ def ssim_against(target: VolumeLike, predictions: Sequence[VolumeLike], *,
 
     def block_sums(gt_planes: np.ndarray, pred_planes: list[np.ndarray], y0: int, y1: int
                    ) -> list[float]:
+        # Normalise only this block's rows: float64 copies of whole slabs would cost GBs.
         rows = slice(y0, y1 + 2 * half)
-        y = gt_planes[:, rows]
+        y = target_stats.normalize(gt_planes[:, rows])
         mu_y = ndimage.uniform_filter(y, size=WIN_SIZE)[crop]
         mu_yy = ndimage.uniform_filter(y * y, size=WIN_SIZE)[crop]
-        return [_ssim_map_sum(x[:, rows], y, mu_y, mu_yy, r, crop)[0] if r > 0 else 0.0
-                for x, r in zip(pred_planes, ranges, strict=True)]
+        return [_ssim_map_sum(stats.normalize(x[:, rows]), y, mu_y, mu_yy, r, crop)[0]
+                if r > 0 else 0.0
+                for x, stats, r in zip(pred_planes, prediction_stats, ranges, strict=True)]
 
     # scipy.ndimage and numpy release the GIL: threads over y-blocks use every core.
     with ThreadPoolExecutor(max_workers=max(1, workers or default_workers())) as pool:
         # Output planes/rows [half, n - half) are the ones skimage averages (it crops the map).
         for z0, z1 in _slabs(depth - 2 * half, slab):
             z_lo, z_hi = z0, z1 + 2 * half  # input planes, halo included
-            gt_planes = target_stats.normalize(_read(target, z_lo, z_hi))
-            pred_planes = [s.normalize(_read(p, z_lo, z_hi))
-                           for p, s in zip(predictions, prediction_stats, strict=True)]
+            gt_planes = _read(target, z_lo, z_hi)
+            pred_planes = [_read(p, z_lo, z_hi) for p in predictions]
             blocks = _slabs(height - 2 * half, block_y)
             starts, ends = zip(*blocks, strict=True)
             work = functools.partial(block_sums, gt_planes, pred_planes)

@@ -178,3 +178,12 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_meta_json_is_serialisable() -> None:
     meta = VolumeMeta(study=1, content="nucleus", spacing_zyx=SPACING, original={"a": 1})
     assert json.loads(fio.to_json(meta))["spacing_zyx"] == list(SPACING)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+
+    path = write_volume(tmp_path / "a.tif", ARRAY)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
