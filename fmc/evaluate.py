@@ -82,6 +82,8 @@ def output_folder(cfg: DictConfig) -> Path:
 
 def evaluate(cfg: DictConfig) -> EvaluationResult:
     """Score every raw pair with every method of ``cfg`` and write the tables."""
+    if str(cfg.table) not in ("auto", "full", "content"):
+        raise FmcConfigError(f"table={cfg.table}: choose auto, full or content (conf/evaluate.yaml)")
     methods = build_methods(cfg)
     pairs = find_pairs(raw_folder(cfg))
     out_dir = output_folder(cfg)
@@ -96,7 +98,11 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
         "metric": METRIC_SETTINGS, "fmc_version": __version__, "python": platform.python_version(),
         "config": OmegaConf.to_container(cfg, resolve=True), "methods": [m.label for m in methods],
         "n_pairs": len(pairs)}, indent=2, default=str))
-    print(format_table(result.summary))
+    full = str(cfg.table) == "full" or (str(cfg.table) == "auto" and len(methods) <= 2)
+    print(format_table(result.summary if full else
+                       [row for row in result.summary if row["study"] == "all"]))
+    if not full:
+        print(f"(per study × content rows in {summary})")
     if len(methods) > 1:
         print("\nbest per content (mean N_SSIM over all images):")
         for row in best_per_content(result.summary):

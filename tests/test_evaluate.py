@@ -132,3 +132,25 @@ def test_nan_prediction_is_refused(raw_folder: Path, tmp_path: Path):
     result = run_command("fmc.evaluate", f"raw={raw_folder}", f"pred={predictions}",
                          f"out={tmp_path / 'out'}")
     assert_user_error(result, "NaN or infinite")
+
+
+def test_without_raw_the_default_dataset_is_synthesized_once(tmp_path: Path):
+    result = run_command("fmc.evaluate", "baseline=identity", "out=scores", "progress=false",
+                         "table=content", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "synthesizing the default dataset" in result.stdout + result.stderr
+    pairs = sorted((tmp_path / "data" / "synthetic").glob("*_angle.tif"))
+    assert len(pairs) == 20
+    rows = read_csv(tmp_path / "scores" / "per_image.csv")
+    assert {(r["study"], r["content"]) for r in rows} == {
+        (str(s), c) for s in range(1, 6) for c in ("nucleus", "membrane")}
+    assert all(float(r["n_ssim"]) == 0.0 for r in rows)
+    again = run_command("fmc.evaluate", "baseline=identity", "out=scores2", "progress=false",
+                        cwd=tmp_path)
+    assert again.returncode == 0 and "synthesizing" not in again.stdout + again.stderr
+
+
+def test_bad_table_choice(raw_folder: Path, tmp_path: Path):
+    result = run_command("fmc.evaluate", f"raw={raw_folder}", "baseline=identity", "table=wide",
+                         f"out={tmp_path / 'o'}")
+    assert_user_error(result, "table=wide")

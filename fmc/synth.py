@@ -1,0 +1,214 @@
+"""Synthetic (single view, fused) pairs in the challenge's layout: ``python -m fmc.synth``.
+
+Writes ``image_<i>_<content>_angle.tif`` (one simulated light-sheet view) and
+``image_<i>_<content>_fused.tif`` (a multi-view fusion containing that view) with the challenge's
+metadata keys, through :mod:`fmc.io`. The physics live in :mod:`fmc.lightsheet`, the specimen in
+:mod:`fmc.specimen`, the per-study facts in :mod:`fmc.studies`; see docs/synthetic.md.
+
+Examples
+--------
+``python -m fmc.synth out=data/mine study=3 content=membrane n=4 shape=[64,160,160] seed=1``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmc.cli import hydra_entry
+from fmc.errors import FmcConfigError
+from fmc.io import CONTENTS, VolumeMeta, write_volume
+from fmc.lightsheet import FusionParams, OpticsParams, simulate_pair
+from fmc.specimen import SpecimenParams, render_specimen
+from fmc.studies import STUDIES, check_content, get_profile
+
+log = logging.getLogger("fmc.synth")
+
+DEFAULT_ROOT = Path("data/synthetic")
+DEFAULT_IMAGES_PER_COMBO = 2
+TARGETS = ("fusion", "clean")
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthSettings:
+    """Everything that defines a synthetic pair besides its study, content and index."""
+
+    specimen: SpecimenParams = SpecimenParams()
+    optics: OpticsParams = OpticsParams()
+    fusion: FusionParams = FusionParams()
+    target: str = "fusion"
+
+
+def pair_rng(seed: int, study: int, content: str, index: int) -> np.random.Generator:
+    """The one generator of an image, derived from (seed, study, content, index).
+
+    Pairs are independent of each other and of the order in which they are made, so a file can
+    be regenerated alone and still be byte-identical.
+    """
+    return np.random.default_rng(np.random.SeedSequence(
+        [int(seed), int(study), CONTENTS.index(content), int(index)]))
+
+
+def resolve_geometry(study: int, shape=None, scale=None) -> tuple[tuple, tuple]:
+    """ZYX shape and spacing (µm) of a synthetic volume of ``study``.
+
+    ``shape`` None gives the study's demo shape and, unless ``scale`` is given, its demo scale;
+    an explicit shape is at the native spacing times ``scale`` (default 1).
+    """
+    profile = get_profile(study)
+    if shape is None:
+        shape = profile.demo_shape
+        scale = profile.demo_scale if scale is None else scale
+    else:
+        scale = 1.0 if scale is None else scale
+    try:
+        shape = tuple(int(s) for s in shape)
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise FmcConfigError(f"shape must be [Z,Y,X] integers and scale a number, got "
+                             f"shape={shape!r} scale={scale!r}") from None
+    if len(shape) != 3 or min(shape) < 1 or scale <= 0:
+        raise FmcConfigError(f"shape must be three positive integers [Z,Y,X] and scale > 0, "
+                             f"got shape={list(shape)} scale={scale}")
+    spacing = tuple(round(s * scale, 6) for s in profile.spacing_zyx)
+    return shape, spacing
+
+
+def generate_pair(study: int, content: str, index: int = 0, shape=None, seed: int = 0,
+                  scale=None, settings: SynthSettings | None = None):
+    """Simulate one pair in memory.
+
+    Returns
+    -------
+    view, target : numpy.ndarray
+        uint16 ZYX volumes.
+    meta : fmc.io.VolumeMeta
+        Study, content and spacing to write with both.
+    """
+    settings = settings or SynthSettings()
+    profile = get_profile(study)
+    content = check_content(content)
+    if settings.target not in TARGETS:
+        raise FmcConfigError(f"unknown target {settings.target!r}: valid targets are "
+                             f"{', '.join(TARGETS)}")
+    shape, spacing = resolve_geometry(profile.study, shape, scale)
+    rng = pair_rng(seed, profile.study, content, index)
+    specimen = render_specimen(shape, spacing, content, rng, settings.specimen)
+    view, target = simulate_pair(specimen, spacing, profile.degradation_axis_indices, rng,
+                                 settings.optics, settings.fusion, settings.target)
+    meta = VolumeMeta(study=profile.study, content=content, spacing_zyx=spacing,
+                      original={"synthetic": "fmc.synth", "seed": int(seed),
+                                "target_mode": settings.target})
+    return view, target, meta
+
+
+def pair_paths(out: Path, index: int, content: str) -> tuple[Path, Path]:
+    """The challenge's names: ``image_<i>_<content>_angle.tif`` and ``..._fused.tif``."""
+    stem = Path(out) / f"image_{index}_{content}"
+    return stem.with_name(stem.name + "_angle.tif"), stem.with_name(stem.name + "_fused.tif")
+
+
+def write_pair(out: Path, study: int, content: str, index: int, **kwargs: Any):
+    """Generate one pair and write it; returns the (angle, fused) paths."""
+    view, target, meta = generate_pair(study, content, index, **kwargs)
+    angle_path, fused_path = pair_paths(out, index, content)
+    write_volume(angle_path, view, meta)
+    write_volume(fused_path, target, meta)
+    return angle_path, fused_path
+
+
+def default_dataset_plan(images_per_combo: int = DEFAULT_IMAGES_PER_COMBO):
+    """(study, content, index) of the embedded default dataset: every study × content."""
+    plan = []
+    for study in STUDIES:
+        for content in CONTENTS:
+            for _ in range(images_per_combo):
+                plan.append((study, content, len(plan)))
+    return plan
+
+
+def ensure_default_dataset(root: Path | None = None,
+                           images_per_combo: int = DEFAULT_IMAGES_PER_COMBO) -> Path:
+    """Return the default synthetic dataset's folder, synthesizing it first if incomplete.
+
+    The ten study/content combinations at their demo shapes, ``images_per_combo`` pairs each,
+    with distinct indices, in one flat folder (``data/synthetic`` under the current directory
+    by default). Idempotent: returns at once when every file is there.
+    """
+    root = Path(root) if root is not None else DEFAULT_ROOT
+    plan = default_dataset_plan(images_per_combo)
+    missing = [(s, c, i) for s, c, i in plan
+               if not all(p.exists() for p in pair_paths(root, i, c))]
+    if not missing:
+        return root
+    log.info("no data root given: synthesizing the default dataset into %s (%d pairs)",
+             root, len(plan))
+    for study, content, index in missing:
+        write_pair(root, study, content, index)
+    return root
+
+
+def settings_from_config(cfg) -> SynthSettings:
+    """Build :class:`SynthSettings` from the config's specimen/optics/fusion groups."""
+    from omegaconf import DictConfig, OmegaConf
+
+    def build(kind, section):
+        if isinstance(section, DictConfig):
+            section = OmegaConf.to_container(section, resolve=True)
+        values = dict(section or {})
+        names = {f.name for f in dataclasses.fields(kind)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise FmcConfigError(f"unknown {kind.__name__} key(s) {unknown}: valid keys are "
+                                 f"{', '.join(sorted(names))}")
+        # YAML lists arrive as lists; the dataclasses hold tuples (hashable, frozen).
+        return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    return SynthSettings(specimen=build(SpecimenParams, cfg.get("specimen")),
+                         optics=build(OpticsParams, cfg.get("optics")),
+                         fusion=build(FusionParams, cfg.get("fusion")),
+                         target=str(cfg.get("target", "fusion")))
+
+
+def run(cfg) -> list[Path]:
+    """Write ``cfg.n`` pairs for ``cfg.study``/``cfg.content`` into ``cfg.out``."""
+    from omegaconf import OmegaConf
+
+    if cfg.get("out") is None:
+        raise FmcConfigError("missing 'out': add out=DIR to the command line")
+    study = get_profile(cfg.study).study
+    content = check_content(str(cfg.content))
+    settings = settings_from_config(cfg)
+    shape = cfg.get("shape")
+    shape = None if shape is None else list(OmegaConf.to_container(shape)
+                                            if not isinstance(shape, (list, tuple)) else shape)
+    written = []
+    for k in range(int(cfg.n)):
+        index = int(cfg.start) + k
+        started = time.perf_counter()
+        paths = write_pair(Path(cfg.out), study, content, index, shape=shape, seed=int(cfg.seed),
+                           scale=cfg.get("scale"), settings=settings)
+        log.info("wrote %s and %s (%.1f s)", paths[0], paths[1].name,
+                 time.perf_counter() - started)
+        if cfg.get("png"):
+            from fmc.preview import save_pair_png
+            png = paths[0].with_name(paths[0].name.replace("_angle.tif", "_pair.png"))
+            save_pair_png(paths[0], paths[1], png)
+            log.info("wrote %s", png)
+        written.extend(paths)
+    return written
+
+
+@hydra_entry("synth", "fmc.synth")
+def main(cfg) -> None:
+    """``python -m fmc.synth``: see conf/synth.yaml."""
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

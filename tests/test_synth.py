@@ -1,0 +1,168 @@
+"""Tests of the synthetic pair generator (fmc.synth, fmc.specimen, fmc.lightsheet, fmc.studies)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from fmc.errors import FmcConfigError
+from fmc.io import read_volume
+from fmc.lightsheet import FusionParams, blend_coordinate, view_weight
+from fmc.metrics import ssim_against
+from fmc.specimen import render_specimen
+from fmc.studies import STUDIES, get_profile
+from fmc.synth import (
+    SynthSettings,
+    ensure_default_dataset,
+    generate_pair,
+    pair_paths,
+    pair_rng,
+    resolve_geometry,
+    write_pair,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+# Tiny but holding a few cells: demo spacing (scale 3), 24×48×48 voxels = 72×28×28 µm for S1.
+TINY = dict(shape=(24, 48, 48), scale=3.0)
+
+
+def _near_far(shape, axes):
+    near, far = [slice(None)] * 3, [slice(None)] * 3
+    for axis in axes:
+        near[axis] = slice(0, shape[axis] // 2)
+        far[axis] = slice(shape[axis] // 2, None)
+    return tuple(near), tuple(far)
+
+
+def test_files_readable_with_challenge_metadata(tmp_path):
+    angle, fused = write_pair(tmp_path, 3, "membrane", 7, seed=1, **TINY)
+    assert angle.name == "image_7_membrane_angle.tif"
+    assert fused.name == "image_7_membrane_fused.tif"
+    for path in (angle, fused):
+        volume, meta = read_volume(path)
+        assert volume.shape == (24, 48, 48) and volume.dtype == np.uint16
+        assert meta.study == 3 and meta.content == "membrane"
+        assert meta.spacing_zyx == pytest.approx((3.0, 1.17, 1.17))
+        for key in ("channel", "study", "physical_size_x", "physical_size_y", "physical_size_z"):
+            assert key in meta.original
+        # A camera offset, no saturation, no negative wrap-around.
+        assert 50 < volume.min() and volume.max() < 60000
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    first = write_pair(tmp_path / "a", 1, "nucleus", 0, seed=5, **TINY)
+    second = write_pair(tmp_path / "b", 1, "nucleus", 0, seed=5, **TINY)
+    other = write_pair(tmp_path / "c", 1, "nucleus", 0, seed=6, **TINY)
+    for a, b, c in zip(first, second, other, strict=True):
+        assert a.read_bytes() == b.read_bytes()
+        assert a.read_bytes() != c.read_bytes()
+
+
+@pytest.mark.parametrize("study", [1, 4])
+def test_far_half_is_worse_and_near_half_is_the_input(study):
+    geometry = dict(shape=(32, 64, 64), scale=3.0)
+    view, fused, meta = generate_pair(study, "nucleus", 0, seed=2, **geometry)
+    axes = get_profile(study).degradation_axis_indices
+    near, far = _near_far(view.shape, axes)
+    ssim_near = ssim_against(fused[near], [view[near]])[0]
+    ssim_far = ssim_against(fused[far], [view[far]])[0]
+    assert ssim_far < ssim_near - 0.1
+    # Attenuation: on the far half the view holds less signal (above the offset) than the
+    # fusion, which takes it from the opposite view there; on the near half they agree.
+    def signal(volume, region):
+        return (volume[region].astype(float) - 100).sum()
+
+    assert signal(view, far) < 0.9 * signal(fused, far)
+    assert signal(view, near) == pytest.approx(signal(fused, near), rel=0.1)
+    # Where the input's blending weight is 1 the target holds the input's own counts.
+    shape, spacing = resolve_geometry(study, geometry["shape"], geometry["scale"])
+    tissue = render_specimen(shape, spacing, "nucleus", pair_rng(2, study, "nucleus", 0)).tissue
+    weight = np.broadcast_to(view_weight(blend_coordinate(tissue, axes),
+                                         FusionParams().blend_width), view.shape)
+    assert (weight == 1).mean() > 0.2
+    np.testing.assert_array_equal(fused[weight == 1], view[weight == 1])
+    assert not np.array_equal(fused[weight == 0], view[weight == 0])
+
+
+def test_nucleus_and_membrane_structures_differ():
+    shape, spacing = resolve_geometry(1, (32, 96, 96), 3.0)
+    survives, edges = {}, {}
+    for content in ("nucleus", "membrane"):
+        specimen = render_specimen(shape, spacing, content, pair_rng(0, 1, content, 0))
+        values = specimen.fluorescence[specimen.tissue > 0.5]
+        bright = specimen.fluorescence > 0.5 * np.percentile(values, 99)
+        # Blobs survive a lateral 5×5 opening; thin sheets do not.
+        opened = ndimage.binary_opening(bright, structure=np.ones((1, 5, 5), bool))
+        survives[content] = opened.sum() / bright.sum()
+        # Thin sheets: many bright voxels have a dim lateral neighbour.
+        boundary = bright & ~np.roll(bright, 1, axis=2) | bright & ~np.roll(bright, 1, axis=1)
+        edges[content] = boundary.sum() / bright.sum()
+    assert survives["membrane"] < 0.5 * survives["nucleus"]
+    assert edges["membrane"] > 1.5 * edges["nucleus"]
+
+
+def test_clean_target_mode_is_easier():
+    view, fused, _ = generate_pair(1, "nucleus", 0, seed=0, **TINY)
+    _, clean, meta = generate_pair(1, "nucleus", 0, seed=0, settings=SynthSettings(target="clean"),
+                                   **TINY)
+    assert meta.original["target_mode"] == "clean"
+    assert not np.array_equal(clean, fused)
+
+
+def test_too_small_and_unknown_values_raise():
+    with pytest.raises(FmcConfigError, match="too small"):
+        generate_pair(1, "nucleus", 0, shape=(8, 16, 16))
+    with pytest.raises(FmcConfigError, match="valid studies are 1, 2, 3, 4, 5"):
+        get_profile(9)
+    with pytest.raises(FmcConfigError, match="nucleus, membrane"):
+        generate_pair(1, "cytoplasm", 0, **TINY)
+    assert set(STUDIES) == {1, 2, 3, 4, 5}
+
+
+def test_default_dataset_is_created_once(tmp_path, caplog):
+    root = tmp_path / "synthetic"
+    with caplog.at_level(logging.INFO, logger="fmc.synth"):
+        assert ensure_default_dataset(root, images_per_combo=1) == root
+    assert sum("no data root given" in r.getMessage() for r in caplog.records) == 1
+    files = sorted(p.name for p in root.glob("*.tif"))
+    assert len(files) == 20  # 5 studies × 2 contents × (angle, fused)
+    studies = {read_volume(root / f)[1].study for f in files}
+    assert studies == {1, 2, 3, 4, 5}
+    stamp = (root / files[0]).stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fmc.synth"):
+        ensure_default_dataset(root, images_per_combo=1)
+    assert not caplog.records and (root / files[0]).stat().st_mtime_ns == stamp
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "fmc.synth", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+def test_cli_writes_pairs(tmp_path):
+    result = _cli(f"out={tmp_path / 'o'}", "study=2", "content=nucleus", "n=2", "start=3",
+                  "shape=[24,48,48]", "scale=3", "seed=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for index in (3, 4):
+        for path in pair_paths(tmp_path / "o", index, "nucleus"):
+            assert path.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["study=9"], "valid studies are 1, 2, 3, 4, 5"),
+    (["content=cytoplasm"], "valid contents are nucleus, membrane"),
+    (["shape=[8,8,8]"], "too small"),
+])
+def test_cli_bad_input_exits_2_without_traceback(tmp_path, args, message):
+    result = _cli(f"out={tmp_path / 'o'}", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
