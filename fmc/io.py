@@ -403,11 +403,12 @@ class TiffVolume:
             z_key, rest = key[0], key[1:]
             return self[z_key][(slice(None), *rest)]
         z0, z1, step = key.indices(self.shape[0])
+        planes = range(z0, z1, step)
+        result = np.empty((len(planes), *self.shape[1:]), dtype=self.dtype)
         with _ReadingErrors(self.path):
-            planes = [self._pages[z].asarray().reshape(self.shape[1:]) for z in range(z0, z1, step)]
-        if not planes:
-            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
-        return np.stack(planes)
+            for i, z in enumerate(planes):  # filled in place: no second copy of the slab
+                result[i] = self._pages[z].asarray().reshape(self.shape[1:])
+        return result
 
     def read(self) -> np.ndarray:
         """The whole volume as an array."""

@@ -45,6 +45,9 @@ METRIC_SETTINGS = ("percentile_normalize(2, 99.8, no clip) per volume; skimage s
 # costs 19 % extra work, and a 1920-wide block holds ~80 MB per float64 array.
 DEFAULT_SLAB_Z = 32
 DEFAULT_BLOCK_Y = 128
+# Passes without a halo (percentiles, PSNR) stream thinner slabs: their float64 temporaries of
+# whole planes would otherwise dominate the memory of a 1920×1920 volume.
+STREAM_SLAB_Z = 4
 
 
 class VolumeLike(Protocol):
@@ -66,6 +69,11 @@ def default_workers() -> int:
 
 def _slabs(depth: int, slab: int) -> list[tuple[int, int]]:
     return [(z, min(z + slab, depth)) for z in range(0, depth, slab)]
+
+
+def _stream_slab(volume: VolumeLike) -> int:
+    # A lazily filtered volume recomputes its halo for every slab: it asks for thicker ones.
+    return int(getattr(volume, "preferred_slab", STREAM_SLAB_Z))
 
 
 def _read(volume: VolumeLike, z0: int, z1: int) -> np.ndarray:
@@ -140,7 +148,7 @@ def _lerp(below: np.ndarray, above: np.ndarray, gamma: np.ndarray) -> float:
     return float(value[0])
 
 
-def volume_stats(volume: VolumeLike, slab: int = DEFAULT_SLAB_Z,
+def volume_stats(volume: VolumeLike, slab: int | None = None,
                  percentiles: tuple[float, float] = (PERCENTILE_LOW, PERCENTILE_HIGH),
                  name: str = "volume") -> VolumeStats:
     """Exact percentiles, minimum and maximum of a volume, read slab by slab.
@@ -154,6 +162,7 @@ def volume_stats(volume: VolumeLike, slab: int = DEFAULT_SLAB_Z,
     FmcInputError
         If the volume holds NaN or infinite values (``name`` is used in the message).
     """
+    slab = slab or _stream_slab(volume)
     depth = volume.shape[0]
     count = int(np.prod(volume.shape, dtype=np.int64))
     if count == 0:
@@ -321,9 +330,9 @@ def ssim_against(target: VolumeLike, predictions: Sequence[VolumeLike], *,
     """
     names = list(names or ["ground truth"] + [f"volume {i}" for i in range(len(predictions))])
     _check_shapes(target, predictions, names)
-    target_stats = target_stats or volume_stats(target, slab, name=names[0])
+    target_stats = target_stats or volume_stats(target, name=names[0])
     if prediction_stats is None:
-        prediction_stats = [volume_stats(p, slab, name=n) for p, n in zip(predictions, names[1:],
+        prediction_stats = [volume_stats(p, name=n) for p, n in zip(predictions, names[1:],
                                                                            strict=True)]
     ranges = [max(target_stats.normalized_range, s.normalized_range) for s in prediction_stats]
     depth, height, _ = target.shape
@@ -388,16 +397,17 @@ def n_ssim(prediction: VolumeLike, target: VolumeLike, input_view: VolumeLike, *
 
 
 def psnr(prediction: VolumeLike, target: VolumeLike, *, target_stats: VolumeStats | None = None,
-         prediction_stats: VolumeStats | None = None, slab: int = DEFAULT_SLAB_Z) -> float:
+         prediction_stats: VolumeStats | None = None, slab: int | None = None) -> float:
     """PSNR in dB of the normalised prediction against the normalised ground truth.
 
     Uses the challenge normalisation and ``data_range`` = the larger of the two normalised ranges
     (as :func:`ssim`); infinite for identical volumes.
     """
     _check_shapes(target, [prediction], ["ground truth", "prediction"])
-    target_stats = target_stats or volume_stats(target, slab, name="ground truth")
-    prediction_stats = prediction_stats or volume_stats(prediction, slab, name="prediction")
+    target_stats = target_stats or volume_stats(target, name="ground truth")
+    prediction_stats = prediction_stats or volume_stats(prediction, name="prediction")
     data_range = max(target_stats.normalized_range, prediction_stats.normalized_range)
+    slab = slab or _stream_slab(prediction)
     squared_error = 0.0
     for z0, z1 in _slabs(target.shape[0], slab):
         difference = prediction_stats.normalize(_read(prediction, z0, z1)) - \
@@ -430,9 +440,9 @@ def score_prediction(input_view: VolumeLike, target: VolumeLike, prediction: Vol
     """
     input_name, target_name, prediction_name = names
     _check_shapes(target, [input_view, prediction], [target_name, input_name, prediction_name])
-    target_stats = volume_stats(target, slab, name=target_name)
-    input_stats = volume_stats(input_view, slab, name=input_name)
-    prediction_stats = volume_stats(prediction, slab, name=prediction_name)
+    target_stats = volume_stats(target, name=target_name)
+    input_stats = volume_stats(input_view, name=input_name)
+    prediction_stats = volume_stats(prediction, name=prediction_name)
     ssim_input, ssim_prediction = ssim_against(
         target, [input_view, prediction], target_stats=target_stats,
         prediction_stats=[input_stats, prediction_stats],
@@ -441,7 +451,7 @@ def score_prediction(input_view: VolumeLike, target: VolumeLike, prediction: Vol
         ssim_input=ssim_input, ssim_pred=ssim_prediction,
         n_ssim=n_ssim_from(ssim_prediction, ssim_input),
         psnr_pred=psnr(prediction, target, target_stats=target_stats,
-                       prediction_stats=prediction_stats, slab=slab))
+                       prediction_stats=prediction_stats))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -472,6 +482,8 @@ class GaussianFilteredVolume:
         self.truncate = truncate
         self.halo = int(self.truncate * self.sigma_zyx[0] + 0.5)
         self.dtype = np.dtype(np.float32)
+        # Each slab is filtered with 2 × halo extra planes: thick slabs keep that overhead small.
+        self.preferred_slab = max(STREAM_SLAB_Z, 4 * self.halo)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, slice) or key.step not in (None, 1):

@@ -216,17 +216,16 @@ def score_pair(pair: RawPair, methods: Sequence[Method], slab: int = DEFAULT_SLA
                 if method.kind != "identity":
                     candidates.append(volume)
                     candidate_rows.append(row)
-            fused_stats = volume_stats(fused, slab, name=str(pair.fused))
-            view_stats = volume_stats(view, slab, name=str(pair.angle))
-            candidate_stats = [volume_stats(v, slab, name=_name_of(v, pair)) for v in candidates]
+            fused_stats = volume_stats(fused, name=str(pair.fused))
+            view_stats = volume_stats(view, name=str(pair.angle))
+            candidate_stats = [volume_stats(v, name=_name_of(v, pair)) for v in candidates]
             ssims = ssim_against(fused, [view, *candidates], target_stats=fused_stats,
                                  prediction_stats=[view_stats, *candidate_stats],
                                  names=[str(pair.fused), str(pair.angle),
                                         *[_name_of(v, pair) for v in candidates]],
                                  slab=slab, block_y=block_y)
             ssim_input = ssims[0]
-            psnr_input = psnr(view, fused, target_stats=fused_stats, prediction_stats=view_stats,
-                              slab=slab)
+            psnr_input = psnr(view, fused, target_stats=fused_stats, prediction_stats=view_stats)
             for row in rows:
                 row.ssim_input = ssim_input
             for row, method in zip(rows, methods, strict=True):
@@ -237,7 +236,7 @@ def score_pair(pair: RawPair, methods: Sequence[Method], slab: int = DEFAULT_SLA
                 row.ssim_pred = value
                 row.n_ssim = n_ssim_from(value, ssim_input)
                 row.psnr_pred = psnr(volume, fused, target_stats=fused_stats,
-                                     prediction_stats=stats, slab=slab)
+                                     prediction_stats=stats)
                 if math.isnan(row.n_ssim):
                     row.status = "undefined (input equals ground truth)"
         finally:
