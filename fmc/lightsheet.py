@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from fmc.specimen import Specimen, block_mean, coarse_shape, resize_linear
+from fmc.grids import block_mean, coarse_shape, resize_linear
+from fmc.specimen import Specimen
 
 
 @dataclass(frozen=True)

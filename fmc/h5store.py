@@ -1,0 +1,167 @@
+"""The training-ready HDF5 layout: one file per TIFF, written atomically, marked complete last.
+
+Layout (``/data`` group; attributes on the file root)::
+
+    data/raw_image          float32 ZYX  percentile-normalised intensity (2, 99.8), not clipped
+    data/surface_distance   float32 ZYX  angle files: signed distance to the specimen hull, µm
+    data/light_map          float32 ZYX  angle files: distance from the lit border, µm
+    data/foreground         uint16 (N,3) fused files: ZYX coordinates of a random subset of the
+                                          voxels at or above the volume's mean (patch centres)
+    attrs: kind ('angle'|'fused'), spacing_zyx, study, content, source, percentile_low/high,
+           normalization, fmc_version, ... and ``fmc_complete`` = True, written last.
+
+A file without ``fmc_complete`` is unfinished and gets rebuilt. Files are written under a
+temporary name (``.<name>.<pid>.part``) and renamed when complete, so a killed run never leaves a
+file that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from fmc.errors import FmcInputError
+
+RAW_IMAGE = "data/raw_image"
+SURFACE_DISTANCE = "data/surface_distance"
+LIGHT_MAP = "data/light_map"
+FOREGROUND = "data/foreground"
+COMPLETE_ATTR = "fmc_complete"
+# Chosen by scripts/bench_h5.py (docs/benchmarks.md): 32×64×64 float32 chunks (512 KB). LZF by
+# default: 44 % smaller files than uncompressed (the H5 copy of the challenge data would
+# otherwise be ~4× its TIFFs), at 37 ms per 32×128×128 two-channel patch read instead of 3 ms --
+# small next to a training step; gzip saves another third for a slower write and read.
+CHUNKS = (32, 64, 64)
+COMPRESSION: str | None = "lzf"
+COMPRESSIONS = ("lzf", "gzip", "none")
+_PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.part$")
+
+
+def chunk_shape(shape: tuple[int, ...], chunks: tuple[int, ...] = CHUNKS) -> tuple[int, ...]:
+    """``chunks`` clipped to ``shape`` (HDF5 chunks may not exceed a fixed-size dataset)."""
+    return tuple(max(1, min(c, s)) for c, s in zip(chunks, shape, strict=True))
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """True if ``path`` is an H5 file that fmc finished writing."""
+    try:
+        with h5py.File(path, "r") as handle:
+            return bool(handle.attrs.get(COMPLETE_ATTR, False))
+    except (OSError, KeyError):
+        return False
+
+
+def temporary_path(path: Path) -> Path:
+    """The name a file is written under before the final rename (unique per process)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.part")
+
+
+def remove_stale_parts(folder: Path) -> list[Path]:
+    """Delete leftovers of killed runs: ``.*.part`` files whose writer process is gone."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob(".*.part"):
+        match = _PART.match(path.name)
+        if match and not _process_alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _attribute(value: Any) -> Any:
+    if value is None:
+        return "none"
+    if isinstance(value, (dict, list, tuple)) and not (
+            isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value)):
+        return json.dumps(value)
+    return value
+
+
+def write_h5(path: str | os.PathLike, datasets: dict[str, np.ndarray], attrs: dict[str, Any],
+             compression: str | None = COMPRESSION) -> Path:
+    """Write datasets and attributes to ``path`` atomically, marking the file complete last."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(path)
+    try:
+        with h5py.File(temporary, "w") as handle:
+            compression = None if compression in (None, "none") else compression
+            for name, array in datasets.items():
+                array = np.asarray(array)
+                volume = array.ndim == 3
+                handle.create_dataset(name, data=array,
+                                      chunks=chunk_shape(array.shape) if volume else None,
+                                      compression=compression if volume else None)
+            for key, value in attrs.items():
+                handle.attrs[key] = _attribute(value)
+            handle.flush()
+            handle.attrs[COMPLETE_ATTR] = True
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """The root attributes of an fmc H5 file (JSON-encoded values decoded)."""
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = dict(handle.attrs)
+    except OSError as error:
+        raise FmcInputError(f"{path}: not a readable HDF5 file ({error})") from None
+    decoded = {}
+    for key, value in attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, str) and value[:1] in "[{":
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if isinstance(value, np.generic):
+            value = value.item()
+        decoded[key] = None if value == "none" else value
+    return decoded
+
+
+def dataset_names(path: str | os.PathLike) -> list[str]:
+    """Names of the datasets in an fmc H5 file (e.g. ``data/raw_image``)."""
+    names: list[str] = []
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda name, item: names.append(name)
+                          if isinstance(item, h5py.Dataset) else None)
+    return names
+
+
+def h5_name(tiff_name: str) -> str:
+    """``image_3_nucleus_angle.tif`` → ``image_3_nucleus_angle.h5``."""
+    stem = tiff_name.rsplit(".", 1)[0]
+    return f"{stem}.h5"
+
+
+def all_complete(paths: Iterable[Path]) -> bool:
+    """True if every path is a complete fmc H5 file."""
+    return all(is_complete(p) for p in paths)

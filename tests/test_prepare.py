@@ -1,0 +1,167 @@
+"""``python -m fmc.prepare`` and its pieces: H5 layout, resume, lists, bad inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+
+from fmc.h5store import (
+    COMPLETE_ATTR,
+    FOREGROUND,
+    LIGHT_MAP,
+    RAW_IMAGE,
+    SURFACE_DISTANCE,
+    is_complete,
+    read_attrs,
+)
+from fmc.io import VolumeMeta, write_volume
+from fmc.splits import read_list, split_counts
+from fmc.synth import write_pair
+from tests.conftest import assert_user_error, run_command
+
+TINY = dict(shape=(24, 48, 48), scale=3.0)
+
+
+@pytest.fixture(scope="module")
+def tiff_folder(tmp_path_factory) -> Path:
+    """Five tiny synthetic pairs (study 1 nucleus ×3, study 3 membrane ×2)."""
+    folder = tmp_path_factory.mktemp("raw")
+    for index, (study, content) in enumerate([(1, "nucleus")] * 3 + [(3, "membrane")] * 2):
+        write_pair(folder, study, content, index, **TINY)
+    return folder
+
+
+def prepare(*args: str, **kwargs):
+    return run_command("fmc.prepare", "progress=false", *args, **kwargs)
+
+
+def test_prepare_writes_h5_files_and_lists(tiff_folder: Path, tmp_path: Path):
+    out = tmp_path / "h5"
+    result = prepare(f"input={tiff_folder}", f"output={out}")
+    assert result.returncode == 0, result.stderr
+    assert "10 written" in result.stdout
+    with h5py.File(out / "image_0_nucleus_angle.h5") as angle:
+        assert set(angle["data"]) == {"raw_image", "surface_distance", "light_map"}
+        raw = angle[RAW_IMAGE][...]
+        assert raw.dtype == np.float32 and raw.shape == (24, 48, 48)
+        # Percentile-normalised, not clipped: p2 -> 0, p99.8 -> 1.
+        assert np.percentile(raw, 2) == pytest.approx(0, abs=1e-6)
+        assert np.percentile(raw, 99.8) == pytest.approx(1, abs=1e-5) and raw.max() > 1
+        distance = angle[SURFACE_DISTANCE][...]
+        assert distance.max() > 0 > distance.min()
+        assert angle[LIGHT_MAP][...].min() == 0
+        assert angle.attrs[COMPLETE_ATTR]
+    attrs = read_attrs(out / "image_0_nucleus_angle.h5")
+    assert attrs["study"] == 1 and attrs["content"] == "nucleus" and attrs["kind"] == "angle"
+    assert attrs["spacing_zyx"] == pytest.approx([3.0, 0.585, 0.585])
+    assert attrs["source"] == "image_0_nucleus_angle.tif" and "fmc_version" in attrs
+    with h5py.File(out / "image_0_nucleus_fused.h5") as fused:
+        assert set(fused["data"]) == {"raw_image", "foreground"}
+        coordinates = fused[FOREGROUND][...]
+        image = fused[RAW_IMAGE][...]
+        assert coordinates.shape[1] == 3 and len(coordinates) > 100
+        threshold = fused.attrs["foreground_threshold"]
+        assert np.all(image[tuple(coordinates.T)] >= threshold)
+    lists = out / "lists"
+    rows = {split: (lists / f"study1_nucleus_{split}.csv").read_text().splitlines()
+            for split in ("train", "val", "test")}
+    assert sum(len(r) for r in rows.values()) == 3 and all(len(r) == 1 for r in rows.values())
+    assert rows["train"][0].count(";") == 1 and rows["train"][0].endswith("_fused.h5")
+    all_membrane = sum(len((lists / f"all_membrane_{s}.csv").read_text().splitlines())
+                       for s in ("train", "val", "test"))
+    assert all_membrane == 2
+    for angle, fused in read_list(lists / "study1_nucleus_train.csv"):
+        assert angle.exists() and fused.exists()
+
+
+def test_rerun_skips_complete_files_and_rebuilds_unfinished(tiff_folder: Path, tmp_path: Path):
+    out = tmp_path / "h5"
+    assert prepare(f"input={tiff_folder}", f"output={out}").returncode == 0
+    kept = out / "image_1_nucleus_angle.h5"
+    before = kept.stat().st_mtime_ns
+    # A killed run: an unfinished final-named file and a leftover temporary of a dead process.
+    unfinished = out / "image_0_nucleus_fused.h5"
+    with h5py.File(unfinished, "a") as handle:
+        del handle.attrs[COMPLETE_ATTR]
+    leftover = out / ".image_2_nucleus_angle.h5.999999999.part"
+    leftover.write_bytes(b"half")
+    result = prepare(f"input={tiff_folder}", f"output={out}")
+    assert result.returncode == 0, result.stderr
+    assert "1 written, 9 already complete" in result.stdout
+    assert is_complete(unfinished) and not leftover.exists()
+    assert kept.stat().st_mtime_ns == before
+
+
+def test_parallel_equals_serial(tiff_folder: Path, tmp_path: Path):
+    assert prepare(f"input={tiff_folder}", f"output={tmp_path / 'a'}", "workers=1").returncode == 0
+    assert prepare(f"input={tiff_folder}", f"output={tmp_path / 'b'}", "workers=2").returncode == 0
+    for path in sorted((tmp_path / "a").glob("*.h5")):
+        with h5py.File(path) as one, h5py.File(tmp_path / "b" / path.name) as two:
+            for name in one["data"]:
+                np.testing.assert_array_equal(one["data"][name][...], two["data"][name][...])
+    for path in sorted((tmp_path / "a" / "lists").glob("*.csv")):
+        assert path.read_text() == (tmp_path / "b" / "lists" / path.name).read_text()
+
+
+def test_bad_files_are_reported_and_the_others_go_on(tiff_folder: Path, tmp_path: Path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in tiff_folder.glob("image_[01]_*"):
+        os.link(path, raw / path.name)
+    (raw / "image_5_nucleus_angle.tif").write_text("not a tiff")          # unreadable
+    write_volume(raw / "image_5_nucleus_fused.tif", np.ones((24, 48, 48), np.uint16),
+                 VolumeMeta(study=1, content="nucleus"))                    # constant
+    tifffile.imwrite(raw / "image_6_nucleus_angle.tif", np.zeros((24, 48, 48), np.uint16))
+    out = tmp_path / "h5"
+    result = prepare(f"input={raw}", f"output={out}")
+    assert_user_error(result, "1 of 7 file(s) failed", "image_5_nucleus_angle.tif")
+    log = result.stdout + result.stderr
+    assert "image_6_nucleus_angle.tif has no partner" in log      # lone file: warned, converted
+    assert "no specimen found" in log and "constant volume" in log
+    assert is_complete(out / "image_6_nucleus_angle.h5")
+    assert is_complete(out / "image_5_nucleus_fused.h5")
+    assert not (out / "image_5_nucleus_angle.h5").exists()
+    assert is_complete(out / "image_1_nucleus_fused.h5")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["input=/nonexistent/folder"], "input folder does not exist"),
+    (["workers=0"], "workers=0"),
+    (["split.train=0.9"], "must be ≥ 0 and sum to 1"),
+])
+def test_bad_configuration(tiff_folder: Path, tmp_path: Path, args, message):
+    base = [f"input={tiff_folder}", f"output={tmp_path / 'h5'}"]
+    result = prepare(*base, *args)
+    assert_user_error(result, message)
+
+
+def test_empty_folder(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    result = prepare(f"input={tmp_path / 'empty'}", f"output={tmp_path / 'h5'}")
+    assert_user_error(result, "no .tif/.tiff file found")
+
+
+@pytest.mark.parametrize("n,expected", [(1, (1, 0, 0)), (2, (2, 0, 0)), (3, (1, 1, 1)),
+                                        (10, (7, 1, 2)), (20, (14, 2, 4)), (101, (71, 10, 20))])
+def test_split_counts(n, expected):
+    assert split_counts(n, (0.7, 0.1, 0.2)) == expected
+
+
+def test_hand_written_lists_are_accepted(tiff_folder: Path, tmp_path: Path):
+    out = tmp_path / "h5"
+    assert prepare(f"input={tiff_folder}", f"output={out}").returncode == 0
+    mine = tmp_path / "my_list.csv"
+    mine.write_text(f"angle,fused\n{out / 'image_0_nucleus_angle.h5'},"
+                    f"{out / 'image_0_nucleus_fused.h5'}\n\n"
+                    "image_1_nucleus_angle.h5;image_1_nucleus_fused.h5\n")
+    pairs = read_list(mine, root=out)
+    assert [p[0].name for p in pairs] == ["image_0_nucleus_angle.h5", "image_1_nucleus_angle.h5"]
+    broken = tmp_path / "broken.csv"
+    broken.write_text("image_9_nucleus_angle.h5;image_9_nucleus_fused.h5\n")
+    with pytest.raises(Exception, match="does not exist"):
+        read_list(broken, root=out)
