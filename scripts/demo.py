@@ -1,9 +1,9 @@
 """`make demo`: run fmc's main job end to end on the embedded synthetic dataset.
 
 Each step is the real command a user would type, run in a subprocess and echoed, so the demo shows
-how to use fmc. Today: synthesize the default dataset (once) and score the identity and Gaussian
-baselines with the challenge's N_SSIM. Later steps (prepare, train, predict, report) join as they
-exist.
+how to use fmc. Today: synthesize the default dataset (once), prepare it for training (H5 files
+with the auxiliary channels, split lists), and score the identity and Gaussian baselines with the
+challenge's N_SSIM. Later steps (train, predict, report) join as they exist.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def run(*args: str) -> None:
 
 def main() -> None:
     start = time.perf_counter()
-    # No raw= given: fmc.evaluate synthesizes the default dataset into data/synthetic on first use.
+    # No input= / raw= given: the commands use the embedded synthetic dataset (data/synthetic),
+    # synthesized on first use.
+    run("fmc.prepare", "workers=2", "progress=false")
     run("fmc.evaluate", "baseline=identity", f"out={OUT / 'identity'}", "progress=false")
     run("fmc.evaluate", "baseline=gaussian", "sigma=sweep", f"out={OUT / 'gaussian'}",
         "progress=false")
