@@ -17,16 +17,14 @@ The numbers go into docs/benchmarks.md with the machine they came from.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from benchtools import machine, run_measured
 from scipy import ndimage
 
 from fmc.io import VolumeMeta, write_volume
@@ -61,26 +59,6 @@ def write_pair(folder: Path, shape: tuple[int, int, int]) -> None:
     prediction *= 0.5
     del fused, view
     write_volume(pred / "image_0_nucleus_angle.tif", prediction, STUDY5)
-
-
-def run_measured(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (GB) and stdout of one child process.
-
-    ``os.wait4`` gives the rusage of that child alone. Linux carries the high-water mark across
-    fork and exec, so the figure includes this small parent's RSS at fork time: this script keeps
-    no volume in memory while it runs the measured command.
-    """
-    start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as stdout:
-        child = subprocess.Popen(command, stdout=stdout, stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - start
-        stdout.seek(0)
-        output = stdout.read()
-    if child.returncode != 0:
-        raise SystemExit(output)
-    return seconds, usage.ru_maxrss / 1024**2, output
 
 
 def run_evaluate(folder: Path) -> tuple[float, float, str]:
@@ -122,9 +100,7 @@ def main() -> None:
     if args.write_only:  # the child that writes the volumes, so the parent stays small
         write_pair(args.scratch, shape)
         return
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024**3:.0f} GiB RAM, "
-          f"Python {platform.python_version()}")
+    print(machine())
     shutil.rmtree(args.scratch, ignore_errors=True)
     start = time.perf_counter()
     subprocess.run([sys.executable, __file__, "--write-only", "--scratch", str(args.scratch),

@@ -21,35 +21,19 @@ Needs the benchmark extra (``pip install -e ".[bench]"``: SimpleITK). Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from benchtools import machine, run_measured
 from scipy import ndimage
 from scipy.spatial import ConvexHull, Delaunay
 
 from fmc.channels import fill_hull, specimen_hull, specimen_mask, surface_distance
 from fmc.io import read_volume
-
-
-def run_measured(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (GB; includes this small parent's RSS at fork) and output."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as output:
-        child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - start
-        output.seek(0)
-        text = output.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(text)
-    return seconds, usage.ru_maxrss / 1024**2, text
 
 
 def seed_hull_and_distance(view: np.ndarray, spacing: tuple[float, float, float]):
@@ -99,8 +83,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3, help="timings of the hull step")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}")
+    print(machine())
     shutil.rmtree(args.scratch, ignore_errors=True)
     raw = args.scratch / "raw"
     subprocess.run([sys.executable, "-m", "fmc.synth", f"out={raw}", "study=1", "content=nucleus",
