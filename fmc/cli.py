@@ -15,13 +15,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from fmc.errors import FmcError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 EXIT_USER_ERROR = 2
+
+
+def lists_prefix(study: object) -> str:
+    """Split-list name prefix of a study value: ``study3`` for 3, ``all`` for all studies."""
+    text = str(study).strip().lower()
+    return "all" if text in ("all", "none", "null", "synthetic", "") else f"study{text}"
+
+
+# Configs write ${lists_prefix:${study}}; the resolver must exist before Hydra composes them.
+if not OmegaConf.has_resolver("lists_prefix"):
+    OmegaConf.register_new_resolver("lists_prefix", lists_prefix)
 
 
 def verbose() -> bool:

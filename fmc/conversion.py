@@ -263,3 +263,46 @@ def _progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc="preparing", unit="file", file=sys.stderr, leave=False)
+
+
+DEFAULT_H5_ROOT = Path("data/synthetic_h5")
+
+
+def prune_default_h5(source: Path) -> list[Path]:
+    """Remove H5 files of the default folder whose TIFF is no longer in ``source``.
+
+    The embedded dataset's plan can change between versions; this folder belongs to fmc.
+    """
+    from fmc.h5store import h5_name
+
+    expected = {h5_name(p.name) for p in source.glob("image_*_*.tif")}
+    stale = [p for p in DEFAULT_H5_ROOT.glob("*.h5") if p.name not in expected] \
+        if DEFAULT_H5_ROOT.is_dir() else []
+    for path in stale:
+        path.unlink()
+    return stale
+
+
+def prepare_default_dataset(workers: int = 1, progress: bool = False) -> Path:
+    """The embedded synthetic dataset as H5 files and split lists, made on first use.
+
+    Synthesizes ``data/synthetic`` if needed (:func:`fmc.synth.ensure_default_dataset`), converts
+    what is missing into ``data/synthetic_h5`` (see :func:`prune_default_h5`) and writes the
+    split lists.
+    """
+    from fmc.h5store import h5_name, is_complete
+    from fmc.splits import write_lists
+    from fmc.synth import ensure_default_dataset
+
+    source = ensure_default_dataset()
+    stale = prune_default_h5(source)
+    incomplete = [p for p in sorted(source.glob("image_*_*.tif"))
+                  if not is_complete(DEFAULT_H5_ROOT / h5_name(p.name))]
+    if stale or incomplete or not (DEFAULT_H5_ROOT / "lists").is_dir():
+        log.info("no data root given: preparing %s into %s", source, DEFAULT_H5_ROOT)
+        results = convert_folder(source, DEFAULT_H5_ROOT, workers=workers, progress=progress)
+        failed = [r.message for r in results if r.status == "failed"]
+        if failed:
+            raise FmcInputError("preparing the default dataset failed: " + "; ".join(failed[:3]))
+        write_lists(DEFAULT_H5_ROOT)
+    return DEFAULT_H5_ROOT

@@ -34,12 +34,12 @@ SURFACE_DISTANCE = "data/surface_distance"
 LIGHT_MAP = "data/light_map"
 FOREGROUND = "data/foreground"
 COMPLETE_ATTR = "fmc_complete"
-# Chosen by scripts/bench_h5.py (docs/benchmarks.md): 32×64×64 float32 chunks (512 KB). LZF by
-# default: 44 % smaller files than uncompressed (the H5 copy of the challenge data would
-# otherwise be ~4× its TIFFs), at 37 ms per 32×128×128 two-channel patch read instead of 3 ms --
-# small next to a training step; gzip saves another third for a slower write and read.
+# Chosen by measurement (docs/benchmarks.md): 32×64×64 float32 chunks (512 KB), uncompressed by
+# default. LZF files are 44-58 % smaller, but decompressing a random 64×256×256 training patch
+# (75 chunks per dataset) caps one loader worker at ~3.4 patches/s against ~12/s uncompressed
+# (scripts/bench_data.py); prepare with compression=lzf when disk matters more than speed.
 CHUNKS = (32, 64, 64)
-COMPRESSION: str | None = "lzf"
+COMPRESSION: str | None = None
 COMPRESSIONS = ("lzf", "gzip", "none")
 _PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.part$")
 

@@ -12,13 +12,12 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fmc.cli import hydra_entry
-from fmc.conversion import ConversionResult, convert_folder
+from fmc.conversion import DEFAULT_H5_ROOT, ConversionResult, convert_folder, prune_default_h5
 from fmc.errors import FmcConfigError, FmcInputError
 from fmc.h5store import COMPRESSIONS
 from fmc.splits import write_lists
 
 log = logging.getLogger("fmc.prepare")
-DEFAULT_OUTPUT = Path("data/synthetic_h5")
 
 
 def folders(cfg: DictConfig) -> tuple[Path, Path]:
@@ -27,7 +26,9 @@ def folders(cfg: DictConfig) -> tuple[Path, Path]:
         from fmc.synth import ensure_default_dataset
 
         source = ensure_default_dataset()
-        return source, Path(cfg.output) if cfg.output is not None else DEFAULT_OUTPUT
+        if cfg.output is None:
+            prune_default_h5(source)  # the embedded dataset's own folder: drop older plans
+        return source, Path(cfg.output) if cfg.output is not None else DEFAULT_H5_ROOT
     source = Path(cfg.input)
     output = Path(cfg.output) if cfg.output is not None else \
         source.with_name(source.name + "_h5")

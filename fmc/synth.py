@@ -30,7 +30,8 @@ from fmc.studies import STUDIES, check_content, get_profile
 log = logging.getLogger("fmc.synth")
 
 DEFAULT_ROOT = Path("data/synthetic")
-DEFAULT_IMAGES_PER_COMBO = 2
+# 4 pairs per study/content: enough for a train/val/test split per study (2/1/1).
+DEFAULT_IMAGES_PER_COMBO = 4
 TARGETS = ("fusion", "clean")
 
 
@@ -142,10 +143,17 @@ def ensure_default_dataset(root: Path | None = None,
     """
     root = Path(root) if root is not None else DEFAULT_ROOT
     plan = default_dataset_plan(images_per_combo)
+    wanted = {path for _, content, index in plan for path in pair_paths(root, index, content)}
+    # Pairs of an older plan (another number of images per combination) would mix studies
+    # under the same indices: this folder belongs to fmc, so they go.
+    stale = [path for path in root.glob("image_*_*.tif") if path not in wanted] \
+        if root.is_dir() else []
     missing = [(s, c, i) for s, c, i in plan
                if not all(p.exists() for p in pair_paths(root, i, c))]
-    if not missing:
+    if not missing and not stale:
         return root
+    for path in stale:
+        path.unlink()
     log.info("no data root given: synthesizing the default dataset into %s (%d pairs)",
              root, len(plan))
     for study, content, index in missing:

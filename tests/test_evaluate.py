@@ -140,7 +140,7 @@ def test_without_raw_the_default_dataset_is_synthesized_once(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert "synthesizing the default dataset" in result.stdout + result.stderr
     pairs = sorted((tmp_path / "data" / "synthetic").glob("*_angle.tif"))
-    assert len(pairs) == 20
+    assert len(pairs) == 40
     rows = read_csv(tmp_path / "scores" / "per_image.csv")
     assert {(r["study"], r["content"]) for r in rows} == {
         (str(s), c) for s in range(1, 6) for c in ("nucleus", "membrane")}

@@ -1,0 +1,545 @@
+"""Training data: a patch Dataset over fmc's H5 files and a LightningDataModule around it.
+
+A sample is one patch of the angle file's input channels and the same patch of the fused file's
+``data/raw_image`` (the target). Only the patch is read (h5py slicing): memory grows with the patch,
+never with the volume (DESIGN.md §4, §10). Foreground patches are centred on a voxel drawn from the
+fused file's ``data/foreground`` coordinates, written once by ``fmc.prepare``.
+
+Randomness and reproducibility
+------------------------------
+Training samples draw from a numpy generator seeded with ``(seed, index, r)``, where ``r`` is one
+draw of torch's global RNG in the process that loads the sample. PyTorch's DataLoader seeds torch in
+each worker from a base seed it draws from the main process's torch RNG at the start of every
+epoch, so patches differ between workers and epochs, and ``lightning.seed_everything(s)`` makes a
+run reproducible (for a given ``num_workers``). Validation and test datasets (``fixed=True``) seed
+with ``(seed, index)`` only: the same patches in every epoch, whatever the workers, without
+augmentation.
+
+H5 files are opened lazily in the process that reads them (the handles are never pickled and are
+dropped after a fork), so ``num_workers > 0`` is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fmc.errors import FmcConfigError, FmcInputError
+from fmc.h5store import FOREGROUND, read_attrs
+from fmc.patches import (
+    CHANNELS,
+    TARGET_DATASET,
+    apply_augmentation,
+    axis_indices,
+    channel_name,
+    check_rot90_planes,
+    default_augment_axes,
+    default_rot90_planes,
+    draw_augmentation,
+    draw_origin,
+    pad_to_patch,
+    patch_window,
+    plane_indices,
+    scale_channel,
+)
+from fmc.splits import read_list
+from fmc.studies import AXIS_NAMES, STUDIES
+
+__all__ = ["CHANNELS", "FmcDataModule", "PatchDataset", "check_patch_size", "check_pairs",
+           "default_augment_axes", "resolve_list", "scale_channel"]
+
+log = logging.getLogger(__name__)
+Pair = tuple[Path, Path]
+
+
+def check_patch_size(patch_size: Sequence[int]) -> tuple[int, int, int]:
+    """``patch_size`` as three positive ints (Z, Y, X), else :class:`FmcConfigError`."""
+    try:
+        patch = tuple(int(p) for p in patch_size)
+        exact = all(float(p) == int(p) for p in patch_size)
+    except (TypeError, ValueError):
+        patch, exact = (), False
+    if len(patch) != 3 or not exact or min(patch) < 1:
+        raise FmcConfigError(f"data.patch_size must be three positive integers [Z, Y, X], got "
+                             f"{patch_size!r}")
+    return patch  # type: ignore[return-value]
+
+
+class PatchDataset(Dataset):
+    """Patches of (input channels, target) from pairs of fmc H5 files.
+
+    Parameters
+    ----------
+    pairs : sequence of (angle_path, fused_path)
+        H5 files as written by ``fmc.prepare`` (see :mod:`fmc.h5store`).
+    channels : sequence of str
+        Input channels, keys of :data:`fmc.patches.CHANNELS` (e.g. ``raw_image``,
+        ``surface_distance``), read from the angle file in this order.
+    patch_size : (Z, Y, X)
+        Patch shape; volumes smaller along an axis are reflect-padded at its end.
+    foreground_share : float, default 0.75
+        Probability that a patch is centred on a foreground voxel (else uniform).
+    samples_per_volume : int, default 1
+        Patches per pair and epoch: ``len = len(pairs) * samples_per_volume``; sample ``i`` comes
+        from pair ``i % len(pairs)``.
+    flip_axes : axes, default ()
+        Axes (``"ZYX"`` names or 0-2) flipped with probability 1/2 each (not when ``fixed``).
+    rot90_planes : planes, default ()
+        Planes (e.g. ``["YX"]``) turned by a random multiple of 90° (their patch sides must be
+        equal; not when ``fixed``).
+    fixed : bool, default False
+        Validation/test: positions depend only on ``(seed, index)``, no augmentation.
+    seed : int, default 0
+    distance_scale_um, light_scale_um : float, default 50, 100
+        Scales of the tanh applied to ``surface_distance`` and ``light_map``
+        (:func:`fmc.patches.scale_channel`).
+    max_open_files : int, default 16
+        Open H5 handles kept per process (least recently used closed first).
+
+    Items are dicts: ``input`` float32 ``[C, Z, Y, X]``, ``target`` float32 ``[1, Z, Y, X]``,
+    ``index`` int and ``origin`` int64 ``[3]`` (ZYX start of the patch in the volume).
+    """
+
+    def __init__(self, pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
+                 channels: Sequence[str], patch_size: Sequence[int], foreground_share: float = 0.75,
+                 samples_per_volume: int = 1, flip_axes: Sequence[int | str] | str = (),
+                 rot90_planes: Sequence[Sequence[int | str] | str] = (), fixed: bool = False,
+                 seed: int = 0, distance_scale_um: float = 50.0, light_scale_um: float = 100.0,
+                 max_open_files: int = 16):
+        self.pairs: list[Pair] = [(Path(a), Path(f)) for a, f in pairs]
+        if not self.pairs:
+            raise FmcInputError("no (angle, fused) pairs to sample patches from")
+        self.channels = [channel_name(c) for c in channels]
+        if not self.channels:
+            raise FmcConfigError("data.channels is empty: give at least one input channel")
+        self.patch_size = check_patch_size(patch_size)
+        if not 0.0 <= float(foreground_share) <= 1.0:
+            raise FmcConfigError(f"data.foreground_share must be in [0, 1], got {foreground_share}")
+        self.foreground_share = float(foreground_share)
+        if int(samples_per_volume) < 1:
+            raise FmcConfigError(f"samples_per_volume must be ≥ 1, got {samples_per_volume}")
+        self.samples_per_volume = int(samples_per_volume)
+        self.fixed = bool(fixed)
+        self.flip_axes = () if self.fixed else axis_indices(flip_axes)
+        self.rot90_planes = () if self.fixed else plane_indices(rot90_planes)
+        check_rot90_planes(self.rot90_planes, self.patch_size)
+        self.seed = int(seed)
+        self.scales = {"surface_distance": float(distance_scale_um),
+                       "light_map": float(light_scale_um)}
+        self.max_open_files = max(2, int(max_open_files))
+        self._reset_handles()
+
+    # -- per-process state: never pickled, dropped after a fork ---------------------------------
+    def _reset_handles(self) -> None:
+        self._pid = os.getpid()
+        self._handles: OrderedDict[Path, h5py.File] = OrderedDict()
+        self._foreground: dict[Path, np.ndarray] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_pid", "_handles", "_foreground"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_handles()
+
+    def _file(self, path: Path) -> h5py.File:
+        if os.getpid() != self._pid:
+            # A forked worker inherited the parent's handles: HDF5 state must not be shared.
+            self._reset_handles()
+        handle = self._handles.get(path)
+        if handle is None:
+            if len(self._handles) >= self.max_open_files:
+                self._handles.popitem(last=False)[1].close()
+            handle = self._handles[path] = h5py.File(path, "r")
+        else:
+            self._handles.move_to_end(path)
+        return handle
+
+    def _foreground_coordinates(self, path: Path) -> np.ndarray | None:
+        if path not in self._foreground:
+            handle = self._file(path)
+            self._foreground[path] = handle[FOREGROUND][()] if FOREGROUND in handle else None
+        return self._foreground[path]
+
+    def close(self) -> None:
+        """Close this process's open H5 files."""
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+    # -- sampling -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.pairs) * self.samples_per_volume
+
+    def generator(self, index: int) -> np.random.Generator:
+        """The generator of sample ``index`` (see the module docstring for the seeding)."""
+        if self.fixed:
+            return np.random.default_rng([self.seed, int(index)])
+        draw = int(torch.randint(0, 2**62, (1,)).item())
+        return np.random.default_rng([self.seed, int(index), draw])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        angle_path, fused_path = self.pairs[index % len(self.pairs)]
+        rng = self.generator(index)
+        angle, fused = self._file(angle_path), self._file(fused_path)
+        target_data = fused[TARGET_DATASET]
+        shape = target_data.shape
+        foreground = self._foreground_coordinates(fused_path) if self.foreground_share > 0 else None
+        origin = draw_origin(rng, self.patch_size, shape, foreground, self.foreground_share)
+        window = patch_window(origin, self.patch_size, shape)
+        inputs = np.stack([scale_channel(name, angle[CHANNELS[name].dataset][window],
+                                         self.scales.get(name)) for name in self.channels])
+        target = np.asarray(target_data[window], dtype=np.float32)[None]
+        inputs, target = pad_to_patch(inputs, self.patch_size), pad_to_patch(target, self.patch_size)
+        if self.flip_axes or self.rot90_planes:
+            # One draw for both: input and target must stay voxel-aligned.
+            augmentation = draw_augmentation(rng, self.flip_axes, self.rot90_planes)
+            inputs = apply_augmentation(inputs, augmentation)
+            target = apply_augmentation(target, augmentation)
+        return {"input": torch.from_numpy(inputs), "target": torch.from_numpy(target),
+                "index": int(index), "origin": torch.as_tensor(origin, dtype=torch.int64)}
+
+
+# -- checks before training -------------------------------------------------------------------
+def resolve_list(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """Find a split list: absolute, else ``root/lists/<path>``, ``root/<path>``, then the cwd.
+
+    A name without suffix gets ``.csv`` (``study1_nucleus_train`` works).
+
+    Raises
+    ------
+    FmcInputError
+        Naming every place that was tried.
+    """
+    path = Path(path)
+    names = [path] if path.suffix else [path.with_name(path.name + ".csv"), path]
+    tried: list[Path] = []
+    for name in names:
+        if name.is_absolute():
+            tried.append(name)
+            continue
+        if root is not None:
+            tried += [Path(root) / "lists" / name, Path(root) / name]
+        tried.append(Path.cwd() / name)
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise FmcInputError(f"split list {str(path)!r} not found (tried "
+                        f"{', '.join(str(p) for p in dict.fromkeys(tried))})")
+
+
+def check_pairs(pairs: Sequence[Pair], channels: Sequence[str], list_path: Path | None = None
+                ) -> list[dict[str, Any]]:
+    """Check that every pair holds what training reads; return the fused files' attributes.
+
+    Raises
+    ------
+    FmcInputError
+        Naming the file and the missing dataset (and the ones it holds) or the shape mismatch.
+    """
+    where = f" (listed in {list_path})" if list_path is not None else ""
+    attrs = []
+    for angle, fused in pairs:
+        angle_shape = _check_datasets(angle, [CHANNELS[c].dataset for c in channels], where,
+                                      "input channel")
+        fused_shape = _check_datasets(fused, [TARGET_DATASET, FOREGROUND], where, "target file")
+        if angle_shape != fused_shape:
+            raise FmcInputError(f"{angle} {list(angle_shape)} and {fused} {list(fused_shape)}"
+                                f"{where}: angle and fused volumes differ in shape")
+        attrs.append(read_attrs(fused))
+    return attrs
+
+
+def _check_datasets(path: Path, names: Sequence[str], where: str, role: str) -> tuple[int, ...]:
+    try:
+        with h5py.File(path, "r") as handle:
+            held: list[str] = []
+            handle.visititems(lambda n, item: held.append(n) if isinstance(item, h5py.Dataset) else None)
+            for name in names:
+                if name not in handle:
+                    raise FmcInputError(
+                        f"{path}{where}: no dataset {name!r} ({role}); it holds "
+                        f"{', '.join(held) or 'no datasets'}. Re-run fmc.prepare, or choose "
+                        f"data.channels among the available ones")
+            shapes = {name: handle[name].shape for name in names if name != FOREGROUND}
+    except OSError as error:
+        raise FmcInputError(f"{path}{where}: not a readable HDF5 file ({error})") from None
+    first = next(iter(shapes.values()))
+    for name, shape in shapes.items():
+        if len(shape) != 3 or shape != first:
+            raise FmcInputError(f"{path}{where}: dataset {name!r} has shape {list(shape)}, "
+                                f"expected a 3D volume of shape {list(first)}")
+    return first
+
+
+# -- the LightningDataModule ------------------------------------------------------------------
+class FmcDataModule(L.LightningDataModule):
+    """Train/val/test patch loaders over fmc H5 files and split lists.
+
+    Parameters
+    ----------
+    root : path, optional
+        The H5 folder; list rows are relative to it, and relative list paths are looked up in
+        ``root/lists/`` first (:func:`resolve_list`).
+    train_list, val_list, test_list : path, optional
+        Split lists (``angle.h5;fused.h5`` rows). Only the lists of the stage being set up are
+        required; without ``val_list`` there is no validation.
+    channels : sequence of str, default ("raw_image", "surface_distance")
+        Input channels (:data:`fmc.patches.CHANNELS`); ``in_channels == len(channels)``.
+    patch_size : (Z, Y, X), default (64, 256, 256)
+    batch_size : int, default 1
+    num_workers : int, default 0
+        DataLoader processes (persistent between epochs when > 0).
+    foreground_share : float, default 0.75
+    samples_per_volume, val_samples_per_volume : int, default 1
+    augment : bool, default True
+        Master switch for flips and rotations of training patches.
+    flip_axes : "auto" or axes, default "auto"
+        ``"auto"``: the axes that are not in ``degradation_axes`` or, when that is not given, not
+        degradation axes of the training files' study (:func:`fmc.patches.default_augment_axes`;
+        the intersection over several studies; no flips for an unknown study).
+    rot90_planes : "auto" or planes, default "auto"
+        ``"auto"``: planes of two flip axes with equal patch sides (YX for studies 1 and 2).
+    degradation_axes : axes, optional
+        Axes along which the view degrades (e.g. the study config's ``["Z"]``); they are never
+        flipped by ``"auto"``.
+    seed : int, default 0
+        Seeds the validation/test patch positions and, with torch's RNG, the training draws.
+    distance_scale_um, light_scale_um : float, default 50, 100
+        tanh scales of ``surface_distance`` and ``light_map``.
+    pin_memory : bool, optional
+        Default: True when CUDA is available.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None,
+                 train_list: str | os.PathLike | None = None,
+                 val_list: str | os.PathLike | None = None,
+                 test_list: str | os.PathLike | None = None,
+                 channels: Sequence[str] = ("raw_image", "surface_distance"),
+                 patch_size: Sequence[int] = (64, 256, 256), batch_size: int = 1,
+                 num_workers: int = 0, foreground_share: float = 0.75, samples_per_volume: int = 1,
+                 val_samples_per_volume: int = 1, augment: bool = True,
+                 flip_axes: Sequence[int | str] | str = "auto",
+                 rot90_planes: Sequence[Sequence[int | str] | str] | str = "auto",
+                 degradation_axes: Sequence[int | str] | None = None, seed: int = 0,
+                 distance_scale_um: float = 50.0, light_scale_um: float = 100.0,
+                 pin_memory: bool | None = None):
+        super().__init__()
+        # Plain values only (paths as text): checkpoints must load with torch's weights_only.
+        self.save_hyperparameters({
+            key: str(value) if isinstance(value, os.PathLike) else value
+            for key, value in dict(
+                root=root, train_list=train_list, val_list=val_list, test_list=test_list,
+                channels=list(channels), patch_size=list(patch_size), batch_size=batch_size,
+                num_workers=num_workers, foreground_share=foreground_share,
+                samples_per_volume=samples_per_volume,
+                val_samples_per_volume=val_samples_per_volume, augment=augment,
+                flip_axes=flip_axes if isinstance(flip_axes, str) else list(flip_axes),
+                rot90_planes=rot90_planes if isinstance(rot90_planes, str) else
+                [list(p) if not isinstance(p, str) else p for p in rot90_planes],
+                degradation_axes=None if degradation_axes is None else list(degradation_axes),
+                seed=seed, distance_scale_um=distance_scale_um, light_scale_um=light_scale_um,
+                pin_memory=pin_memory).items()})
+        self.root = Path(root) if root is not None else None
+        self.lists = {"train": train_list, "val": val_list, "test": test_list}
+        self.channels = [str(c) for c in channels]
+        self.patch_size = patch_size
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.foreground_share = foreground_share
+        self.samples_per_volume, self.val_samples_per_volume = samples_per_volume, val_samples_per_volume
+        self.augment, self.flip_axes, self.rot90_planes = augment, flip_axes, rot90_planes
+        self.degradation_axes = None if degradation_axes is None else axis_indices(degradation_axes)
+        self.seed = seed
+        self.distance_scale_um, self.light_scale_um = distance_scale_um, light_scale_um
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self._pairs: dict[str, list[Pair]] = {}
+        self._attrs: dict[str, list[dict[str, Any]]] = {}
+        self.datasets: dict[str, PatchDataset] = {}
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels the network must take."""
+        return len(self.channels)
+
+    def check_in_channels(self, in_channels: int) -> None:
+        """Raise :class:`FmcConfigError` unless the model takes ``len(channels)`` channels."""
+        if int(in_channels) != self.in_channels:
+            raise FmcConfigError(
+                f"model.in_channels={in_channels} but data.channels has {self.in_channels} "
+                f"({', '.join(self.channels)}): set model.in_channels={self.in_channels} or change "
+                f"data.channels")
+
+    # -- checks -------------------------------------------------------------------------------
+    def _check_settings(self) -> None:
+        self.patch = check_patch_size(self.patch_size)
+        self.channels = [channel_name(c) for c in self.channels]
+        if not self.channels:
+            raise FmcConfigError("data.channels is empty: give at least one input channel")
+        if len(set(self.channels)) != len(self.channels):
+            raise FmcConfigError(f"data.channels lists a channel twice: {self.channels}")
+        for key, value, low in (("batch_size", self.batch_size, 1), ("num_workers", self.num_workers, 0),
+                                ("samples_per_volume", self.samples_per_volume, 1),
+                                ("val_samples_per_volume", self.val_samples_per_volume, 1)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise FmcConfigError(f"data.{key} must be an integer ≥ {low}, got {value!r}")
+        if not 0.0 <= float(self.foreground_share) <= 1.0:
+            raise FmcConfigError(f"data.foreground_share must be in [0, 1], got {self.foreground_share}")
+        for key in ("distance_scale_um", "light_scale_um"):
+            if not float(getattr(self, key)) > 0:
+                raise FmcConfigError(f"data.{key} must be > 0 µm, got {getattr(self, key)!r}")
+
+    def _load_split(self, split: str) -> None:
+        if split in self._pairs:
+            return
+        given = self.lists[split]
+        if given is None:
+            raise FmcConfigError(f"data.{split}_list is not set: give a split list for {split}")
+        path = resolve_list(given, self.root)
+        pairs = read_list(path, self.root)
+        if not pairs:
+            raise FmcInputError(f"{path}: split list is empty (data.{split}_list): list at least one "
+                                f"'angle.h5;fused.h5' row, or re-run fmc.prepare")
+        self._attrs[split] = check_pairs(pairs, self.channels, path)
+        self._pairs[split] = pairs
+
+    def validate(self, stage: str | None = None) -> None:
+        """Check settings, lists and H5 files before any training step.
+
+        ``stage`` as in :meth:`setup`; ``None`` checks every list that is set. Raises
+        :class:`FmcConfigError` / :class:`FmcInputError` with a one-line message.
+        """
+        self._check_settings()
+        splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"],
+                  "predict": []}.get(stage, ["train", "val", "test"])
+        if stage in ("fit", None) and self.lists["train"] is None:
+            raise FmcConfigError("data.train_list is not set: give the training split list")
+        if stage == "validate" and self.lists["val"] is None:
+            raise FmcConfigError("data.val_list is not set: give the validation split list")
+        if stage == "test" and self.lists["test"] is None:
+            raise FmcConfigError("data.test_list is not set: give the test split list")
+        for split in splits:
+            if self.lists[split] is not None:
+                self._load_split(split)
+
+    # -- augmentation -------------------------------------------------------------------------
+    def augmentation_axes(self) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+        """The flip axes and rot90 planes used for training (``"auto"`` resolved)."""
+        if not self.augment:
+            return (), ()
+        studies = {a.get("study") for a in self._attrs.get("train", [])}
+        if self.flip_axes == "auto" and self.degradation_axes is not None:
+            flips = tuple(a for a in range(3) if a not in self.degradation_axes)
+        elif self.flip_axes == "auto":
+            allowed = set(range(3))
+            for study in studies:
+                known = study is not None and int(study) in STUDIES
+                allowed &= set(default_augment_axes(study) if known else ())
+            flips = tuple(sorted(allowed))
+        else:
+            flips = axis_indices(self.flip_axes)
+            for study in studies:
+                if study is not None and int(study) in STUDIES:
+                    directional = set(flips) - set(default_augment_axes(study))
+                    if directional:
+                        log.warning("flipping along %s, a degradation axis of study %s: the network "
+                                    "will see light from both sides",
+                                    "".join(AXIS_NAMES[a] for a in sorted(directional)), study)
+        if self.rot90_planes == "auto":
+            planes = default_rot90_planes(flips, self.patch)
+        else:
+            planes = plane_indices(self.rot90_planes)
+            check_rot90_planes(planes, self.patch)
+        return flips, planes
+
+    # -- Lightning hooks ----------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Validate, then build the datasets of ``stage``."""
+        self.validate(stage)
+        common = dict(channels=self.channels, patch_size=self.patch,
+                      foreground_share=self.foreground_share, seed=self.seed,
+                      distance_scale_um=self.distance_scale_um, light_scale_um=self.light_scale_um)
+        if "train" in self._pairs and "train" not in self.datasets:
+            flips, planes = self.augmentation_axes()
+            self.datasets["train"] = PatchDataset(
+                self._pairs["train"], samples_per_volume=self.samples_per_volume, flip_axes=flips,
+                rot90_planes=planes, **common)
+        for split in ("val", "test"):
+            if split in self._pairs and split not in self.datasets:
+                self.datasets[split] = PatchDataset(
+                    self._pairs[split], samples_per_volume=self.val_samples_per_volume, fixed=True,
+                    **common)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          drop_last=shuffle and len(dataset) >= self.batch_size,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        # No validation list: Lightning skips validation for an empty list of loaders.
+        return self._loader("val", shuffle=False) if "val" in self.datasets else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def teardown(self, stage: str | None = None) -> None:
+        for dataset in self.datasets.values():
+            dataset.close()
+
+    # -- what a checkpoint should remember ----------------------------------------------------
+    def dataset_info(self) -> dict[str, Any]:
+        """Input channels, scaling, patch size and the training files' study/content/spacing.
+
+        Call after :meth:`validate` (or :meth:`setup`) for the training list.
+        """
+        if "train" not in self._attrs:
+            self.validate("fit")
+        attrs = self._attrs["train"]
+
+        def summary(key: str) -> Any:
+            values = sorted({str(a.get(key)) for a in attrs if a.get(key) is not None})
+            return values[0] if len(values) == 1 else values
+
+        spacings = np.array([a["spacing_zyx"] for a in attrs if a.get("spacing_zyx") is not None],
+                            dtype=np.float64)
+        study = summary("study")
+        flips, planes = self.augmentation_axes()
+        return {
+            "channels": list(self.channels),
+            "channel_datasets": [CHANNELS[c].dataset for c in self.channels],
+            "target": TARGET_DATASET,
+            "channel_scaling": {c: ("none" if CHANNELS[c].scaling == "none" else
+                                    f"tanh(d / {self._scale(c):g} µm)") for c in self.channels},
+            "distance_scale_um": float(self.distance_scale_um),
+            "light_scale_um": float(self.light_scale_um),
+            "patch_size": list(self.patch),
+            "study": int(study) if isinstance(study, str) and study.isdigit() else study,
+            "content": summary("content"),
+            "spacing_zyx": spacings.mean(axis=0).round(6).tolist() if len(spacings) else None,
+            "normalization": summary("normalization"),
+            "n_train": len(attrs),
+            "flip_axes": "".join(AXIS_NAMES[a] for a in flips),
+            "rot90_planes": ["".join(AXIS_NAMES[a] for a in p) for p in planes],
+        }
+
+    def _scale(self, name: str) -> float:
+        return float(self.distance_scale_um if name == "surface_distance" else self.light_scale_um)

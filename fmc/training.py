@@ -1,0 +1,263 @@
+"""Assemble and run a training job from a composed config (used by ``python -m fmc.train``).
+
+Order: resolve the data (the embedded synthetic dataset when none is given), adapt the
+configuration to the machine (CPU profile), check everything that can be checked before the first
+step (lists, files, channels, patch divisibility), then build data module, model, callbacks,
+logger and trainer, fit, and always close the W&B run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from fmc.errors import FmcConfigError, FmcInputError
+
+log = logging.getLogger("fmc.train")
+
+
+def _user_overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except (ImportError, ValueError):
+        return []
+
+
+def apply_cpu_profile(cfg: DictConfig, gpu_available: bool) -> None:
+    """Without a GPU, shrink the GPU-sized defaults to what a CPU trains in minutes (logged)."""
+    profile = cfg.cpu_profile
+    accelerator = str(cfg.trainer.accelerator)
+    if not profile.enabled or gpu_available or accelerator not in ("auto", "cpu"):
+        return
+    overrides = " ".join(_user_overrides())
+    named_experiment = cfg.get("experiment_name") or "experiment=" in overrides
+    with open_dict(cfg):
+        if "data.patch_size" not in overrides:
+            patch = [min(int(p), int(c)) for p, c in zip(cfg.data.patch_size, profile.patch_size,
+                                                          strict=True)]
+            if patch != list(cfg.data.patch_size):
+                log.info("no GPU: training patch %s -> %s (cpu_profile; set data.patch_size to "
+                         "choose)", list(cfg.data.patch_size), patch)
+                cfg.data.patch_size = patch
+        if named_experiment:
+            return  # an experiment keeps its network; only its patch shrinks
+        if "model.features" not in overrides and cfg.model.features != profile.features:
+            log.info("no GPU: model.features %s -> %s (cpu_profile)", cfg.model.features,
+                     profile.features)
+            cfg.model.features = profile.features
+        if "data.batch_size" not in overrides and cfg.data.batch_size != profile.batch_size:
+            log.info("no GPU: data.batch_size %s -> %s (cpu_profile)", cfg.data.batch_size,
+                     profile.batch_size)
+            cfg.data.batch_size = profile.batch_size
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Checks that need no data: patch vs depth, channel names, loss and model choices."""
+    depth = int(cfg.model.depth)
+    divisor = 2 ** depth
+    patch = list(cfg.data.patch_size)
+    if len(patch) != 3 or any(int(p) <= 0 or int(p) % divisor for p in patch):
+        raise FmcConfigError(
+            f"data.patch_size={patch}: each side must be a positive multiple of 2**model.depth = "
+            f"{divisor} (e.g. data.patch_size=[{divisor * 4},{divisor * 8},{divisor * 8}])")
+    from fmc.data import CHANNELS
+
+    unknown = [c for c in cfg.channels.list if c not in CHANNELS]
+    if unknown or not cfg.channels.list or cfg.channels.list[0] != "raw_image":
+        raise FmcConfigError(f"channels.list={list(cfg.channels.list)}: the first must be "
+                             f"raw_image, the others from {', '.join(CHANNELS)}")
+
+
+def build_logger(cfg: DictConfig, output_dir: Path) -> Any:
+    """The configured Lightning logger (W&B offline by default), or False for none."""
+    kind = str(cfg.logger.kind)
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(output_dir), name="csv")
+    if kind != "wandb":
+        raise FmcConfigError(f"logger.kind={kind}: choose wandb, csv or none (logger=...)")
+    from lightning.pytorch.loggers import WandbLogger
+
+    mode = os.environ.get("WANDB_MODE") or ("offline" if cfg.logger.offline else "online")
+    return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, name=cfg.run_name,
+                       group=cfg.logger.group, tags=list(cfg.logger.tags), save_dir=str(output_dir),
+                       mode=mode, job_type="train")
+
+
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as ``{'model.lr': 0.001, ...}`` (filterable columns in W&B)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def output_folder() -> Path:
+    """This run's Hydra folder (the current folder outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except (ImportError, ValueError):
+        return Path.cwd()
+
+
+def _is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ImportError, ValueError):
+        return False
+
+
+def study_number(value: Any) -> int | None:
+    """``cfg.study`` as a study number, None for "all"; an unknown study lists the valid ones."""
+    from fmc.cli import lists_prefix
+    from fmc.studies import get_profile
+
+    if lists_prefix(value) == "all":
+        return None
+    return get_profile(value).study
+
+
+def degradation_axes(study: Any) -> list[str] | None:
+    """The study's degradation axes ('Z', 'Y', 'X'); None for all studies (taken from the data)."""
+    from fmc.studies import get_profile
+
+    number = study_number(study)
+    return None if number is None else list(get_profile(number).degradation_axes)
+
+
+def build_datamodule(cfg: DictConfig, root: Path):
+    """The data module of ``cfg`` over ``root`` (validated before training)."""
+    from fmc.data import FmcDataModule
+
+    data = cfg.data
+    return FmcDataModule(
+        root=root, train_list=data.train_list, val_list=data.val_list, test_list=data.test_list,
+        channels=list(cfg.channels.list), patch_size=list(data.patch_size),
+        batch_size=int(data.batch_size), num_workers=int(data.num_workers),
+        foreground_share=float(data.foreground_share),
+        samples_per_volume=int(data.samples_per_volume),
+        val_samples_per_volume=int(data.val_samples_per_volume),
+        augment=bool(data.augment), degradation_axes=degradation_axes(cfg.study),
+        seed=int(cfg.seed), distance_scale_um=float(data.distance_scale_um),
+        light_scale_um=float(data.light_scale_um))
+
+
+def build_module(cfg: DictConfig, info: dict[str, Any]):
+    """The LightningModule, carrying everything prediction needs in its hyperparameters."""
+    from fmc.module import FusionModule
+
+    model = cfg.model
+    return FusionModule(
+        channels=list(cfg.channels.list), features=int(model.features), depth=int(model.depth),
+        norm=str(model.norm), out_activation=str(model.out_activation),
+        residual=bool(model.residual), negative_slope=float(model.negative_slope),
+        loss=str(cfg.loss.name), loss_kwargs=OmegaConf.to_container(cfg.loss.kwargs),
+        optimizer=str(model.optimizer), lr=float(model.lr),
+        weight_decay=float(model.weight_decay), scheduler=str(model.scheduler),
+        channel_scales_um={"surface_distance": float(cfg.data.distance_scale_um),
+                           "light_map": float(cfg.data.light_scale_um)},
+        patch_size=[int(p) for p in cfg.data.patch_size],
+        spacing_zyx=info.get("spacing_zyx"), study=info.get("study"),
+        content=info.get("content") or str(cfg.content),
+        image_panel=bool(model.image_panel))
+
+
+def build_callbacks(cfg: DictConfig, output_dir: Path) -> list:
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    checkpoint = cfg.callbacks.checkpoint
+    callbacks = [ModelCheckpoint(
+        dirpath=str(output_dir / "checkpoints"), monitor=checkpoint.monitor, mode=checkpoint.mode,
+        save_top_k=int(checkpoint.save_top_k), save_last=bool(checkpoint.save_last),
+        every_n_epochs=int(checkpoint.every_n_epochs), auto_insert_metric_name=False,
+        filename="epoch{epoch:04d}-step{step}-nssim{val/n_ssim:.4f}")]
+    if cfg.callbacks.get("early_stopping"):
+        callbacks.append(EarlyStopping(monitor=checkpoint.monitor, mode=checkpoint.mode,
+                                       **OmegaConf.to_container(cfg.callbacks.early_stopping)))
+    return callbacks
+
+
+def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
+    if cfg.ckpt_path is None:
+        return None
+    path = output_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" \
+        else Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise FmcInputError(f"ckpt_path={cfg.ckpt_path}: {path} does not exist")
+    return str(path)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Run one training job; returns the best validation N_SSIM (None when skipped)."""
+    import lightning as L
+    import torch
+
+    if cfg.data.root is not None:
+        root = Path(cfg.data.root)
+    else:
+        from fmc.conversion import prepare_default_dataset
+
+        root = prepare_default_dataset()
+    apply_cpu_profile(cfg, torch.cuda.is_available())
+    check_config(cfg)
+    study_number(cfg.study)
+    from fmc.studies import check_content
+
+    check_content(str(cfg.content))
+    output_dir = output_folder()
+    datamodule = build_datamodule(cfg, root)
+    try:
+        datamodule.validate()
+    except FmcInputError as error:
+        if _is_multirun():
+            log.warning("skipping %s: %s", cfg.run_name, error)
+            return None
+        raise
+    ckpt_path = resolve_ckpt_path(cfg, output_dir)
+    L.seed_everything(int(cfg.seed), workers=True)
+    module = build_module(cfg, datamodule.dataset_info())
+    logger = build_logger(cfg, output_dir)
+    trainer_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+                      if v is not None}
+    try:
+        if logger and hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
+            logger.experiment.config.update(flat_config(cfg), allow_val_change=True)
+        trainer = L.Trainer(logger=logger, callbacks=build_callbacks(cfg, output_dir),
+                            default_root_dir=str(output_dir), **trainer_kwargs)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        best = trainer.checkpoint_callback.best_model_score
+        if cfg.test:
+            trainer.test(module, datamodule=datamodule, ckpt_path="best")
+        if logger and type(logger).__name__ == "WandbLogger":
+            summary = logger.experiment.summary
+            summary["best/val_n_ssim"] = float(best) if best is not None else None
+            summary["best/checkpoint"] = trainer.checkpoint_callback.best_model_path
+        log.info("best val/n_ssim %s, checkpoint %s", None if best is None else f"{float(best):.4f}",
+                 trainer.checkpoint_callback.best_model_path)
+        return None if best is None else float(best)
+    finally:
+        if logger and type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()

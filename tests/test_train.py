@@ -1,0 +1,128 @@
+"""``python -m fmc.train``: configs, a CPU fit, resume, sweeps, and bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from fmc.cli import CONFIG_DIR
+from fmc.conversion import convert_folder
+from fmc.splits import write_lists
+from fmc.synth import write_pair
+from tests.conftest import assert_user_error, run_command
+
+TINY_DATA = dict(shape=(24, 48, 48), scale=3.0)
+TINY_RUN = ["study=1", "content=nucleus", "logger=csv", "cpu_profile.enabled=false",
+            "model.features=4", "model.depth=2", "data.patch_size=[16,32,32]",
+            "data.batch_size=1", "trainer.accelerator=cpu", "trainer.max_steps=2",
+            "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
+            "trainer.num_sanity_val_steps=0"]
+
+
+@pytest.fixture(scope="module")
+def h5_root(tmp_path_factory) -> Path:
+    """Three tiny prepared study-1 nucleus pairs with split lists (1 train, 1 val, 1 test)."""
+    raw = tmp_path_factory.mktemp("raw")
+    for index in range(3):
+        write_pair(raw, 1, "nucleus", index, **TINY_DATA)
+    root = tmp_path_factory.mktemp("h5")
+    convert_folder(raw, root, progress=False)
+    write_lists(root)
+    return root
+
+
+def compose_train(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in Path(CONFIG_DIR, "experiment")
+                                              .glob("*.yaml")))
+def test_every_experiment_composes_and_builds(experiment):
+    from fmc.training import build_module, check_config
+
+    cfg = compose_train(f"experiment={experiment}", "study=3", "content=membrane")
+    check_config(cfg)
+    module = build_module(cfg, {})
+    assert module.in_channels == len(cfg.channels.list)
+    output = module(torch.zeros(1, module.in_channels, *[2 * 2 ** cfg.model.depth] * 3))
+    assert output.shape[1] == 1
+
+
+def test_rwth_ge_is_the_seed_network():
+    from fmc.training import build_module
+    from fmc.unet3d import UNet3D
+
+    cfg = compose_train("experiment=rwth_ge")
+    module = build_module(cfg, {})
+    assert isinstance(module.net, UNet3D)
+    assert sum(p.numel() for p in module.parameters()) == 1_981_145
+    assert list(cfg.data.patch_size) == [64, 256, 256] and cfg.loss.name == "ssim_l1"
+    assert cfg.model.optimizer == "radam" and cfg.model.lr == 0.001
+
+
+def test_cpu_profile_shrinks_defaults_but_keeps_a_named_experiment():
+    from fmc.training import apply_cpu_profile
+
+    cfg = compose_train()
+    apply_cpu_profile(cfg, gpu_available=False)
+    assert cfg.model.features == 8 and list(cfg.data.patch_size) == [16, 64, 64]
+    cfg = compose_train()
+    apply_cpu_profile(cfg, gpu_available=True)
+    assert cfg.model.features == 16 and list(cfg.data.patch_size) == [64, 256, 256]
+
+
+def test_fit_writes_self_contained_checkpoints_and_resumes(h5_root: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    result = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}",
+                         f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 2
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["channels"] == ["raw_image", "surface_distance"]
+    assert hparams["patch_size"] == [16, 32, 32] and hparams["study"] == 1
+    assert hparams["content"] == "nucleus" and hparams["spacing_zyx"] is not None
+    from fmc.module import FusionModule
+
+    model = FusionModule.load_from_checkpoint(last, map_location="cpu", weights_only=True)
+    assert model.net.depth == 2
+    metrics = (run_dir / "csv").rglob("metrics.csv")
+    header = next(metrics).read_text().splitlines()[0]
+    for name in ("train/loss_step", "val/loss", "val/n_ssim"):
+        assert name in header
+    # Resume from last.ckpt: the step count continues.
+    resumed = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}",
+                          f"hydra.run.dir={run_dir}", "ckpt_path=last", "trainer.max_steps=4")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
+
+
+def test_multirun_skips_combinations_without_data(h5_root: Path, tmp_path: Path):
+    result = run_command("fmc.train", "--multirun", *[a for a in TINY_RUN if "study=" not in a],
+                         "study=1,2", f"data.root={h5_root}", "trainer.max_steps=1",
+                         f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipping study2_nucleus" in result.stdout + result.stderr
+    assert (tmp_path / "sweep" / "0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "sweep" / "1" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.train_list=lists/nope.csv", "nope.csv"),
+    ("data.patch_size=[16,30,32]", "multiple of 2**model.depth"),
+    ("channels.list=[surface_distance]", "the first must be raw_image"),
+    ("ckpt_path=/nonexistent/last.ckpt", "does not exist"),
+])
+def test_bad_inputs_stop_before_training(h5_root: Path, tmp_path: Path, override, message):
+    result = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}", override,
+                         f"hydra.run.dir={tmp_path / 'run'}")
+    assert_user_error(result, message)
+    assert not (tmp_path / "run" / "checkpoints").exists()
