@@ -174,10 +174,21 @@ def signed_distance(inside: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndar
     spacing = tuple(float(s) for s in spacing_zyx)
     if inside.all() or not inside.any():
         raise ValueError("signed distance needs both inside and outside voxels")
+    # Inside, the nearest outside voxel is never beyond the inside's bounding box grown by one
+    # voxel (that shell is all outside): the transform needs only that box.
+    index = np.argwhere(inside)
+    box = tuple(slice(max(int(lo) - 1, 0), int(hi) + 2)
+                for lo, hi in zip(index.min(axis=0), index.max(axis=0), strict=True))
+    to_outside = np.zeros(inside.shape)
+
+    def inside_transform() -> None:
+        to_outside[box] = ndimage.distance_transform_edt(inside[box], sampling=spacing)
+
     # The two transforms are independent and scipy releases the GIL: run them side by side.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        to_outside, to_inside = pool.map(
-            lambda mask: ndimage.distance_transform_edt(mask, sampling=spacing), (inside, ~inside))
+        inside_done = pool.submit(inside_transform)
+        to_inside = pool.submit(ndimage.distance_transform_edt, ~inside, sampling=spacing).result()
+        inside_done.result()
     # The nearest voxel across the boundary is one step away along some axis; the boundary is
     # half of that step away. Use the finest step: the direction the boundary is resolved best.
     half_step = min(spacing) / 2.0
