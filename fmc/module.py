@@ -14,7 +14,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from fmc.losses import build_loss, patch_n_ssim
+from fmc.losses import build_loss
+from fmc.patch_metric import PooledPatchNSSIM
 from fmc.unet3d import UNet3D
 
 OPTIMIZERS = ("radam", "adam", "adamw")
@@ -69,6 +70,8 @@ class FusionModule(L.LightningModule):
                           depth=depth, norm=norm, negative_slope=negative_slope,
                           out_activation=out_activation, residual=residual)
         self.loss_fn = build_loss(loss, **(loss_kwargs or {}))
+        self.val_n_ssim = PooledPatchNSSIM()
+        self.test_n_ssim = PooledPatchNSSIM()
         self._panel_batch: dict[str, torch.Tensor] | None = None
 
     @property
@@ -91,11 +94,12 @@ class FusionModule(L.LightningModule):
             self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True,
                      batch_size=batch_size, sync_dist=stage != "train")
         if stage != "train":
-            # Patch-level N_SSIM with the training SSIM (Gaussian 11, σ 1.5, data_range 1): a
-            # cheap stand-in for the challenge metric to select checkpoints with.
-            score = patch_n_ssim(prediction.detach(), target, inputs[:, :1]).mean()
-            self.log(f"{stage}/n_ssim", score, on_step=False, on_epoch=True, prog_bar=True,
-                     batch_size=batch_size, sync_dist=True)
+            # Pooled patch N_SSIM with the training SSIM (fmc.patch_metric): a cheap stand-in
+            # for the challenge metric to select checkpoints with.
+            metric = self.val_n_ssim if stage == "val" else self.test_n_ssim
+            metric.update(prediction, target, inputs[:, :1])
+            self.log(f"{stage}/n_ssim", metric, on_step=False, on_epoch=True, prog_bar=True,
+                     batch_size=batch_size)
             if stage == "val" and self._panel_batch is None:
                 self._panel_batch = {"input": inputs[:1, :1].detach().cpu(),
                                      "prediction": prediction[:1].detach().float().cpu(),

@@ -187,11 +187,17 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     checkpoint = cfg.callbacks.checkpoint
+    folder = str(output_dir / "checkpoints")
     callbacks = [ModelCheckpoint(
-        dirpath=str(output_dir / "checkpoints"), monitor=checkpoint.monitor, mode=checkpoint.mode,
-        save_top_k=int(checkpoint.save_top_k), save_last=bool(checkpoint.save_last),
-        every_n_epochs=int(checkpoint.every_n_epochs), auto_insert_metric_name=False,
-        filename="epoch{epoch:04d}-step{step}-nssim{val/n_ssim:.4f}")]
+        dirpath=folder, monitor=checkpoint.monitor, mode=checkpoint.mode,
+        save_top_k=int(checkpoint.save_top_k), every_n_epochs=int(checkpoint.every_n_epochs),
+        auto_insert_metric_name=False, filename="epoch{epoch:04d}-step{step}-nssim{val/n_ssim:.4f}")]
+    if checkpoint.save_last:
+        # A callback of its own: ModelCheckpoint's save_last only refreshes last.ckpt when the
+        # monitored metric improved, so a run stopped after a worse epoch resumed from the past.
+        callbacks.append(ModelCheckpoint(dirpath=folder, filename="last", monitor=None,
+                                         save_top_k=1, save_on_train_epoch_end=True,
+                                         enable_version_counter=False))
     if cfg.callbacks.get("early_stopping"):
         callbacks.append(EarlyStopping(monitor=checkpoint.monitor, mode=checkpoint.mode,
                                        **OmegaConf.to_container(cfg.callbacks.early_stopping)))

@@ -2,8 +2,9 @@
 
 Each step is the real command a user would type, run in a subprocess and echoed, so the demo shows
 how to use fmc. Today: synthesize the default dataset (once), prepare it for training (H5 files
-with the auxiliary channels, split lists), and score the identity and Gaussian baselines with the
-challenge's N_SSIM. Later steps (train, predict, report) join as they exist.
+with the auxiliary channels, split lists), train a small nucleus model for a few minutes on the CPU
+(patch-level validation N_SSIM; W&B offline), and score the identity and Gaussian baselines with
+the challenge's N_SSIM. Later steps (predict, report) join as they exist.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main() -> None:
     # No input= / raw= given: the commands use the embedded synthetic dataset (data/synthetic),
     # synthesized on first use.
     run("fmc.prepare", "workers=2", "progress=false")
+    run("fmc.train", "content=nucleus", "trainer.max_time=00:00:03:00",
+        "trainer.enable_progress_bar=false", f"hydra.run.dir={OUT / 'train'}")
     run("fmc.evaluate", "baseline=identity", f"out={OUT / 'identity'}", "progress=false")
     run("fmc.evaluate", "baseline=gaussian", "sigma=sweep", f"out={OUT / 'gaussian'}",
         "progress=false")

@@ -64,6 +64,9 @@ def test_rwth_ge_is_the_seed_network():
     assert sum(p.numel() for p in module.parameters()) == 1_981_145
     assert list(cfg.data.patch_size) == [64, 256, 256] and cfg.loss.name == "ssim_l1"
     assert cfg.model.optimizer == "radam" and cfg.model.lr == 0.001
+    assert not cfg.model.residual and cfg.trainer.gradient_clip_val is None
+    default = compose_train()
+    assert default.model.residual and default.trainer.gradient_clip_val == 1.0
 
 
 def test_cpu_profile_shrinks_defaults_but_keeps_a_named_experiment():
@@ -120,9 +123,31 @@ def test_multirun_skips_combinations_without_data(h5_root: Path, tmp_path: Path)
     ("data.patch_size=[16,30,32]", "multiple of 2**model.depth"),
     ("channels.list=[surface_distance]", "the first must be raw_image"),
     ("ckpt_path=/nonexistent/last.ckpt", "does not exist"),
+    ("study=7", "valid studies are 1, 2, 3, 4, 5"),
 ])
 def test_bad_inputs_stop_before_training(h5_root: Path, tmp_path: Path, override, message):
     result = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}", override,
                          f"hydra.run.dir={tmp_path / 'run'}")
     assert_user_error(result, message)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_two_process_cpu_ddp_fit(h5_root: Path, tmp_path: Path):
+    run_dir = tmp_path / "ddp"
+    result = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}", "trainer=ddp_cpu",
+                         "trainer.max_steps=2", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
+                            weights_only=True)
+    assert checkpoint["global_step"] == 2
+
+
+def test_joblib_multirun_runs_two_jobs_in_parallel(h5_root: Path, tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    result = run_command("fmc.train", "--multirun", *TINY_RUN, f"data.root={h5_root}",
+                         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                         "model.features=4,8", "trainer.max_steps=1", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in ("0", "1"):
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+    assert "Joblib" in result.stdout + result.stderr

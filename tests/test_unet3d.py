@@ -108,3 +108,9 @@ def test_invalid_kwargs_name_the_key(key, value, fragment):
 def test_invalid_norm_lists_the_valid_values():
     with pytest.raises(ValueError, match="instance, group, batch, none"):
         UNet3D(norm="layer")
+
+
+def test_a_new_residual_network_is_the_identity():
+    net = UNet3D(in_channels=2, features=4, depth=2, residual=True)
+    x = torch.randn(1, 2, 8, 16, 16)
+    assert torch.equal(net(x), x[:, :1])
