@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -147,21 +146,7 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
     return decoded
 
 
-def dataset_names(path: str | os.PathLike) -> list[str]:
-    """Names of the datasets in an fmc H5 file (e.g. ``data/raw_image``)."""
-    names: list[str] = []
-    with h5py.File(path, "r") as handle:
-        handle.visititems(lambda name, item: names.append(name)
-                          if isinstance(item, h5py.Dataset) else None)
-    return names
-
-
 def h5_name(tiff_name: str) -> str:
     """``image_3_nucleus_angle.tif`` → ``image_3_nucleus_angle.h5``."""
     stem = tiff_name.rsplit(".", 1)[0]
     return f"{stem}.h5"
-
-
-def all_complete(paths: Iterable[Path]) -> bool:
-    """True if every path is a complete fmc H5 file."""
-    return all(is_complete(p) for p in paths)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -503,9 +503,3 @@ class GaussianFilteredVolume:
             filtered = ndimage.gaussian_filter(planes, self.sigma_zyx, truncate=self.truncate)
             return filtered[self.halo:self.halo + (z1 - z0)]
         return filtered[z0:z1]
-
-
-def map_slabs(volume: VolumeLike, function: Callable[[np.ndarray], Any],
-              slab: int = DEFAULT_SLAB_Z) -> list[Any]:
-    """Apply ``function`` to each z-slab of ``volume`` and return the results in order."""
-    return [function(_read(volume, z0, z1)) for z0, z1 in _slabs(volume.shape[0], slab)]
