@@ -27,6 +27,7 @@ from fmc.scoring import (
     format_table,
     gaussian_label,
     parse_sigma,
+    restrict_to_list,
     score_pair,
     summarize,
     write_tables,
@@ -43,19 +44,23 @@ def build_methods(cfg: DictConfig) -> list[Method]:
         if not folder.is_dir():
             raise FmcInputError(f"{folder}: prediction folder does not exist (pred=...)")
         methods.append(Method("prediction", "prediction", folder=folder))
-    baseline = None if cfg.baseline is None else str(cfg.baseline).lower()
-    if baseline == "identity":
-        methods.append(Method("identity", "identity"))
-    elif baseline == "gaussian":
-        sigma = cfg.sigma
-        sigmas = cfg.sigma_sweep if isinstance(sigma, str) and sigma.lower() == "sweep" else [sigma]
-        for value in sigmas:
-            sigma_zyx = parse_sigma(OmegaConf.to_object(value) if OmegaConf.is_config(value)
-                                    else value)
-            methods.append(Method("gaussian", gaussian_label(sigma_zyx), sigma_zyx=sigma_zyx))
-    elif baseline is not None:
-        raise FmcConfigError(f"baseline={cfg.baseline}: choose identity or gaussian "
-                             "(conf/evaluate.yaml)")
+    baselines = [] if cfg.baseline is None else \
+        [str(b).lower() for b in (cfg.baseline if OmegaConf.is_list(cfg.baseline)
+                                   else [cfg.baseline])]
+    for baseline in baselines:
+        if baseline == "identity":
+            methods.append(Method("identity", "identity"))
+        elif baseline == "gaussian":
+            sigma = cfg.sigma
+            sigmas = cfg.sigma_sweep if isinstance(sigma, str) and sigma.lower() == "sweep" \
+                else [sigma]
+            for value in sigmas:
+                sigma_zyx = parse_sigma(OmegaConf.to_object(value) if OmegaConf.is_config(value)
+                                        else value)
+                methods.append(Method("gaussian", gaussian_label(sigma_zyx), sigma_zyx=sigma_zyx))
+        else:
+            raise FmcConfigError(f"baseline={cfg.baseline}: choose identity, gaussian or "
+                                 "[identity,gaussian] (conf/evaluate.yaml)")
     if not methods:
         raise FmcConfigError("nothing to score: give pred=DIR (predictions named like the angle "
                              "files) or baseline=identity|gaussian")
@@ -86,6 +91,8 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
         raise FmcConfigError(f"table={cfg.table}: choose auto, full or content (conf/evaluate.yaml)")
     methods = build_methods(cfg)
     pairs = find_pairs(raw_folder(cfg))
+    if cfg.split_list is not None:
+        pairs = restrict_to_list(pairs, cfg.split_list)
     out_dir = output_folder(cfg)
     check_predictions(pairs, methods)
     result = EvaluationResult()

@@ -131,6 +131,30 @@ def find_pairs(raw_dir: str | Path) -> list[RawPair]:
     return sorted(pairs, key=lambda p: _natural_key(p.name))
 
 
+def restrict_to_list(pairs: Sequence[RawPair], list_path: str | Path) -> list[RawPair]:
+    """The pairs whose image is listed in a split list (``angle.h5;fused.h5`` rows).
+
+    Raises
+    ------
+    FmcInputError
+        If the list is missing, or names an image that has no raw pair.
+    """
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise FmcInputError(f"split_list={list_path}: no such file")
+    wanted = []
+    for line in list_path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            angle = re.split(r"[;,]", line)[0].strip()
+            wanted.append(Path(angle).name.rsplit(".", 1)[0])
+    by_stem = {pair.name.rsplit(".", 1)[0]: pair for pair in pairs}
+    unknown = [stem for stem in wanted if stem not in by_stem and stem.lower() != "angle"]
+    if unknown:
+        raise FmcInputError(f"{list_path}: {len(unknown)} listed image(s) have no raw pair, e.g. "
+                            f"{unknown[0]}")
+    return [by_stem[stem] for stem in wanted if stem in by_stem]
+
+
 def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 

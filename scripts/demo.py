@@ -3,13 +3,15 @@
 Each step is the real command a user would type, run in a subprocess and echoed, so the demo shows
 how to use fmc. Today: synthesize the default dataset (once), prepare it for training (H5 files
 with the auxiliary channels, split lists), train a small nucleus model for a few minutes on the CPU
-(patch-level validation N_SSIM; W&B offline), and score the identity and Gaussian baselines with
-the challenge's N_SSIM. Later steps (predict, report) join as they exist.
+(patch-level validation N_SSIM; W&B offline), predict the nucleus test split with the best
+checkpoint, and score it next to the identity and Gaussian baselines with the challenge's N_SSIM.
+The sweep report joins when it exists.
 """
 
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -37,10 +39,22 @@ def main() -> None:
     run("fmc.prepare", "workers=2", "progress=false")
     run("fmc.train", "content=nucleus", "trainer.max_time=00:00:03:00",
         "trainer.enable_progress_bar=false", f"hydra.run.dir={OUT / 'train'}")
-    run("fmc.evaluate", "baseline=identity", f"out={OUT / 'identity'}", "progress=false")
-    run("fmc.evaluate", "baseline=gaussian", "sigma=sweep", f"out={OUT / 'gaussian'}",
+    test_list = Path("data/synthetic_h5/lists/all_nucleus_test.csv")
+    views = OUT / "test_views"  # the test split's single views, linked from data/synthetic
+    shutil.rmtree(views, ignore_errors=True)
+    views.mkdir(parents=True)
+    for line in test_list.read_text().splitlines():
+        name = line.split(";")[0].replace(".h5", ".tif")
+        (views / name).symlink_to(Path("data/synthetic", name).resolve())
+    best = sorted((OUT / "train" / "checkpoints").glob("epoch*.ckpt"),
+                  key=lambda p: p.stat().st_mtime)[-1]
+    run("fmc.predict", f"ckpt={best}", f"input={views}", f"output={OUT / 'predictions'}",
         "progress=false")
-    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; tables in {OUT}/*/summary.csv")
+    run("fmc.evaluate", f"pred={OUT / 'predictions'}", f"split_list={test_list}",
+        "baseline=[identity,gaussian]", "sigma=sweep", "sigma_sweep=[0.25,0.5,0.75,1.0]", "table=content",
+        f"out={OUT / 'scores'}", "progress=false")
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; scores in {OUT / 'scores'}, "
+          f"model in {OUT / 'train'}")
 
 
 if __name__ == "__main__":

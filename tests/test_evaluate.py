@@ -104,7 +104,7 @@ def test_bad_inputs_exit_2_with_a_message(raw_folder: Path, tmp_path: Path, case
     elif case == "no_method":
         args, expected = args[:2], "nothing to score"
     elif case == "bad_baseline":
-        args[2], expected = "baseline=median", "choose identity or gaussian"
+        args[2], expected = "baseline=median", "choose identity, gaussian"
     elif case == "bad_sigma":
         args += ["baseline=gaussian", "sigma=-1"]
         args.pop(2)
@@ -154,3 +154,28 @@ def test_bad_table_choice(raw_folder: Path, tmp_path: Path):
     result = run_command("fmc.evaluate", f"raw={raw_folder}", "baseline=identity", "table=wide",
                          f"out={tmp_path / 'o'}")
     assert_user_error(result, "table=wide")
+
+
+def test_split_list_restricts_the_scored_images(raw_folder: Path, tmp_path: Path):
+    listed = tmp_path / "test.csv"
+    listed.write_text("image_0_nucleus_angle.h5;image_0_nucleus_fused.h5\n"
+                      "image_2_nucleus_angle.h5;image_2_nucleus_fused.h5\n")
+    out = tmp_path / "out"
+    result = run_command("fmc.evaluate", f"raw={raw_folder}", "baseline=identity",
+                         f"split_list={listed}", f"out={out}", "progress=false")
+    assert result.returncode == 0, result.stderr
+    assert [r["file"] for r in read_csv(out / "per_image.csv")] == [
+        "image_0_nucleus_angle.tif", "image_2_nucleus_angle.tif"]
+    listed.write_text("image_9_nucleus_angle.h5;image_9_nucleus_fused.h5\n")
+    result = run_command("fmc.evaluate", f"raw={raw_folder}", "baseline=identity",
+                         f"split_list={listed}", f"out={tmp_path / 'o2'}")
+    assert_user_error(result, "image_9_nucleus_angle")
+
+
+def test_several_baselines_side_by_side(raw_folder: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    result = run_command("fmc.evaluate", f"raw={raw_folder}", "baseline=[identity,gaussian]",
+                         "sigma=0.5", f"out={out}", "progress=false")
+    assert result.returncode == 0, result.stderr
+    assert {r["method"] for r in read_csv(out / "per_image.csv")} == {"identity",
+                                                                        "gaussian(sigma=0.5)"}
