@@ -38,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         seconds, peak, output = run_measured(
             [sys.executable, "-m", "fmc.train", "logger=none", f"trainer.max_steps={args.steps}",
-             "trainer.enable_progress_bar=false", "+trainer.profiler=simple",
+             "trainer.enable_progress_bar=false", "trainer.profiler=simple",
              "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
              f"hydra.run.dir={folder}", *args.extra])
     loading, fetches = profiled_seconds(output, "train_dataloader_next")

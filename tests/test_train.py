@@ -151,3 +151,29 @@ def test_joblib_multirun_runs_two_jobs_in_parallel(h5_root: Path, tmp_path: Path
     for job in ("0", "1"):
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
     assert "Joblib" in result.stdout + result.stderr
+
+
+def test_every_lightning_trainer_argument_is_an_override():
+    import inspect
+
+    import lightning as L
+
+    cfg = compose_train()
+    set_by_fmc = {"self", "logger", "callbacks", "default_root_dir", "plugins"}
+    missing = [name for name in inspect.signature(L.Trainer.__init__).parameters
+               if name not in cfg.trainer and name not in set_by_fmc]
+    assert missing == []
+    assert compose_train("trainer.overfit_batches=2").trainer.overfit_batches == 2
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in Path(CONFIG_DIR, "experiment")
+                                              .glob("*.yaml")))
+def test_every_experiment_smoke_runs(h5_root: Path, tmp_path: Path, experiment: str):
+    result = run_command("fmc.train", f"experiment={experiment}", "study=1", "content=nucleus",
+                         f"data.root={h5_root}", "logger=none", "trainer.accelerator=cpu",
+                         "trainer.max_steps=1", "trainer.enable_progress_bar=false",
+                         "trainer.num_sanity_val_steps=0", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    # On a CPU a named experiment keeps its network and only its patch shrinks (logged).
+    assert "no GPU: training patch" in result.stdout + result.stderr
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
