@@ -177,3 +177,18 @@ def test_every_experiment_smoke_runs(h5_root: Path, tmp_path: Path, experiment: 
     # On a CPU a named experiment keeps its network and only its patch shrinks (logged).
     assert "no GPU: training patch" in result.stdout + result.stderr
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_wandb_offline_run_has_name_group_flat_config_and_panel(h5_root: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    args = [a for a in TINY_RUN if not a.startswith("logger=")]
+    result = run_command("fmc.train", *args, "logger=wandb", f"data.root={h5_root}",
+                         f"hydra.run.dir={run_dir}", env={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    # Offline runs keep config and summary in the run's binary log until `wandb sync`.
+    record = next(runs[0].glob("run-*.wandb")).read_bytes()
+    assert b"model.lr" in record and b"data.patch_size" in record  # the flat config
+    assert b"study1_nucleus_raw_distance_ssim_l1" in record  # run name
+    assert list((runs[0] / "files" / "media" / "images").rglob("*.png"))  # val/panel
