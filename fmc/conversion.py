@@ -19,6 +19,7 @@ import numpy as np
 from fmc import __version__
 from fmc.channels import WORKING_SPACING_UM, light_map, surface_distance
 from fmc.errors import FmcError, FmcInputError
+from fmc.fileutil import natural_key
 from fmc.h5store import (
     COMPRESSION,
     FOREGROUND,
@@ -191,7 +192,7 @@ def find_tiffs(input_dir: str | Path) -> list[Path]:
     if not input_dir.is_dir():
         raise FmcInputError(f"{input_dir}: input folder does not exist")
     files = sorted((p for p in input_dir.iterdir() if p.is_file() and TIFF_PATTERN.search(p.name)
-                    and not p.name.startswith(".")), key=lambda p: _natural_key(p.name))
+                    and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
     if not files:
         raise FmcInputError(f"{input_dir}: no .tif/.tiff file found")
     names = {p.name.lower() for p in files}
@@ -206,10 +207,6 @@ def find_tiffs(input_dir: str | Path) -> list[Path]:
             log.warning("%s has no partner (%s missing): converted alone, not listed for "
                         "training", path, partner)
     return files
-
-
-def _natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def convert_folder(input_dir: str | Path, out_dir: str | Path, *, workers: int = 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,3 +55,8 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders ``image_2`` before ``image_10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

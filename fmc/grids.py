@@ -60,11 +60,12 @@ def resize_linear(array: np.ndarray, shape) -> np.ndarray:
 def _over_chunks(work, depth: int) -> None:
     """Run ``work(z0)`` for every chunk of planes, on all cores (numpy releases the GIL)."""
     starts = range(0, depth, CHUNK_PLANES)
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         list(pool.map(work, starts))  # list(): re-raise the first error
 
 
-def _workers() -> int:
+def usable_cores() -> int:
+    """Cores this process may use (at most 8): the thread count of fmc's numpy/scipy work."""
     try:
         return max(1, min(8, len(os.sched_getaffinity(0))))
     except AttributeError:  # not on Linux

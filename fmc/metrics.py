@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from fmc.errors import FmcInputError
+from fmc.grids import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +56,6 @@ class VolumeLike(Protocol):
     shape: tuple[int, ...]
 
     def __getitem__(self, key: Any) -> np.ndarray: ...
-
-
-def default_workers() -> int:
-    """Threads used by the chunked SSIM: the usable cores, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
 
 
 def _slabs(depth: int, slab: int) -> list[tuple[int, int]]:
@@ -320,7 +311,7 @@ def ssim_against(target: VolumeLike, predictions: Sequence[VolumeLike], *,
         Z-planes and rows computed at a time (memory ≈ 12 float64 blocks of
         ``(slab + 6) × (block_y + 6) × X`` per worker, plus the slab of each volume).
     workers : int, optional
-        Threads computing y-blocks in parallel (default: :func:`default_workers`).
+        Threads computing y-blocks in parallel (default: :func:`fmc.grids.usable_cores`).
 
     Returns
     -------
@@ -354,7 +345,7 @@ def ssim_against(target: VolumeLike, predictions: Sequence[VolumeLike], *,
                 for x, stats, r in zip(pred_planes, prediction_stats, ranges, strict=True)]
 
     # scipy.ndimage and numpy release the GIL: threads over y-blocks use every core.
-    with ThreadPoolExecutor(max_workers=max(1, workers or default_workers())) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers or usable_cores())) as pool:
         # Output planes/rows [half, n - half) are the ones skimage averages (it crops the map).
         for z0, z1 in _slabs(depth - 2 * half, slab):
             z_lo, z_hi = z0, z1 + 2 * half  # input planes, halo included

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fmc.errors import FmcConfigError, FmcInputError
-from fmc.fileutil import write_text_atomic
+from fmc.fileutil import natural_key, write_text_atomic
 from fmc.io import TiffVolume, parse_content
 from fmc.metrics import (
     DEFAULT_BLOCK_Y,
@@ -128,7 +128,7 @@ def find_pairs(raw_dir: str | Path) -> list[RawPair]:
                     ", ".join(sorted(lonely)[:5]) + (" ..." if len(lonely) > 5 else ""))
     if not pairs:
         raise FmcInputError(f"{raw_dir}: no image_<i>_<content>_angle.tif / _fused.tif pair found")
-    return sorted(pairs, key=lambda p: _natural_key(p.name))
+    return sorted(pairs, key=lambda p: natural_key(p.name))
 
 
 def restrict_to_list(pairs: Sequence[RawPair], list_path: str | Path) -> list[RawPair]:
@@ -153,10 +153,6 @@ def restrict_to_list(pairs: Sequence[RawPair], list_path: str | Path) -> list[Ra
         raise FmcInputError(f"{list_path}: {len(unknown)} listed image(s) have no raw pair, e.g. "
                             f"{unknown[0]}")
     return [by_stem[stem] for stem in wanted if stem in by_stem]
-
-
-def _natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def prediction_path(folder: Path, pair: RawPair) -> Path | None:
@@ -317,7 +313,7 @@ def summarize(rows: Iterable[ImageScore]) -> list[dict]:
             "mean_ssim_pred": mean("ssim_pred"), "mean_psnr_pred": mean("psnr_pred")})
     method_order = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in summary))}
     summary.sort(key=lambda r: (method_order[r["method"]], r["content"], r["study"] != "all",
-                                _natural_key(r["study"])))
+                                natural_key(r["study"])))
     return summary
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fmc.errors import FmcConfigError, FmcInputError
-from fmc.fileutil import write_text_atomic
+from fmc.fileutil import natural_key, write_text_atomic
 from fmc.h5store import is_complete, read_attrs
 
 SPLITS = ("train", "val", "test")
@@ -36,7 +36,7 @@ def find_h5_pairs(h5_dir: str | Path) -> list[PairEntry]:
     """Complete ``*_angle.h5`` / ``*_fused.h5`` pairs in ``h5_dir`` with their study and content."""
     h5_dir = Path(h5_dir)
     entries = []
-    for angle in sorted(h5_dir.glob("*_angle.h5"), key=lambda p: _natural_key(p.name)):
+    for angle in sorted(h5_dir.glob("*_angle.h5"), key=lambda p: natural_key(p.name)):
         fused = angle.with_name(angle.name[: -len("_angle.h5")] + "_fused.h5")
         if not (fused.exists() and is_complete(angle) and is_complete(fused)):
             continue
@@ -46,10 +46,6 @@ def find_h5_pairs(h5_dir: str | Path) -> list[PairEntry]:
         content = attrs.get("content") or angle_attrs.get("content")
         entries.append(PairEntry(angle.name, fused.name, study, content))
     return entries
-
-
-def _natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def split_counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
@@ -82,7 +78,7 @@ def assign_splits(entries: Sequence[PairEntry], fractions: Sequence[float], seed
         groups.setdefault((entry.study, entry.content), []).append(entry)
     result: dict[str, list[PairEntry]] = {name: [] for name in SPLITS}
     for key in sorted(groups, key=lambda k: (str(k[0]), str(k[1]))):
-        members = sorted(groups[key], key=lambda e: _natural_key(e.angle))
+        members = sorted(groups[key], key=lambda e: natural_key(e.angle))
         # One generator per group, so adding a study does not reshuffle the others.
         group_seed = [int(seed), -1 if key[0] is None else int(key[0]),
                       sum(map(ord, str(key[1])))]
@@ -92,7 +88,7 @@ def assign_splits(entries: Sequence[PairEntry], fractions: Sequence[float], seed
             split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
             result[split].append(members[index])
     for split in SPLITS:
-        result[split].sort(key=lambda e: _natural_key(e.angle))
+        result[split].sort(key=lambda e: natural_key(e.angle))
     return result
 
 
