@@ -26,7 +26,13 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from fmc.grids import block_mean, coarse_coordinates_um, coarse_shape, resize_linear
+from fmc.grids import (
+    block_mean,
+    block_mean_streamed,
+    coarse_coordinates_um,
+    coarse_shape,
+    resize_linear_planes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -224,38 +230,86 @@ def surface_distance(volume: np.ndarray, spacing_zyx: Sequence[float],
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"surface_distance needs a 3D volume, got shape {volume.shape}")
-    spacing = tuple(float(s) for s in spacing_zyx)
-    grid = working_grid(volume.shape, spacing, working_spacing_um)
-    coarse = block_mean(volume, grid)
-    coordinates = coarse_coordinates_um(volume.shape, grid, spacing)
-    coarse_spacing = tuple(float(c[1] - c[0]) for c in coordinates)
-    convex = specimen_hull(specimen_mask(coarse), coordinates)
-    hull = fill_hull(convex, coordinates) if convex is not None else None
-    if hull is None or hull.all() or not hull.any():
-        import warnings
-
-        reason = "no specimen found" if hull is None or not hull.any() else "hull fills the volume"
-        warnings.warn(f"surface distance: {reason}; using the distance to the volume border "
-                      "instead", ChannelWarning, stacklevel=2)
-        distance = border_distance(volume.shape, spacing)
-    else:
-        distance = resize_linear(signed_distance(hull, coarse_spacing), volume.shape)
+    field = SurfaceDistanceField.from_volume(volume, spacing_zyx, working_spacing_um)
+    distance = field.planes(0, volume.shape[0])
     if return_hull:
         return distance, distance > 0
     return distance
 
 
-def border_distance(shape: Sequence[int], spacing_zyx: Sequence[float]) -> np.ndarray:
-    """Distance (µm) of each voxel centre to the nearest face of the volume (float32)."""
+class SurfaceDistanceField:
+    """The surface distance of one volume, held on its coarse grid and resampled on demand.
+
+    :func:`surface_distance` is ``planes(0, depth)`` of this field; prediction asks for z-slabs
+    only, so a 309×1920×1920 volume never holds its full-resolution distance map.
+
+    Parameters
+    ----------
+    shape, spacing_zyx :
+        The full-resolution volume's ZYX shape and voxel size (µm).
+    coarse_distance : numpy.ndarray or None
+        Signed distance on the coarse grid; None: no specimen was found and the distance to the
+        volume border stands in (a :class:`ChannelWarning` was issued).
+    """
+
+    def __init__(self, shape: Sequence[int], spacing_zyx: Sequence[float],
+                 coarse_distance: np.ndarray | None):
+        self.shape = tuple(int(n) for n in shape)
+        self.spacing = tuple(float(s) for s in spacing_zyx)
+        self.coarse_distance = coarse_distance
+
+    @classmethod
+    def from_volume(cls, volume, spacing_zyx: Sequence[float],
+                    working_spacing_um: float = WORKING_SPACING_UM) -> SurfaceDistanceField:
+        """Build the field from a volume in memory or one read in z-slabs (``volume[z0:z1]``)."""
+        spacing = tuple(float(s) for s in spacing_zyx)
+        grid = working_grid(volume.shape, spacing, working_spacing_um)
+        coarse = block_mean(volume, grid) if isinstance(volume, np.ndarray) \
+            else block_mean_streamed(volume, grid)
+        return cls.from_coarse(coarse, volume.shape, spacing)
+
+    @classmethod
+    def from_coarse(cls, coarse: np.ndarray, shape: Sequence[int],
+                    spacing_zyx: Sequence[float]) -> SurfaceDistanceField:
+        """Build the field from the block-averaged volume on its working grid."""
+        coordinates = coarse_coordinates_um(shape, coarse.shape, spacing_zyx)
+        coarse_spacing = tuple(float(c[1] - c[0]) for c in coordinates)
+        convex = specimen_hull(specimen_mask(coarse), coordinates)
+        hull = fill_hull(convex, coordinates) if convex is not None else None
+        if hull is None or hull.all() or not hull.any():
+            import warnings
+
+            reason = "no specimen found" if hull is None or not hull.any() else "hull fills the volume"
+            warnings.warn(f"surface distance: {reason}; using the distance to the volume border "
+                          "instead", ChannelWarning, stacklevel=3)
+            return cls(shape, spacing_zyx, None)
+        return cls(shape, spacing_zyx, signed_distance(hull, coarse_spacing))
+
+    def planes(self, z0: int, z1: int) -> np.ndarray:
+        """The full-resolution distance of planes ``z0:z1`` (float32, µm)."""
+        if self.coarse_distance is None:
+            return border_distance(self.shape, self.spacing, (z0, z1))
+        return resize_linear_planes(self.coarse_distance, self.shape, z0, z1)
+
+
+def border_distance(shape: Sequence[int], spacing_zyx: Sequence[float],
+                    planes: tuple[int, int] | None = None) -> np.ndarray:
+    """Distance (µm) of each voxel centre to the nearest face of the volume (float32).
+
+    ``planes=(z0, z1)`` returns only those z-planes.
+    """
+    z0, z1 = planes if planes is not None else (0, int(shape[0]))
     result = None
     for axis, (length, step) in enumerate(zip(shape, spacing_zyx, strict=True)):
         index = np.arange(length, dtype=np.float32)
+        if axis == 0:
+            index = index[z0:z1]
         along = (np.minimum(index, length - 1 - index) + 0.5) * float(step)
         view_shape = [1, 1, 1]
-        view_shape[axis] = length
+        view_shape[axis] = len(index)
         along = along.reshape(view_shape)
         result = along if result is None else np.minimum(result, along)
-    return np.broadcast_to(result, tuple(shape)).astype(np.float32)
+    return np.broadcast_to(result, (z1 - z0, *tuple(shape)[1:])).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -305,24 +359,53 @@ def light_map(volume: np.ndarray, spacing_zyx: Sequence[float], axes: Sequence[i
         ``direction`` (unit ZYX vector) and ``lit_sides``: for each axis used, 'start' or 'end'.
     """
     volume = np.asarray(volume)
-    spacing = tuple(float(s) for s in spacing_zyx)
-    grid = working_grid(volume.shape, spacing, working_spacing_um)
-    direction = light_direction(block_mean(volume, grid))
-    if not axes:
-        # Compare shifts in µm: a voxel step differs between axes.
-        physical = direction * np.asarray(spacing) * np.asarray(volume.shape) / np.asarray(grid)
-        axes = [int(np.argmax(np.abs(physical)))]
-    result = None
-    lit_sides = {}
-    for axis in axes:
-        length, step = volume.shape[axis], spacing[axis]
-        lit_at_start = direction[axis] <= 0  # brightest voxels at low indices: light from there
-        index = np.arange(length, dtype=np.float32)
-        depth = (index if lit_at_start else (length - 1 - index)) * np.float32(step)
-        view_shape = [1, 1, 1]
-        view_shape[axis] = length
-        depth = depth.reshape(view_shape)
-        result = depth if result is None else np.minimum(result, depth)
-        lit_sides["ZYX"[axis]] = "start" if lit_at_start else "end"
-    light = np.broadcast_to(result, volume.shape).astype(np.float32)
-    return light, {"direction": [float(d) for d in direction], "lit_sides": lit_sides}
+    field = LightField.from_volume(volume, spacing_zyx, axes, working_spacing_um)
+    return field.planes(0, volume.shape[0]), field.info
+
+
+class LightField:
+    """The light map of one volume: its lit sides, and the depth map built plane range by range.
+
+    ``light_map(volume, ...)[0]`` equals ``planes(0, depth)``; prediction asks for z-slabs only.
+    """
+
+    def __init__(self, shape: Sequence[int], spacing_zyx: Sequence[float],
+                 lit_at_start: dict[int, bool], direction: Sequence[float]):
+        self.shape = tuple(int(n) for n in shape)
+        self.spacing = tuple(float(s) for s in spacing_zyx)
+        self.lit_at_start = dict(lit_at_start)
+        self.info = {"direction": [float(d) for d in direction],
+                     "lit_sides": {"ZYX"[a]: "start" if first else "end"
+                                   for a, first in self.lit_at_start.items()}}
+
+    @classmethod
+    def from_volume(cls, volume, spacing_zyx: Sequence[float], axes: Sequence[int] | None,
+                    working_spacing_um: float = WORKING_SPACING_UM) -> LightField:
+        """Estimate the lit sides from a volume in memory or read in z-slabs."""
+        spacing = tuple(float(s) for s in spacing_zyx)
+        grid = working_grid(volume.shape, spacing, working_spacing_um)
+        coarse = block_mean(volume, grid) if isinstance(volume, np.ndarray) \
+            else block_mean_streamed(volume, grid)
+        direction = light_direction(coarse)
+        if not axes:
+            # Compare shifts in µm: a voxel step differs between axes.
+            physical = direction * np.asarray(spacing) * np.asarray(volume.shape) / np.asarray(grid)
+            axes = [int(np.argmax(np.abs(physical)))]
+        # Brightest voxels at low indices: the light comes from there.
+        return cls(volume.shape, spacing, {int(a): bool(direction[a] <= 0) for a in axes},
+                   direction)
+
+    def planes(self, z0: int, z1: int) -> np.ndarray:
+        """Depth from the lit side(s), planes ``z0:z1`` (float32, µm)."""
+        result = None
+        for axis, lit_at_start in self.lit_at_start.items():
+            length, step = self.shape[axis], self.spacing[axis]
+            index = np.arange(length, dtype=np.float32)
+            depth = (index if lit_at_start else (length - 1 - index)) * np.float32(step)
+            if axis == 0:
+                depth = depth[z0:z1]
+            view_shape = [1, 1, 1]
+            view_shape[axis] = len(depth)
+            depth = depth.reshape(view_shape)
+            result = depth if result is None else np.minimum(result, depth)
+        return np.broadcast_to(result, (z1 - z0, *self.shape[1:])).astype(np.float32)

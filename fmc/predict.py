@@ -1,6 +1,7 @@
-"""``python -m fmc.predict``: apply a checkpoint to TIFF volumes (see ``conf/predict.yaml``).
+"""``python -m fmc.predict``: apply a checkpoint (or a registry of them) to volumes.
 
-Thin entry point; logic in :mod:`fmc.prediction` and :mod:`fmc.tiling`.
+See ``conf/predict.yaml``. Thin entry point; logic in :mod:`fmc.prediction`, :mod:`fmc.tiling`
+and :mod:`fmc.registry`.
 """
 
 from __future__ import annotations
@@ -18,24 +19,16 @@ log = logging.getLogger("fmc.predict")
 @hydra_entry("predict", "fmc.predict")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    from fmc.prediction import (
-        PredictSettings,
-        device_for,
-        input_files,
-        load_model,
-        predict_file,
-    )
+    from fmc.prediction import check_output_folder, input_files, settings_from
+    from fmc.runner import ModelPicker, check_inputs, predict_files
 
+    settings = settings_from(cfg)
     files = input_files(cfg.input)
-    model = load_model(cfg.ckpt, device_for(str(cfg.device)))
-    settings = PredictSettings(patch=None if cfg.patch is None else tuple(int(p) for p in cfg.patch),
-                               overlap=float(cfg.overlap), batch_size=int(cfg.batch_size),
-                               weighting=str(cfg.weighting), progress=bool(cfg.progress))
-    output = Path(cfg.output)
-    for source in files:
-        written = predict_file(model, source, output, settings)
-        log.info("wrote %s", written)
-    print(f"predicted {len(files)} volume(s) into {output}")
+    check_inputs(files, Path(str(cfg.output)))
+    picker = ModelPicker.from_config(str(cfg.ckpt), cfg.get("registry"), str(cfg.device))
+    output = check_output_folder(cfg.output)
+    written = predict_files(files, picker, output, settings)
+    print(f"predicted {len(written)} volume(s) into {output}")
 
 
 if __name__ == "__main__":

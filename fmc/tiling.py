@@ -5,17 +5,54 @@ last tile flush to the volume's edge, each tile's prediction is weighted by a Ga
 map (σ = patch/8 per axis, nnU-Net's rule), accumulated in float32 and divided by the summed
 weights. Where every tile sees the same values (a constant volume, an identity network) the
 weights cancel exactly, so no chessboard can appear.
+
+Memory grows with the tile, not with the volume: tiles are visited row of z-starts by row, the
+input is asked for one slab of ``patch_z`` planes at a time (:class:`SlabSource`), and the
+accumulator holds ``patch_z`` planes; planes that no later tile touches are divided by their
+weights and handed out (:func:`iter_predicted_slabs`) to be written, so a 309×1920×1920 volume
+never has a full-size array in memory. Separable windows (Gaussian, constant) need no weight
+accumulator: the summed weights are the outer product of three 1D sums.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import sys
 from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
+from scipy import ndimage
 
-WEIGHTINGS = ("gaussian", "constant")
+WEIGHTINGS = ("gaussian", "constant", "roof")
+# The seed's Docker inference zeroed this many voxels (ZYX) at each face of its roof window.
+SEED_ROOF_CROP = (5, 15, 15)
+# Every voxel of a tile keeps at least this share of the peak weight (per axis for separable
+# windows): the faces of the volume are covered by one tile only and must keep a prediction.
+WEIGHT_FLOOR = 1e-3
+
+
+class SlabSource(Protocol):
+    """Network input readable in z-slabs: ``slab(z0, z1)`` → ``(C, z1 - z0, Y, X)`` float32."""
+
+    shape: tuple[int, int, int]
+
+    def slab(self, z0: int, z1: int) -> np.ndarray: ...
+
+
+class ArraySource:
+    """A :class:`SlabSource` over a ``(C, Z, Y, X)`` array in memory."""
+
+    def __init__(self, channels: np.ndarray):
+        if channels.ndim != 4:
+            raise ValueError(f"channels must be (C, Z, Y, X), got shape {channels.shape}")
+        self.channels = channels
+        self.shape = tuple(int(n) for n in channels.shape[1:])
+
+    def slab(self, z0: int, z1: int) -> np.ndarray:
+        return self.channels[:, z0:z1]
 
 
 def tile_starts(length: int, patch: int, overlap: float = 0.5) -> list[int]:
@@ -33,96 +70,270 @@ def tile_starts(length: int, patch: int, overlap: float = 0.5) -> list[int]:
     return sorted({int(round(s)) for s in np.linspace(0, length - patch, count)})
 
 
-def importance_map(patch: Sequence[int], weighting: str = "gaussian",
-                   sigma_scale: float = 1 / 8) -> np.ndarray:
-    """Per-voxel weight of a tile's prediction: a Gaussian centred on the tile (or ones).
+def tile_count(shape: Sequence[int], patch: Sequence[int], overlap: float = 0.5) -> int:
+    """Number of tiles :func:`iter_predicted_slabs` runs over a volume of ``shape``."""
+    return math.prod(len(tile_starts(max(n, p), p, overlap)) for n, p in zip(shape, patch, strict=True))
 
-    Normalised to a maximum of 1; the smallest weight is raised to 1e-3 of it so that every voxel
-    of every tile counts a little (no division by zero at volume corners covered by one tile).
-    """
+
+def _check_weighting(weighting: str) -> None:
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting={weighting!r}: choose one of {', '.join(WEIGHTINGS)}")
+
+
+def axis_weights(size: int, weighting: str = "gaussian", sigma_scale: float = 1 / 8) -> np.ndarray:
+    """The 1D factor of a separable window: a Gaussian of σ = size·sigma_scale (peak 1) or ones."""
+    _check_weighting(weighting)
+    if weighting == "roof":
+        raise ValueError("the roof window is not separable")
     if weighting == "constant":
-        return np.ones(tuple(patch), np.float32)
-    weights = np.ones((), np.float64)
+        return np.ones(size, np.float32)
+    position = np.arange(size) - (size - 1) / 2
+    sigma = max(size * sigma_scale, 1e-6)
+    weights = np.exp(-0.5 * (position / sigma) ** 2)
+    return np.maximum(weights / weights.max(), WEIGHT_FLOOR).astype(np.float32)
+
+
+def roof_window(patch: Sequence[int], crop: Sequence[int] = SEED_ROOF_CROP) -> np.ndarray:
+    """The seed's "fading map": 0 on ``crop`` voxels at each face, rising linearly to 1 inside.
+
+    Built as the seed built it (ones with the faces zeroed, zero-padded by one voxel, Euclidean
+    distance to the nearest zero, unpadded, divided by the maximum), then floored at
+    ``WEIGHT_FLOOR`` so that the volume's outer faces keep a prediction (the seed started its tiles
+    outside the volume instead).
+    """
+    patch = tuple(int(p) for p in patch)
+    crop = tuple(int(c) for c in crop)
+    if len(crop) != 3 or any(c < 0 or 2 * c >= p for c, p in zip(crop, patch, strict=True)):
+        raise ValueError(f"roof crop={list(crop)}: give 3 non-negative voxel counts, each below half "
+                         f"the tile {list(patch)}")
+    core = np.zeros(patch, np.float32)
+    core[tuple(slice(c, p - c) for c, p in zip(crop, patch, strict=True))] = 1
+    distance = ndimage.distance_transform_edt(np.pad(core, 1))[1:-1, 1:-1, 1:-1]
+    return np.maximum(distance / distance.max(), WEIGHT_FLOOR).astype(np.float32)
+
+
+def importance_map(patch: Sequence[int], weighting: str = "gaussian",
+                   sigma_scale: float = 1 / 8, crop: Sequence[int] = SEED_ROOF_CROP) -> np.ndarray:
+    """Per-voxel weight of a tile's prediction (peak 1).
+
+    ``gaussian``: product of per-axis Gaussians (σ = patch/8, each floored at 1e-3 of its peak);
+    ``constant``: ones (plain averaging); ``roof``: :func:`roof_window` with ``crop``.
+    """
+    _check_weighting(weighting)
+    if weighting == "roof":
+        return roof_window(patch, crop)
+    weights = np.ones((), np.float32)
     for size in patch:
-        position = np.arange(size) - (size - 1) / 2
-        sigma = max(size * sigma_scale, 1e-6)
-        weights = np.multiply.outer(weights, np.exp(-0.5 * (position / sigma) ** 2))
-    weights = weights / weights.max()
-    return np.maximum(weights, 1e-3).astype(np.float32)
+        weights = np.multiply.outer(weights, axis_weights(int(size), weighting, sigma_scale))
+    return weights.astype(np.float32)
 
 
-def _tiles(shape: Sequence[int], patch: Sequence[int], overlap: float) -> Iterator[tuple]:
-    starts = [tile_starts(n, p, overlap) for n, p in zip(shape, patch, strict=True)]
-    for z in starts[0]:
-        for y in starts[1]:
-            for x in starts[2]:
-                yield (z, y, x)
+# ----------------------------------------------------------------------------------------------
+# Test-time augmentation
+# ----------------------------------------------------------------------------------------------
+AXIS_INDEX = {"z": 0, "y": 1, "x": 2}
+
+
+def flip_combinations(axes: Sequence[str | int]) -> list[tuple[int, ...]]:
+    """Every subset of the spatial ``axes`` ('z', 'y', 'x' or 0-2), the empty one first."""
+    indices = []
+    for axis in axes:
+        index = AXIS_INDEX.get(str(axis).lower(), axis)
+        if index not in (0, 1, 2):
+            raise ValueError(f"tta axis {axis!r}: use z, y or x")
+        if index not in indices:
+            indices.append(int(index))
+    return [combo for r in range(len(indices) + 1) for combo in itertools.combinations(indices, r)]
+
+
+def with_flips(predict: Callable[[torch.Tensor], torch.Tensor], flips: Sequence[tuple[int, ...]]
+               ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``predict`` averaged over flipped copies of its input, each flipped back (flip TTA)."""
+    flips = list(flips) or [()]
+    if flips == [()]:
+        return predict
+
+    def averaged(inputs: torch.Tensor) -> torch.Tensor:
+        total = None
+        for combo in flips:
+            dims = [axis + 2 for axis in combo]  # (N, C, Z, Y, X)
+            flipped = torch.flip(inputs, dims) if dims else inputs
+            output = predict(flipped).float()
+            output = torch.flip(output, dims) if dims else output
+            total = output if total is None else total + output
+        return total / len(flips)
+
+    return averaged
+
+
+# ----------------------------------------------------------------------------------------------
+# The sliding window
+# ----------------------------------------------------------------------------------------------
+def _pad_to(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Pad the trailing three axes of ``array`` up to ``shape`` (reflect, or edge when too short)."""
+    spatial = array.shape[-3:]
+    padding = [(0, max(0, int(p) - n)) for n, p in zip(spatial, shape, strict=True)]
+    if not any(after for _, after in padding):
+        return array
+    mode = "reflect" if all(n > after for n, (_, after) in zip(spatial, padding, strict=True)) \
+        else "edge"
+    return np.pad(array, [(0, 0)] * (array.ndim - 3) + padding, mode=mode)
+
+
+class _Weights:
+    """Summed tile weights: three 1D sums for separable windows, else a rolling accumulator."""
+
+    def __init__(self, weighting: str, patch: tuple[int, int, int], starts: list[list[int]],
+                 padded: tuple[int, int, int], crop: Sequence[int]):
+        self.tile = importance_map(patch, weighting, crop=crop)
+        self.separable = weighting != "roof"
+        self.sums = []
+        if self.separable:
+            for axis, size in enumerate(patch):
+                window = axis_weights(size, weighting)
+                total = np.zeros(padded[axis], np.float64)
+                for start in starts[axis]:
+                    total[start:start + size] += window
+                self.sums.append(total.astype(np.float32))
+            self.rolling = None
+        else:
+            self.rolling = np.zeros((patch[0], padded[1], padded[2]), np.float32)
+
+    def add(self, window: tuple[slice, slice, slice]) -> None:
+        if self.rolling is not None:
+            self.rolling[window] += self.tile
+
+    def total(self, z0: int, z1: int, offset: int) -> np.ndarray:
+        """Summed weights of absolute planes ``z0:z1`` (``offset``: the rolling buffer's base)."""
+        if self.separable:
+            return (self.sums[0][z0:z1, None, None] * self.sums[1][None, :, None]
+                    * self.sums[2][None, None, :])
+        return self.rolling[z0 - offset:z1 - offset]
+
+    def shift(self, planes: int) -> None:
+        if self.rolling is not None:
+            _shift(self.rolling, planes)
+
+
+def _shift(buffer: np.ndarray, planes: int) -> None:
+    """Move a rolling buffer ``planes`` forward: drop the first planes, zero the new last ones."""
+    if planes >= buffer.shape[0]:
+        buffer[...] = 0
+        return
+    buffer[:-planes] = buffer[planes:]
+    buffer[-planes:] = 0
+
+
+def iter_predicted_slabs(source: SlabSource, predict: Callable[[torch.Tensor], torch.Tensor],
+                         patch: Sequence[int], overlap: float = 0.5, batch_size: int = 1,
+                         weighting: str = "gaussian", progress: bool = False,
+                         device: str | torch.device = "cpu", tta_axes: Sequence[str | int] = (),
+                         roof_crop: Sequence[int] = SEED_ROOF_CROP
+                         ) -> Iterator[tuple[int, np.ndarray]]:
+    """Predict a volume tile by tile, yielding finished z-slabs in order.
+
+    Parameters
+    ----------
+    source : SlabSource
+        The network input, read one slab of ``patch_z`` planes at a time. Axes shorter than the
+        patch are reflect-padded (edge-padded when too short to reflect) and cropped back.
+    predict : callable
+        Maps a ``(N, C, *patch)`` tensor to ``(N, 1, *patch)``; called under ``inference_mode``.
+    patch : sequence of 3 ints
+        Tile size (ZYX), e.g. the training patch stored in the checkpoint.
+    overlap : float
+        See :func:`tile_starts`.
+    batch_size : int
+        Tiles per call of ``predict`` (tiles of one z-row are batched together).
+    weighting : str
+        ``gaussian`` | ``constant`` | ``roof`` (see :func:`importance_map`).
+    progress : bool
+        Show a progress bar over tiles (stderr).
+    tta_axes : sequence of 'z', 'y', 'x'
+        Flip test-time augmentation: the prediction is averaged over every combination of flips
+        along these axes (2^k forward passes per tile).
+    roof_crop : sequence of 3 ints
+        Face crop of the roof window.
+
+    Yields
+    ------
+    (int, numpy.ndarray)
+        First plane index and the ``(n, Y, X)`` float32 prediction of planes ``z0:z0 + n``; the
+        slabs are contiguous and cover the volume.
+    """
+    patch = tuple(int(p) for p in patch)
+    if len(patch) != 3 or min(patch) < 1:
+        raise ValueError(f"patch={list(patch)}: give 3 positive sizes (ZYX)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: give at least 1")
+    shape = tuple(int(n) for n in source.shape)
+    padded = tuple(max(n, p) for n, p in zip(shape, patch, strict=True))
+    starts = [tile_starts(n, p, overlap) for n, p in zip(padded, patch, strict=True)]
+    weights = _Weights(weighting, patch, starts, padded, roof_crop)
+    weight_tensor = torch.from_numpy(weights.tile)
+    forward = with_flips(predict, flip_combinations(tta_axes))
+    lateral = [(y, x) for y in starts[1] for x in starts[2]]
+    accumulator = np.zeros((patch[0], padded[1], padded[2]), np.float32)
+    base = 0  # absolute index of the accumulator's first plane
+
+    def finished(z_end: int) -> tuple[int, np.ndarray]:
+        count = z_end - base
+        planes = accumulator[:count] / weights.total(base, z_end, base)
+        return base, np.ascontiguousarray(planes[:, :shape[1], :shape[2]])
+
+    bar = _progress_bar(len(starts[0]) * len(lateral), progress)
+    try:
+        with torch.inference_mode():
+            for z in starts[0]:
+                if z > base:
+                    z_end = min(z, shape[0])
+                    if z_end > base:
+                        yield finished(z_end)
+                    _shift(accumulator, z - base)
+                    weights.shift(z - base)
+                    base = z
+                slab = source.slab(min(z, shape[0]), min(z + patch[0], shape[0]))
+                slab = _pad_to(np.asarray(slab, dtype=np.float32), (patch[0], padded[1], padded[2]))
+                for first in range(0, len(lateral), batch_size):
+                    batch = lateral[first:first + batch_size]
+                    windows = [(slice(0, patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
+                               for y, x in batch]
+                    inputs = torch.from_numpy(np.stack([slab[(slice(None), *w)] for w in windows]))
+                    predictions = forward(inputs.to(device)).float().cpu()[:, 0]
+                    for window, prediction in zip(windows, predictions, strict=True):
+                        accumulator[window] += (prediction * weight_tensor).numpy()
+                        weights.add(window)
+                    if bar is not None:
+                        bar.update(len(batch))
+            if shape[0] > base:
+                yield finished(shape[0])
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="tiles", unit="tile", file=sys.stderr, leave=False)
 
 
 def sliding_window_predict(channels: np.ndarray, predict: Callable[[torch.Tensor], torch.Tensor],
                            patch: Sequence[int], overlap: float = 0.5, batch_size: int = 1,
                            weighting: str = "gaussian", progress: bool = False,
-                           device: str | torch.device = "cpu") -> np.ndarray:
-    """Predict a whole volume tile by tile and blend the tiles.
-
-    Parameters
-    ----------
-    channels : numpy.ndarray
-        Network input, ``(C, Z, Y, X)`` float32. Axes shorter than the patch are reflect-padded
-        (edge-padded when too short to reflect) and cropped back.
-    predict : callable
-        Maps a ``(N, C, *patch)`` tensor to ``(N, 1, *patch)``; called under ``inference_mode``.
-    patch : sequence of 3 ints
-        Tile size (ZYX), e.g. the training patch stored in the checkpoint.
-    overlap, weighting :
-        See :func:`tile_starts` and :func:`importance_map`.
-    batch_size : int
-        Tiles per call of ``predict``.
-    progress : bool
-        Show a progress bar over tiles (stderr).
+                           device: str | torch.device = "cpu", tta_axes: Sequence[str | int] = (),
+                           roof_crop: Sequence[int] = SEED_ROOF_CROP) -> np.ndarray:
+    """Predict a whole ``(C, Z, Y, X)`` array in memory; see :func:`iter_predicted_slabs`.
 
     Returns
     -------
     numpy.ndarray
         ``(Z, Y, X)`` float32 prediction.
     """
-    if channels.ndim != 4:
-        raise ValueError(f"channels must be (C, Z, Y, X), got shape {channels.shape}")
-    patch = tuple(int(p) for p in patch)
-    shape = channels.shape[1:]
-    padding = [(0, max(0, p - n)) for n, p in zip(shape, patch, strict=True)]
-    if any(after for _, after in padding):
-        mode = "reflect" if all(n > after for n, (_, after) in zip(shape, padding, strict=True)) \
-            else "edge"
-        channels = np.pad(channels, [(0, 0), *padding], mode=mode)
-    padded_shape = channels.shape[1:]
-    weights = importance_map(patch, weighting)
-    output = np.zeros(padded_shape, np.float32)
-    total = np.zeros(padded_shape, np.float32)
-    tiles = list(_tiles(padded_shape, patch, overlap))
-    bar = None
-    if progress:
-        import sys
-
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(tiles), desc="tiles", unit="tile", file=sys.stderr, leave=False)
-    weight_tensor = torch.from_numpy(weights)
-    with torch.inference_mode():
-        for first in range(0, len(tiles), batch_size):
-            batch = tiles[first:first + batch_size]
-            windows = [tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
-                       for start in batch]
-            inputs = torch.from_numpy(np.stack([channels[(slice(None), *w)] for w in windows]))
-            predictions = predict(inputs.to(device)).float().cpu()[:, 0]
-            for window, prediction in zip(windows, predictions, strict=True):
-                output[window] += (prediction * weight_tensor).numpy()
-                total[window] += weights
-            if bar is not None:
-                bar.update(len(batch))
-    if bar is not None:
-        bar.close()
-    output /= total
-    return output[tuple(slice(0, n) for n in shape)]
+    source = ArraySource(channels)
+    slabs = [planes for _, planes in iter_predicted_slabs(
+        source, predict, patch, overlap=overlap, batch_size=batch_size, weighting=weighting,
+        progress=progress, device=device, tta_axes=tta_axes, roof_crop=roof_crop)]
+    return np.concatenate(slabs, axis=0)

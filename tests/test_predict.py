@@ -52,3 +52,139 @@ def test_predict_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path):
     result = run_command("fmc.predict", f"ckpt={fake}", f"input={raw}", f"output={tmp_path / 'o'}")
     assert_user_error(result, "not an fmc checkpoint")
     assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs, outputs and options (issue 6)
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def views(tmp_path_factory) -> Path:
+    """Two synthetic pairs (study 1 nucleus) as TIFFs, and their prepared H5 files and lists."""
+    folder = tmp_path_factory.mktemp("views")
+    for index in range(2):
+        write_pair(folder / "raw", 1, "nucleus", index, shape=(20, 40, 44), scale=3.0)
+    result = run_command("fmc.prepare", f"input={folder / 'raw'}", f"output={folder / 'h5'}",
+                         "progress=false")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder
+
+
+def _predict(checkpoint, source, out, *extra):
+    result = run_command("fmc.predict", f"ckpt={checkpoint}", f"input={source}", f"output={out}",
+                         "progress=false", *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_h5_and_split_list_inputs_give_the_tiff_result(checkpoint: Path, views: Path, tmp_path):
+    _predict(checkpoint, views / "raw", tmp_path / "from_tiff")
+    _predict(checkpoint, views / "h5", tmp_path / "from_h5")
+    lists = sorted((views / "h5" / "lists").glob("all_nucleus_*.csv"))
+    listed = [line.split(";")[0] for path in lists for line in path.read_text().split()]
+    lst = tmp_path / "mine.csv"
+    lst.write_text("".join(f"{views / 'h5' / name};{views / 'h5' / name}\n" for name in listed[:1]))
+    _predict(checkpoint, lst, tmp_path / "from_list")
+    names = sorted(p.name for p in (tmp_path / "from_tiff").iterdir())
+    assert names == ["image_0_nucleus_angle.tif", "image_1_nucleus_angle.tif"]
+    assert sorted(p.name for p in (tmp_path / "from_h5").iterdir()) == names
+    for name in names:
+        a, meta_a = read_volume(tmp_path / "from_tiff" / name)
+        b, meta_b = read_volume(tmp_path / "from_h5" / name)
+        np.testing.assert_allclose(a, b, atol=1e-5)
+        assert meta_a.spacing_zyx == meta_b.spacing_zyx and meta_b.study == 1
+    assert len(list((tmp_path / "from_list").iterdir())) == 1
+
+
+def test_uint16_output_maps_back_to_the_input_range(checkpoint: Path, views: Path, tmp_path):
+    # The untrained residual model is the identity: mapped back and rounded, it is the view.
+    _predict(checkpoint, views / "raw" / "image_0_nucleus_angle.tif", tmp_path, "output_dtype=uint16")
+    prediction, meta = read_volume(tmp_path / "image_0_nucleus_angle.tif")
+    view, view_meta = read_volume(views / "raw" / "image_0_nucleus_angle.tif")
+    assert prediction.dtype == np.uint16 and meta.spacing_zyx == view_meta.spacing_zyx
+    assert np.abs(prediction.astype(int) - view.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("options", [
+    ("tta=[z,y,x]",), ("weighting=roof", "roof_crop=[2,4,4]"), ("fallback=difference",),
+    ("fallback=difference", "buffer_threshold_gb=0"), ("patch=[8,16,16]", "overlap=0.75",
+                                                       "batch_size=5", "weighting=constant")])
+def test_prediction_options_keep_the_identity(checkpoint: Path, views: Path, tmp_path, options):
+    from fmc.metrics import percentile_normalize
+
+    _predict(checkpoint, views / "raw" / "image_1_nucleus_angle.tif", tmp_path, *options)
+    prediction, _ = read_volume(tmp_path / "image_1_nucleus_angle.tif")
+    view, _ = read_volume(views / "raw" / "image_1_nucleus_angle.tif")
+    np.testing.assert_allclose(prediction, percentile_normalize(view), atol=1e-4)
+    assert [p.name for p in tmp_path.iterdir()] == ["image_1_nucleus_angle.tif"]  # no leftovers
+
+
+def test_registry_models_yaml_and_sweep_folder(checkpoint: Path, views: Path, tmp_path):
+    import shutil
+
+    # models.yaml with a nucleus model of study 3 only: study-1 volumes fall back to it.
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    shutil.copy(checkpoint, registry / "s3.ckpt")
+    (registry / "models.yaml").write_text("models:\n  - {study: 3, content: nucleus, ckpt: s3.ckpt}\n")
+    result = _predict("auto", views / "raw", tmp_path / "a", f"registry={registry}")
+    assert len(list((tmp_path / "a").iterdir())) == 2
+    assert "no model for study 1 nucleus" in result.stdout + result.stderr
+    # A sweep folder: the run's best checkpoint, study/content read from the checkpoint.
+    run = tmp_path / "sweep" / "0" / "checkpoints"
+    run.mkdir(parents=True)
+    shutil.copy(checkpoint, run / "epoch0001-step4-nssim0.1200.ckpt")
+    shutil.copy(checkpoint, run / "last.ckpt")
+    result = _predict("auto", views / "raw", tmp_path / "b", f"registry={tmp_path / 'sweep'}")
+    log = result.stdout + result.stderr
+    assert "nssim0.1200" in log and "study 1 nucleus" in log
+
+
+def test_predict_refuses_bad_volumes_before_writing(checkpoint: Path, tmp_path: Path):
+    import tifffile
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    tifffile.imwrite(bad / "flat.tif", np.zeros((32, 32), np.uint16))
+    result = run_command("fmc.predict", f"ckpt={checkpoint}", f"input={bad / 'flat.tif'}",
+                         f"output={tmp_path / 'o'}")
+    assert_user_error(result, "flat.tif")
+    tifffile.imwrite(bad / "four.tif", np.zeros((2, 3, 16, 16), np.uint16), photometric="minisblack")
+    result = run_command("fmc.predict", f"ckpt={checkpoint}", f"input={bad / 'four.tif'}",
+                         f"output={tmp_path / 'o'}")
+    assert_user_error(result, "four.tif")
+    assert not (tmp_path / "o").exists()
+
+
+def test_predict_refuses_an_unwritable_output_before_predicting(checkpoint: Path, views: Path,
+                                                                tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    result = run_command("fmc.predict", f"ckpt={checkpoint}", f"input={views / 'raw'}",
+                         f"output={blocker / 'sub'}")
+    assert_user_error(result, "cannot write there")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("ckpt=auto",), "ckpt=auto needs registry"),
+    (("weighting=cosine",), "weighting='cosine'"),
+    (("tta=[w]",), "use z, y or x"),
+    (("output_dtype=int8",), "output_dtype='int8'"),
+    (("patch=[7,16,16]",), "multiple of"),
+])
+def test_predict_config_errors(checkpoint: Path, views: Path, tmp_path: Path, overrides, message):
+    args = [f"ckpt={checkpoint}", f"input={views / 'raw'}", f"output={tmp_path / 'o'}", *overrides]
+    result = run_command("fmc.predict", *args)
+    assert_user_error(result, message)
+    assert not any((tmp_path / "o").glob("*.tif"))
+
+
+def test_checkpoint_asking_for_an_unknown_channel_is_refused(views: Path, tmp_path: Path):
+    model = FusionModule(channels=["raw_image", "depth_map"], features=4, depth=2, residual=True,
+                         patch_size=[16, 32, 32])
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "odd.ckpt")
+    result = run_command("fmc.predict", f"ckpt={tmp_path / 'odd.ckpt'}", f"input={views / 'raw'}",
+                         f"output={tmp_path / 'o'}")
+    assert_user_error(result, "depth_map")
+    assert not any((tmp_path / "o").glob("*.tif"))
