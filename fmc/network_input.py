@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 STORED = {"raw_image": RAW_IMAGE, "surface_distance": SURFACE_DISTANCE, "light_map": LIGHT_MAP}
 SUPPORTED_CHANNELS = tuple(STORED)
+# Planes converted at a time when building a slab (bounds the temporaries).
+FILL_PLANES = 8
 
 
 @dataclass
@@ -165,24 +167,35 @@ class NetworkInput:
 
     def raw(self, z0: int, z1: int) -> np.ndarray:
         """Normalised intensities of planes ``z0:z1`` (float32), as fmc.prepare stores them."""
-        block = np.asarray(self.volume[z0:z1])
-        if self.opened.stored is not None:
-            return block.astype(np.float32, copy=False)
-        return ((block.astype(np.float64) - self.stats.offset) / self.stats.scale).astype(np.float32)
+        result = np.empty((z1 - z0, *self.shape[1:]), np.float32)
+        self._fill(result, "raw_image", z0, z1)
+        return result
 
     def slab(self, z0: int, z1: int) -> np.ndarray:
         """The network input of planes ``z0:z1``: ``(C, z1 - z0, Y, X)`` float32."""
-        planes = []
-        for channel in self.channels:
+        result = np.empty((len(self.channels), z1 - z0, *self.shape[1:]), np.float32)
+        for index, channel in enumerate(self.channels):
+            self._fill(result[index], channel, z0, z1)
+        return result
+
+    def _fill(self, into: np.ndarray, channel: str, z0: int, z1: int) -> None:
+        # A few planes at a time: the float64 and float32 temporaries of a 1920×1920 slab would
+        # otherwise outweigh the slab itself.
+        for c0 in range(z0, z1, FILL_PLANES):
+            c1 = min(c0 + FILL_PLANES, z1)
+            target = into[c0 - z0:c1 - z0]
             if channel == "raw_image":
-                planes.append(self.raw(z0, z1))
+                block = np.asarray(self.volume[c0:c1])
+                if self.opened.stored is not None:
+                    target[...] = block
+                else:  # the same float64 arithmetic as fmc.conversion.normalize_float32
+                    target[...] = (block.astype(np.float64) - self.stats.offset) / self.stats.scale
                 continue
             if channel in self.stored:
-                values = np.asarray(self.stored[channel][z0:z1])
+                values = np.asarray(self.stored[channel][c0:c1])
             else:
-                values = self.fields[channel].planes(z0, z1)
-            planes.append(scale_channel(channel, values, self.scales.get(channel)))
-        return np.stack(planes)
+                values = self.fields[channel].planes(c0, c1)
+            target[...] = scale_channel(channel, values, self.scales.get(channel))
 
     def output_meta(self, dtype: str) -> VolumeMeta:
         """The prediction's metadata: the input's, with the resolved spacing and new dtype."""

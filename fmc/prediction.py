@@ -219,8 +219,11 @@ def _convert(planes: np.ndarray, dtype: str, network_input: NetworkInput) -> np.
     if stats is None:
         raise FmcInputError(f"{network_input.opened.output_name}: output_dtype=uint16 needs the "
                             "input's intensity percentiles, which this file does not store")
-    values = planes.astype(np.float64) * stats.scale + stats.offset
-    return np.clip(np.rint(values), 0, 65535).astype(np.uint16)
+    result = np.empty(planes.shape, np.uint16)
+    for z in range(planes.shape[0]):  # plane by plane: a float64 slab would double the memory
+        values = planes[z].astype(np.float64) * stats.scale + stats.offset
+        result[z] = np.clip(np.rint(values), 0, 65535)
+    return result
 
 
 def input_files(path: str | Path) -> list[Path]:

@@ -173,3 +173,27 @@ def _read_manifest(manifest: Path) -> list[RegistryEntry]:
             content = content if content is not None else stored_content
         entries.append(RegistryEntry(path, study, content))
     return entries
+
+
+def export_registry(source: str | Path, destination: str | Path) -> Path:
+    """Copy a registry's chosen checkpoints into ``destination`` with a ``models.yaml``.
+
+    Used to ship the models of a sweep (best checkpoint per run only) inside a container.
+    Returns the written manifest.
+    """
+    import shutil
+
+    registry = ModelRegistry.from_folder(source)
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    lines = ["# written by fmc.registry.export_registry from " + str(Path(source).resolve()),
+             "models:"]
+    for number, entry in enumerate(registry.entries):
+        name = f"model{number:02d}_study{entry.study}_{entry.content}.ckpt"
+        shutil.copy2(entry.ckpt, destination / name)
+        study = "null" if entry.study is None else entry.study
+        content = "null" if entry.content is None else entry.content
+        lines.append(f"  - {{study: {study}, content: {content}, ckpt: {name}}}")
+    manifest = destination / MANIFEST
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest

@@ -203,12 +203,19 @@ class _Weights:
         if self.rolling is not None:
             self.rolling[window] += self.tile
 
-    def total(self, z0: int, z1: int, offset: int) -> np.ndarray:
-        """Summed weights of absolute planes ``z0:z1`` (``offset``: the rolling buffer's base)."""
+    def divide(self, planes: np.ndarray, z0: int, offset: int) -> np.ndarray:
+        """Divide accumulated planes (absolute ``z0`` on) by their summed weights, in place.
+
+        Separable sums need one Y×X plane of weights at a time, never a weight volume.
+        """
+        z1 = z0 + planes.shape[0]
         if self.separable:
-            return (self.sums[0][z0:z1, None, None] * self.sums[1][None, :, None]
-                    * self.sums[2][None, None, :])
-        return self.rolling[z0 - offset:z1 - offset]
+            lateral = np.multiply.outer(self.sums[1], self.sums[2])
+            for index, z_sum in enumerate(self.sums[0][z0:z1]):
+                planes[index] /= lateral * z_sum
+        else:
+            planes /= self.rolling[z0 - offset:z1 - offset]
+        return planes
 
     def shift(self, planes: int) -> None:
         if self.rolling is not None:
@@ -277,9 +284,11 @@ def iter_predicted_slabs(source: SlabSource, predict: Callable[[torch.Tensor], t
     base = 0  # absolute index of the accumulator's first plane
 
     def finished(z_end: int) -> tuple[int, np.ndarray]:
-        count = z_end - base
-        planes = accumulator[:count] / weights.total(base, z_end, base)
-        return base, np.ascontiguousarray(planes[:, :shape[1], :shape[2]])
+        planes = np.array(accumulator[:z_end - base, :shape[1], :shape[2]])
+        if planes.shape[1:] == accumulator.shape[1:]:
+            return base, weights.divide(planes, base, base)
+        full = weights.divide(np.array(accumulator[:z_end - base]), base, base)  # padded volume
+        return base, np.ascontiguousarray(full[:, :shape[1], :shape[2]])
 
     bar = _progress_bar(len(starts[0]) * len(lateral), progress)
     try:

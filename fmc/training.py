@@ -8,6 +8,7 @@ logger and trainer, fit, and always close the W&B run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fmc.errors import FmcConfigError, FmcInputError
+from fmc.fileutil import write_text_atomic
 
 log = logging.getLogger("fmc.train")
 
@@ -106,6 +108,30 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return flat
+
+
+METRICS_FILE = "metrics.json"
+
+
+def run_metrics(cfg: DictConfig, trainer) -> dict[str, Any]:
+    """What a finished run leaves on disk for reports (``metrics.json``), W&B or not.
+
+    The run's identity (study, content, channels, loss, run name), its best and final logged
+    metrics, the step/epoch reached and the checkpoints.
+    """
+    callback = trainer.checkpoint_callback
+    best = callback.best_model_score if callback is not None else None
+    final = {f"final/{key.replace('/', '_')}": float(value)
+             for key, value in trainer.callback_metrics.items() if value.numel() == 1}
+    return {
+        "run_name": str(cfg.run_name), "study": cfg.study, "content": str(cfg.content),
+        "channels": str(cfg.channels.name), "loss": str(cfg.loss.name),
+        "best/val_n_ssim": None if best is None else float(best),
+        "best/checkpoint": callback.best_model_path if callback is not None else None,
+        **final,
+        "global_step": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+        "last_checkpoint": str(output_folder() / "checkpoints" / "last.ckpt"),
+    }
 
 
 def output_folder() -> Path:
@@ -255,10 +281,13 @@ def train(cfg: DictConfig) -> float | None:
         best = trainer.checkpoint_callback.best_model_score
         if cfg.test:
             trainer.test(module, datamodule=datamodule, ckpt_path="best")
+        metrics = run_metrics(cfg, trainer)
+        write_text_atomic(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         if logger and type(logger).__name__ == "WandbLogger":
             summary = logger.experiment.summary
-            summary["best/val_n_ssim"] = float(best) if best is not None else None
-            summary["best/checkpoint"] = trainer.checkpoint_callback.best_model_path
+            for key, value in metrics.items():
+                if key.startswith(("best/", "final/")) and value is not None:
+                    summary[key] = value
         log.info("best val/n_ssim %s, checkpoint %s", None if best is None else f"{float(best):.4f}",
                  trainer.checkpoint_callback.best_model_path)
         return None if best is None else float(best)

@@ -51,3 +51,19 @@ def raw_folder(tmp_path: Path) -> Path:
         write_volume(folder / f"image_{index}_{content}_angle.tif", view, meta)
         write_volume(folder / f"image_{index}_{content}_fused.tif", fused, meta)
     return folder
+
+
+def save_tiny_checkpoint(path: Path, **hparams) -> Path:
+    """An untrained residual FusionModule (the identity) saved as a Lightning checkpoint."""
+    import lightning as L
+
+    from fmc.module import FusionModule
+
+    settings = dict(features=4, depth=2, residual=True, patch_size=[16, 32, 32], study=1,
+                    content="nucleus", spacing_zyx=[3.0, 0.585, 0.585])
+    model = FusionModule(**{**settings, **hparams})
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(path, weights_only=False)
+    return path

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 
 from fmc.io import read_volume
-from fmc.module import FusionModule
 from fmc.synth import write_pair
-from tests.conftest import assert_user_error, run_command
+from tests.conftest import assert_user_error, run_command, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny untrained residual model (the identity) saved as a Lightning checkpoint."""
-    model = FusionModule(features=4, depth=2, residual=True, patch_size=[16, 32, 32], study=1,
-                         content="nucleus", spacing_zyx=[3.0, 0.585, 0.585])
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(model)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    trainer.save_checkpoint(path)
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 
 
 def test_predict_writes_the_input_name_shape_and_metadata(checkpoint: Path, tmp_path: Path):
@@ -179,12 +171,8 @@ def test_predict_config_errors(checkpoint: Path, views: Path, tmp_path: Path, ov
 
 
 def test_checkpoint_asking_for_an_unknown_channel_is_refused(views: Path, tmp_path: Path):
-    model = FusionModule(channels=["raw_image", "depth_map"], features=4, depth=2, residual=True,
-                         patch_size=[16, 32, 32])
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(tmp_path / "odd.ckpt")
-    result = run_command("fmc.predict", f"ckpt={tmp_path / 'odd.ckpt'}", f"input={views / 'raw'}",
+    odd = save_tiny_checkpoint(tmp_path / "odd.ckpt", channels=["raw_image", "depth_map"])
+    result = run_command("fmc.predict", f"ckpt={odd}", f"input={views / 'raw'}",
                          f"output={tmp_path / 'o'}")
     assert_user_error(result, "depth_map")
     assert not any((tmp_path / "o").glob("*.tif"))

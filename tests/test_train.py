@@ -101,6 +101,13 @@ def test_fit_writes_self_contained_checkpoints_and_resumes(h5_root: Path, tmp_pa
     header = next(metrics).read_text().splitlines()[0]
     for name in ("train/loss_step", "val/loss", "val/n_ssim"):
         assert name in header
+    # metrics.json: what reports read, with or without W&B.
+    import json
+
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["study"] == 1 and summary["content"] == "nucleus" and summary["global_step"] == 2
+    assert summary["channels"] == "raw_distance" and summary["loss"] == "ssim_l1"
+    assert isinstance(summary["best/val_n_ssim"], float) and "final/val_n_ssim" in summary
     # Resume from last.ckpt: the step count continues.
     resumed = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}",
                           f"hydra.run.dir={run_dir}", "ckpt_path=last", "trainer.max_steps=4")
@@ -192,3 +199,4 @@ def test_wandb_offline_run_has_name_group_flat_config_and_panel(h5_root: Path, t
     assert b"model.lr" in record and b"data.patch_size" in record  # the flat config
     assert b"study1_nucleus_raw_distance_ssim_l1" in record  # run name
     assert list((runs[0] / "files" / "media" / "images").rglob("*.png"))  # val/panel
+    assert b"best/val_n_ssim" in record and b"final/val_n_ssim" in record  # summary metrics
