@@ -37,8 +37,11 @@ from fmc.grids import (
 log = logging.getLogger(__name__)
 
 # The coarse grid's target voxel size: fine enough for a hull within a fraction of a µm of the
-# full-resolution one, coarse enough that a 2000×2000×300 volume becomes a few million voxels.
+# full-resolution one, coarse enough that a study-1 volume (222×731×860) becomes 5 M nodes.
 WORKING_SPACING_UM = 1.0
+# Larger recordings (studies 2, 3, 5: 22-168 M nodes at 1 µm) get a coarser grid of at most this
+# many nodes (study 5: ~2.8 µm), so that prediction and preparation stay within a few GB.
+MAX_WORKING_NODES = 8_000_000
 # A component holding this share of the thresholded voxels is "the specimen"; otherwise every
 # component of at least COMPARABLE_SHARE of the largest one's size is kept (see specimen_mask).
 FRAGMENTED_SHARE = 0.5
@@ -50,14 +53,22 @@ class ChannelWarning(UserWarning):
 
 
 def working_grid(shape: Sequence[int], spacing_zyx: Sequence[float],
-                 working_spacing_um: float = WORKING_SPACING_UM) -> tuple[int, int, int]:
+                 working_spacing_um: float = WORKING_SPACING_UM,
+                 max_nodes: int = MAX_WORKING_NODES) -> tuple[int, int, int]:
     """Shape of the coarse grid the channels are computed on.
 
     Its voxels are about ``working_spacing_um`` wide, and at least as wide as the coarsest
     native spacing (so the coarse grid is close to isotropic); every axis keeps at least 4 nodes.
+    Grids above ``max_nodes`` get proportionally wider voxels: the hull, its filling and the
+    Euclidean distance transform (whose feature transform takes 12 bytes a node) must stay far
+    below the memory of the volume itself.
     """
     step = max(float(working_spacing_um), max(float(s) for s in spacing_zyx))
     coarse = coarse_shape(shape, spacing_zyx, step)
+    nodes = float(np.prod(coarse, dtype=np.float64))
+    if nodes > max_nodes:
+        step *= (nodes / max_nodes) ** (1 / 3)
+        coarse = coarse_shape(shape, spacing_zyx, step)
     return tuple(min(int(n), max(c, 4)) for n, c in zip(shape, coarse, strict=True))
 
 

@@ -123,3 +123,14 @@ def test_hull_of_separate_nuclei_spans_all_of_them():
     for centre in centres:
         assert hull[centre]
     assert hull[15, 30, 35]  # between the nuclei
+
+
+def test_working_grid_is_capped_for_big_recordings():
+    from fmc.channels import MAX_WORKING_NODES, working_grid
+    from fmc.studies import STUDIES
+
+    study1 = working_grid(STUDIES[1].typical_shape, STUDIES[1].spacing_zyx)
+    assert study1 == (222, 143, 168)  # ~1 µm: below the cap, unchanged
+    for profile in STUDIES.values():
+        grid = working_grid(profile.typical_shape, profile.spacing_zyx)
+        assert np.prod(grid) <= MAX_WORKING_NODES * 1.02
