@@ -1,6 +1,8 @@
 """``python -m fmc.evaluate``: score predictions or baselines with the challenge's N_SSIM.
 
 Thin entry point: configuration in ``conf/evaluate.yaml``, logic in :mod:`fmc.scoring`.
+``iou=proxy|cellpose`` adds an N_IoU-like segmentation score (:mod:`fmc.segmentation`; not the
+challenge's N_IoU, whose verified segmentations are not public).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from fmc.scoring import (
     summarize,
     write_tables,
 )
+from fmc.segmentation import IOU_CHOICES, IOU_SETTINGS, make_segmenter
 
 log = logging.getLogger("fmc.evaluate")
 
@@ -67,6 +70,34 @@ def build_methods(cfg: DictConfig) -> list[Method]:
     return methods
 
 
+def build_iou_backend(cfg: DictConfig):
+    """The segmentation backend of ``cfg.iou``, or None for ``none`` (the default).
+
+    Raises
+    ------
+    FmcConfigError
+        For an unknown choice, or ``cellpose`` when cellpose is not installed.
+    """
+    choice = "none" if cfg.get("iou") is None else str(cfg.iou).strip().lower()
+    if choice not in IOU_CHOICES:
+        raise FmcConfigError(f"iou={cfg.iou}: choose none, proxy or cellpose (conf/evaluate.yaml)")
+    return None if choice == "none" else make_segmenter(choice)
+
+
+def _iou_max_voxels(cfg: DictConfig) -> int | None:
+    value = cfg.get("iou_max_voxels")
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise FmcConfigError(f"iou_max_voxels={value}: give a positive number of voxels or null "
+                             "(conf/evaluate.yaml)")
+    return number
+
+
 def raw_folder(cfg: DictConfig) -> Path:
     """``cfg.raw``, or the embedded synthetic dataset when it is not given."""
     if cfg.raw is not None:
@@ -90,24 +121,32 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
     if str(cfg.table) not in ("auto", "full", "content"):
         raise FmcConfigError(f"table={cfg.table}: choose auto, full or content (conf/evaluate.yaml)")
     methods = build_methods(cfg)
+    iou_backend = build_iou_backend(cfg)
+    iou_max_voxels = _iou_max_voxels(cfg)
     pairs = find_pairs(raw_folder(cfg))
     if cfg.split_list is not None:
         pairs = restrict_to_list(pairs, cfg.split_list)
     out_dir = output_folder(cfg)
     check_predictions(pairs, methods)
-    result = EvaluationResult()
+    result = EvaluationResult(iou_backend=None if iou_backend is None else iou_backend.name)
     progress = _progress(pairs, enabled=bool(cfg.progress))
     for pair in progress:
-        result.rows.extend(score_pair(pair, methods, slab=int(cfg.slab), block_y=int(cfg.block_y)))
+        result.rows.extend(score_pair(pair, methods, slab=int(cfg.slab), block_y=int(cfg.block_y),
+                                      iou_backend=iou_backend, iou_max_voxels=iou_max_voxels))
     result.summary = summarize(result.rows)
     per_image, summary = write_tables(out_dir, result)
+    settings = {"metric": METRIC_SETTINGS}
+    if iou_backend is not None:
+        settings["iou_metric"] = (f"{iou_backend.name} segmentation; {IOU_SETTINGS}; not the "
+                                  "challenge's N_IoU")
     write_text_atomic(out_dir / "evaluate.json", json.dumps({
-        "metric": METRIC_SETTINGS, "fmc_version": __version__, "python": platform.python_version(),
+        **settings, "fmc_version": __version__, "python": platform.python_version(),
         "config": OmegaConf.to_container(cfg, resolve=True), "methods": [m.label for m in methods],
         "n_pairs": len(pairs)}, indent=2, default=str))
     full = str(cfg.table) == "full" or (str(cfg.table) == "auto" and len(methods) <= 2)
     print(format_table(result.summary if full else
-                       [row for row in result.summary if row["study"] == "all"]))
+                       [row for row in result.summary if row["study"] == "all"],
+                       iou_backend=result.iou_backend))
     if not full:
         print(f"(per study × content rows in {summary})")
     if len(methods) > 1:
@@ -118,7 +157,11 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
     if missing:
         log.warning("%d prediction(s) missing: listed in %s with status 'missing', not in the "
                     "means", missing, per_image)
-    print(f"\nmetric: {METRIC_SETTINGS}\nwrote {per_image}\nwrote {summary}")
+    print(f"\nmetric: {METRIC_SETTINGS}")
+    if iou_backend is not None:
+        print(f"N_IoU({iou_backend.name}) is NOT the challenge's N_IoU: {iou_backend.name} "
+              f"segmentation; {IOU_SETTINGS}")
+    print(f"wrote {per_image}\nwrote {summary}")
     return result
 
 

@@ -3,8 +3,8 @@
 No plotting library: matplotlib is not one of fmc's dependencies, so panels are composed with
 numpy and labelled and written with Pillow (installed with scikit-image, like imageio).
 
-Montage (:func:`write_montage`): one block per image, columns input | prediction | target |
-\\|prediction - target\\|, an XY maximum projection row above an XZ one. Each volume is
+Montage (:func:`write_montage`): one block per image, columns input, prediction, target and
+``|prediction - target|``, an XY maximum projection row above an XZ one. Each volume is
 percentile-normalised on its own (2, 99.8, as the challenge metric does) and shown on [0, 1];
 the difference is taken between the normalised prediction and target and shown on the same
 [0, 1] scale (a colour map tells it apart), so its brightness compares with the signal's.

@@ -40,7 +40,8 @@ log = logging.getLogger("fmc.report")
 METRICS_FILE = "metrics.json"
 SCORES_DIR = "test_scores"
 PREDICTIONS_DIR = "test_predictions"
-# Written beside the scores by this command: which checkpoint and list they came from.
+# Written by this command beside the scores (the checkpoint and list they came from) and the
+# predictions (the checkpoint file they came from).
 PROVENANCE_FILE = "report_evaluation.json"
 REPORT_COLUMNS = ["run", "folder", "run_name", "status", "study", "content", "channels", "loss",
                   "val_n_ssim", "test_n_ssim", "identity_n_ssim", "gaussian_n_ssim",
@@ -53,7 +54,7 @@ _PLAIN_VALUE = re.compile(r"[\w./:+@-]+")
 
 
 @dataclass
-class TestScores:
+class WholeVolumeScores:
     """A run's whole-volume test scores, read from ``fmc.evaluate``'s ``summary.csv``.
 
     Attributes
@@ -89,7 +90,7 @@ class RunReport:
     loss: str = ""
     run_name: str = ""
     checkpoint: Path | None = None
-    scores: TestScores | None = None
+    scores: WholeVolumeScores | None = None
     first_test_image: str | None = None
     raw: Path | None = None
     notes: list[str] = field(default_factory=list)
@@ -102,7 +103,7 @@ class RunReport:
     def row(self) -> dict[str, Any]:
         """One row of ``report.csv`` (numbers as floats, NaN when unknown)."""
         metrics = self.metrics or {}
-        scores = self.scores or TestScores()
+        scores = self.scores or WholeVolumeScores()
         return {
             "run": self.label, "folder": str(self.folder), "run_name": self.run_name,
             "status": self.status, "study": self.study, "content": self.content,
@@ -236,7 +237,7 @@ def best_checkpoint(run: Path, metrics: dict[str, Any] | None) -> Path | None:
     return last if last.is_file() else None
 
 
-def read_test_scores(scores_dir: Path, content: str | None = None) -> TestScores | None:
+def read_test_scores(scores_dir: Path, content: str | None = None) -> WholeVolumeScores | None:
     """Mean test N_SSIM of the model and baselines from ``summary.csv`` (None when absent).
 
     Only the rows over all studies (``study == all``) are used; when the run's ``content`` is
@@ -269,7 +270,7 @@ def read_test_scores(scores_dir: Path, content: str | None = None) -> TestScores
         total = sum(n for _, n in pairs)
         return sum(v * n for v, n in pairs) / total if total else math.nan
 
-    scores = TestScores()
+    scores = WholeVolumeScores()
     if "prediction" in by_method:
         scores.model = mean(by_method["prediction"])
     if "identity" in by_method:
@@ -316,7 +317,7 @@ def default_raw_folder(data_root: Any) -> Path | None:
     return None
 
 
-def test_list_path(run_cfg) -> Path:
+def run_test_list(run_cfg) -> Path:
     """The run's test split list: ``data.test_list`` looked up under ``data.root`` as training
     did (``data.root`` null: the embedded dataset, prepared if needed).
 
@@ -370,15 +371,24 @@ def evaluation_commands(run: Path, checkpoint: Path, split_list: Path, raw: Path
     return [predict, evaluate]
 
 
-def _predictions_complete(predictions: Path, split_list: Path) -> bool:
-    # A run whose predictions were all written but whose evaluation failed is not predicted again.
+def _checkpoint_stamp(checkpoint: Path) -> dict[str, Any]:
+    stat = checkpoint.stat()
+    return {"checkpoint": str(checkpoint.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+
+
+def _predictions_reusable(predictions: Path, split_list: Path, checkpoint: Path) -> bool:
+    # Predictions this command wrote earlier from the same checkpoint file, all present: a run
+    # whose evaluation failed after prediction is not predicted again. Anything else (another or
+    # a rewritten checkpoint, files missing) is predicted anew.
     from fmc.splits import read_list
 
     try:
+        stamp = json.loads((predictions / PROVENANCE_FILE).read_text(encoding="utf-8"))
         angles = [angle for angle, _ in read_list(split_list)]
-    except FmcInputError:
+    except (OSError, ValueError, FmcInputError):
         return False
-    return bool(angles) and all((predictions / f"{Path(a).stem}.tif").is_file() for a in angles)
+    return stamp == _checkpoint_stamp(checkpoint) and bool(angles) and \
+        all((predictions / f"{Path(a).stem}.tif").is_file() for a in angles)
 
 
 def evaluate_run(report: RunReport, raw: Path | None, predict_overrides: Sequence[str] = (),
@@ -390,26 +400,36 @@ def evaluate_run(report: RunReport, raw: Path | None, predict_overrides: Sequenc
         report.status = "no checkpoint to evaluate"
         return
     try:
-        split_list = test_list_path(read_run_config(report.folder))
+        split_list = run_test_list(read_run_config(report.folder))
     except FmcInputError as error:
         report.status = f"not evaluated: {error}"
         return
-    commands = evaluation_commands(report.folder, report.checkpoint, split_list, raw,
-                                   predict_overrides, evaluate_overrides)
-    if _predictions_complete(report.folder / PREDICTIONS_DIR, split_list):
-        log.info("%s: predictions of %s already complete", report.label, split_list.name)
-        commands = commands[1:]
-    for command in commands:
-        log.info("%s: %s", report.label, " ".join(command[1:]))
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-            report.status = f"evaluation failed ({command[2]}): {lines[-1] if lines else '?'}"
-            log.warning("%s: %s", report.label, report.status)
-            return
-    write_text_atomic(report.folder / SCORES_DIR / PROVENANCE_FILE, json.dumps(
-        {"checkpoint": str(report.checkpoint), "split_list": str(split_list),
-         "raw": None if raw is None else str(raw)}, indent=2) + "\n")
+    predictions = report.folder / PREDICTIONS_DIR
+    predict, evaluate = evaluation_commands(report.folder, report.checkpoint, split_list, raw,
+                                            predict_overrides, evaluate_overrides)
+    if _predictions_reusable(predictions, split_list, report.checkpoint):
+        log.info("%s: reusing the predictions in %s", report.label, predictions)
+    elif not _run_step(report, predict):
+        return
+    else:
+        write_text_atomic(predictions / PROVENANCE_FILE,
+                          json.dumps(_checkpoint_stamp(report.checkpoint), indent=2) + "\n")
+    if _run_step(report, evaluate):
+        write_text_atomic(report.folder / SCORES_DIR / PROVENANCE_FILE, json.dumps(
+            {"checkpoint": str(report.checkpoint), "split_list": str(split_list),
+             "raw": None if raw is None else str(raw)}, indent=2) + "\n")
+
+
+def _run_step(report: RunReport, command: list[str]) -> bool:
+    """Run one command; False (and the run's status set to its error line) when it fails."""
+    log.info("%s: %s", report.label, " ".join(command[1:]))
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode == 0:
+        return True
+    lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+    report.status = f"evaluation failed ({command[2]}): {lines[-1] if lines else '?'}"
+    log.warning("%s: %s", report.label, report.status)
+    return False
 
 
 def _recorded_checkpoint(scores_dir: Path) -> Path | None:
@@ -441,8 +461,10 @@ def inspect_run(folder: Path, label: str, raw: str | Path | None = None,
         setattr(report, key, "" if value is None else str(value))
     if not report.complete and report.status == "ok":
         report.status = f"incomplete: no {METRICS_FILE} (training not finished?)"
-    report.raw = Path(raw) if raw is not None else \
-        default_raw_folder(_config_value(cfg, "data.root")) if cfg is not None else None
+    if raw is not None:
+        report.raw = Path(raw)
+    elif cfg is not None:
+        report.raw = default_raw_folder(_config_value(cfg, "data.root"))
     report.checkpoint = best_checkpoint(folder, report.metrics)
     scores_dir = folder / SCORES_DIR
     if not (scores_dir / "summary.csv").is_file():

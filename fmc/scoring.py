@@ -31,6 +31,7 @@ from fmc.metrics import (
     ssim_against,
     volume_stats,
 )
+from fmc.segmentation import DEFAULT_MAX_VOXELS, IouReference, Segmenter, n_iou_from
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +90,24 @@ class ImageScore:
     psnr_pred: float = math.nan
     method: str = ""
     status: str = "ok"
+    # Segmentation scores (fmc.segmentation), NaN unless evaluate's iou option is on. Not the
+    # challenge's N_IoU: the tables name them after their backend (n_iou_proxy, ...).
+    iou_input: float = math.nan
+    iou_pred: float = math.nan
+    n_iou: float = math.nan
 
 
 @dataclass
 class EvaluationResult:
-    """Per-image rows and the summary of an evaluation."""
+    """Per-image rows and the summary of an evaluation.
+
+    ``iou_backend`` names the segmentation backend of the IoU columns (``proxy``,
+    ``cellpose``), or is None when they were not computed.
+    """
 
     rows: list[ImageScore] = field(default_factory=list)
     summary: list[dict] = field(default_factory=list)
+    iou_backend: str | None = None
 
 
 def find_pairs(raw_dir: str | Path) -> list[RawPair]:
@@ -212,11 +223,14 @@ def check_predictions(pairs: Sequence[RawPair], methods: Sequence[Method]) -> No
 
 
 def score_pair(pair: RawPair, methods: Sequence[Method], slab: int = DEFAULT_SLAB_Z,
-               block_y: int = DEFAULT_BLOCK_Y) -> list[ImageScore]:
+               block_y: int = DEFAULT_BLOCK_Y, iou_backend: Segmenter | None = None,
+               iou_max_voxels: int | None = DEFAULT_MAX_VOXELS) -> list[ImageScore]:
     """Score every method on one pair, reading the ground truth once.
 
     Returns one :class:`ImageScore` per method; a missing prediction file gives a row with
-    ``status='missing'`` and NaN scores.
+    ``status='missing'`` and NaN scores. With ``iou_backend`` (see :mod:`fmc.segmentation`) the
+    rows also get ``iou_input``, ``iou_pred`` and ``n_iou``, on isotropic grids of at most
+    ``iou_max_voxels``; without it nothing is segmented.
     """
     with TiffVolume(pair.angle) as view, TiffVolume(pair.fused) as fused:
         if view.shape != fused.shape:
@@ -227,12 +241,13 @@ def score_pair(pair: RawPair, methods: Sequence[Method], slab: int = DEFAULT_SLA
         rows = [ImageScore(pair.name, study, content, method=m.label) for m in methods]
         opened: list[TiffVolume] = []
         try:
-            candidates, candidate_rows = [], []
+            candidates, candidate_rows, present = [], [], []
             for method, row in zip(methods, rows, strict=True):
                 volume = _method_volume(method, pair, view, opened)
                 if volume is None:
                     row.status = "missing"
                     continue
+                present.append((method, row, volume))
                 if method.kind != "identity":
                     candidates.append(volume)
                     candidate_rows.append(row)
@@ -259,10 +274,33 @@ def score_pair(pair: RawPair, methods: Sequence[Method], slab: int = DEFAULT_SLA
                                      prediction_stats=stats)
                 if math.isnan(row.n_ssim):
                     row.status = "undefined (input equals ground truth)"
+            if iou_backend is not None and present:
+                _score_iou(pair, view, fused, content, present, iou_backend, iou_max_voxels)
         finally:
             for volume in opened:
                 volume.close()
     return rows
+
+
+def _score_iou(pair: RawPair, view: TiffVolume, fused: TiffVolume, content: str | None,
+               present: Sequence[tuple[Method, ImageScore, object]], backend: Segmenter,
+               max_voxels: int | None) -> None:
+    """Fill the IoU fields of ``present``'s rows (the ground truth and input segmented once)."""
+    if content not in ("nucleus", "membrane"):
+        log.warning("%s: content unknown (not in the metadata nor the name): no IoU", pair.name)
+        return
+    spacing = fused.meta.spacing_zyx or view.meta.spacing_zyx
+    if spacing is None:
+        log.warning("%s: no voxel size in the metadata; segmenting as if voxels were isotropic",
+                    pair.name)
+        spacing = (1.0, 1.0, 1.0)
+    reference = IouReference(fused, view, spacing, content, backend, max_voxels)
+    for method, row, volume in present:
+        # The identity baseline is the input, already segmented by the reference.
+        iou_pred = reference.iou_input if method.kind == "identity" else \
+            reference.score(volume).iou_pred
+        row.iou_input, row.iou_pred = reference.iou_input, iou_pred
+        row.n_iou = n_iou_from(iou_pred, reference.iou_input)
 
 
 def _name_of(volume: object, pair: RawPair) -> str:
@@ -310,7 +348,9 @@ def summarize(rows: Iterable[ImageScore]) -> list[dict]:
             "content": content, "study": study, "method": method, "n_images": len(members),
             "n_scored": len(scored), "n_missing": sum(r.status == "missing" for r in members),
             "mean_n_ssim": mean("n_ssim"), "mean_ssim_input": mean("ssim_input"),
-            "mean_ssim_pred": mean("ssim_pred"), "mean_psnr_pred": mean("psnr_pred")})
+            "mean_ssim_pred": mean("ssim_pred"), "mean_psnr_pred": mean("psnr_pred"),
+            "mean_n_iou": mean("n_iou"), "mean_iou_input": mean("iou_input"),
+            "mean_iou_pred": mean("iou_pred")})
     method_order = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in summary))}
     summary.sort(key=lambda r: (method_order[r["method"]], r["content"], r["study"] != "all",
                                 natural_key(r["study"])))
@@ -344,20 +384,49 @@ def _format(value: object) -> object:
     return "" if value is None else value
 
 
+def iou_columns(backend: str | None, summary: bool = False) -> dict[str, str]:
+    """Field → CSV header of the IoU columns, suffixed with the backend (empty if None).
+
+    The suffix (``n_iou_proxy``, ``mean_n_iou_cellpose``) keeps these numbers from being read
+    as the challenge's N_IoU, which needs the organisers' verified segmentations.
+    """
+    if backend is None:
+        return {}
+    fields = ("mean_n_iou", "mean_iou_input", "mean_iou_pred") if summary else \
+        ("iou_input", "iou_pred", "n_iou")
+    return {name: f"{name}_{backend}" for name in fields}
+
+
+def _renamed(rows: Iterable[dict], names: dict[str, str]) -> list[dict]:
+    return [{names.get(k, k): v for k, v in row.items()} for row in rows]
+
+
 def write_tables(out_dir: str | Path, result: EvaluationResult) -> tuple[Path, Path]:
-    """Write ``per_image.csv`` and ``summary.csv`` into ``out_dir`` (each atomically)."""
+    """Write ``per_image.csv`` and ``summary.csv`` into ``out_dir`` (each atomically).
+
+    The IoU columns (see :func:`iou_columns`) are appended only when ``result.iou_backend`` is
+    set, so that the default tables keep their columns.
+    """
     out_dir = Path(out_dir)
-    per_image = write_text_atomic(out_dir / "per_image.csv",
-                                  _csv_text([asdict(r) for r in result.rows], PER_IMAGE_COLUMNS))
-    summary = write_text_atomic(out_dir / "summary.csv",
-                                _csv_text(result.summary, SUMMARY_COLUMNS))
+    row_names = iou_columns(result.iou_backend)
+    summary_names = iou_columns(result.iou_backend, summary=True)
+    per_image = write_text_atomic(out_dir / "per_image.csv", _csv_text(
+        _renamed([asdict(r) for r in result.rows], row_names),
+        [*PER_IMAGE_COLUMNS, *row_names.values()]))
+    summary = write_text_atomic(out_dir / "summary.csv", _csv_text(
+        _renamed(result.summary, summary_names), [*SUMMARY_COLUMNS, *summary_names.values()]))
     return per_image, summary
 
 
-def format_table(summary: Sequence[dict]) -> str:
-    """The summary as an aligned text table (mean N_SSIM per content first)."""
+def format_table(summary: Sequence[dict], iou_backend: str | None = None) -> str:
+    """The summary as an aligned text table (mean N_SSIM per content first).
+
+    With ``iou_backend``, a last column ``N_IoU(<backend>)`` holds the mean segmentation score.
+    """
     header = ["content", "study", "method", "images", "N_SSIM", "SSIM(input)", "SSIM(pred)",
               "PSNR"]
+    if iou_backend is not None:
+        header.append(f"N_IoU({iou_backend})")
     lines = []
     for row in summary:
         n = f"{row['n_scored']}/{row['n_images']}"
@@ -368,6 +437,9 @@ def format_table(summary: Sequence[dict]) -> str:
                         f"{row[k]:.4f}" if np.isfinite(row[k]) else "-"
                         for k in ("mean_n_ssim", "mean_ssim_input", "mean_ssim_pred")),
                       f"{row['mean_psnr_pred']:.2f}" if np.isfinite(row["mean_psnr_pred"]) else "-"])
+        if iou_backend is not None:
+            value = row.get("mean_n_iou", math.nan)
+            lines[-1].append(f"{value:+.4f}" if np.isfinite(value) else "-")
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=False)]
     render = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
               for line in [header, *lines]]

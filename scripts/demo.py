@@ -1,16 +1,19 @@
-"""`make demo`: run fmc's main job end to end on the embedded synthetic dataset.
+"""`make demo`: run fmc's whole chain end to end on the embedded synthetic dataset.
 
 Each step is the real command a user would type, run in a subprocess and echoed, so the demo shows
-how to use fmc. Today: synthesize the default dataset (once), prepare it for training (H5 files
-with the auxiliary channels, split lists), train a small nucleus model for a few minutes on the CPU
-(patch-level validation N_SSIM; W&B offline), predict the nucleus test split with the best
-checkpoint, and score it next to the identity and Gaussian baselines with the challenge's N_SSIM.
-The sweep report joins when it exists.
+how to use fmc: synthesize the default dataset (once) and prepare it for training (H5 files with
+the auxiliary channels, split lists); train a small sweep of two models (nucleus and membrane, all
+studies pooled) for a few minutes each on the CPU (patch-level validation N_SSIM, W&B offline);
+then ``fmc.report`` predicts each model's test split, scores it with the challenge's N_SSIM next to
+the identity and Gaussian baselines, and writes the table and figures.
+
+    python scripts/demo.py [--minutes 4]
 """
 
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -32,24 +35,25 @@ def run(*args: str) -> None:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=4.0, help="training time per model")
+    args = parser.parse_args()
     start = time.perf_counter()
+    seconds = int(args.minutes * 60)
+    budget = f"00:00:{seconds // 60:02d}:{seconds % 60:02d}"
+    sweep = OUT / "sweep"
+    shutil.rmtree(REPO / sweep, ignore_errors=True)  # a fresh sweep: no stale checkpoints or scores
     # No input= / raw= given: the commands use the embedded synthetic dataset (data/synthetic),
     # synthesized on first use.
     run("fmc.prepare", "workers=2", "progress=false")
-    run("fmc.train", "content=nucleus", "trainer.max_time=00:00:03:00",
-        "trainer.enable_progress_bar=false", f"hydra.run.dir={OUT / 'train'}")
-    test_list = Path("data/synthetic_h5/lists/all_nucleus_test.csv")
-    best = sorted((OUT / "train" / "checkpoints").glob("epoch*.ckpt"),
-                  key=lambda p: p.stat().st_mtime)[-1]
-    # A split list is a valid input: its angle files (prepared H5) are predicted and the outputs
-    # take the original TIFF names, which evaluate pairs with the raw data.
-    run("fmc.predict", f"ckpt={best}", f"input={test_list}", f"output={OUT / 'predictions'}",
-        "progress=false")
-    run("fmc.evaluate", f"pred={OUT / 'predictions'}", f"split_list={test_list}",
-        "baseline=[identity,gaussian]", "sigma=sweep", "sigma_sweep=[0.25,0.5,0.75,1.0]", "table=content",
-        f"out={OUT / 'scores'}", "progress=false")
-    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; scores in {OUT / 'scores'}, "
-          f"model in {OUT / 'train'}")
+    run("fmc.train", "--multirun", "content=nucleus,membrane", f"trainer.max_time={budget}",
+        "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}")
+    run("fmc.report", f"sweep={sweep}", "predict_overrides=[batch_size=4]")
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s: table {sweep / 'report.md'}, "
+          f"figures {sweep / 'report_nssim.png'} and {sweep / 'report_montage.png'}")
 
 
 if __name__ == "__main__":

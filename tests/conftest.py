@@ -67,3 +67,13 @@ def save_tiny_checkpoint(path: Path, **hparams) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(path, weights_only=False)
     return path
+
+
+def fused_as_predictions(raw: Path, folder: Path) -> Path:
+    """Copy each ground truth under its view's name: a perfect set of predictions."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for fused in raw.glob("*_fused.tif"):
+        shutil.copy(fused, folder / fused.name.replace("_fused", "_angle"))
+    return folder

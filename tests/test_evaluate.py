@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fmc.io import VolumeMeta, read_volume, write_volume
-from tests.conftest import assert_user_error, run_command
+from tests.conftest import assert_user_error, fused_as_predictions, run_command
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -19,10 +18,7 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def test_identity_scores_zero_and_ground_truth_scores_one(raw_folder: Path, tmp_path: Path):
-    predictions = tmp_path / "pred"
-    predictions.mkdir()
-    for fused in raw_folder.glob("*_fused.tif"):
-        shutil.copy(fused, predictions / fused.name.replace("_fused", "_angle"))
+    predictions = fused_as_predictions(raw_folder, tmp_path / "pred")
     out = tmp_path / "out"
     result = run_command("fmc.evaluate", f"raw={raw_folder}", f"pred={predictions}", f"out={out}",
                          "baseline=identity", "progress=false")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,13 @@ import pytest
 
 from fmc.io import VolumeMeta, write_volume
 from fmc.montage import MontageImage, image_panels, montage_array, panel_shapes
-from fmc.report import best_checkpoint, evaluation_commands, hydra_override, read_test_scores
+from fmc.report import (
+    best_checkpoint,
+    evaluation_commands,
+    hydra_override,
+    inspect_run,
+    read_test_scores,
+)
 from fmc.scoring import SUMMARY_COLUMNS
 from tests.conftest import assert_user_error, run_command, save_tiny_checkpoint
 
@@ -181,6 +188,7 @@ def test_missing_sweep_folder_is_a_user_error(tmp_path: Path):
     empty.mkdir()
     assert_user_error(run_command("fmc.report", f"sweep={empty}"), "no run folder")
     assert_user_error(run_command("fmc.report"), "give sweep=DIR")
+    assert_user_error(run_command("fmc.report", f"runs=[{empty}]"), "out=DIR is needed")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -242,6 +250,16 @@ def test_best_checkpoint_fallbacks(tmp_path: Path):
     assert best_checkpoint(tmp_path, recorded).name == "epoch0001-step2-nssim0.1000.ckpt"
 
 
+def test_a_run_that_cannot_be_evaluated_says_why(tmp_path: Path):
+    run = write_run(tmp_path / "0", {"study": 1, "content": "nucleus", "best/val_n_ssim": 0.2,
+                                     "best/checkpoint": "epoch0000-step1-nssim0.2000.ckpt"})
+    report = inspect_run(run, "0", evaluate_missing=True)  # no .hydra/config.yaml: no test list
+    assert report.status.startswith("not evaluated: no .hydra/config.yaml")
+    assert report.scores is None and report.row()["n_test"] == ""
+    (run / "metrics.json").write_text("{not json")
+    assert inspect_run(run, "0").status.startswith("incomplete: ")
+
+
 def test_evaluation_command_lines(tmp_path: Path):
     run = tmp_path / "sweep dir" / "0"
     predict, evaluate = evaluation_commands(run, run / "checkpoints" / "best.ckpt",
@@ -284,3 +302,9 @@ def test_evaluate_missing_runs_predict_and_evaluate(raw_folder: Path, tmp_path: 
         ["image_0_nucleus_angle.tif", "image_2_nucleus_angle.tif"]
     assert (run / "test_scores" / "report_evaluation.json").is_file()
     assert (run.parent / "report_montage.png").stat().st_size > 0
+    # Scores gone, predictions of the same checkpoint still there: only evaluate runs again.
+    shutil.rmtree(run / "test_scores")
+    again = run_command("fmc.report", f"sweep={run.parent}", f"raw={raw_folder}", "montage=false")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reusing the predictions" in again.stdout + again.stderr
+    assert read_csv(run.parent / "report.csv")[0]["test_n_ssim"] == row["test_n_ssim"]
