@@ -74,8 +74,9 @@ def main(cfg: DictConfig) -> None:
                 missing.append(source.name)
                 continue
         log.info("%s → %s in %.1f s", source.name, written, time.perf_counter() - started)
+    identity = failed - len(missing)  # the failed cases whose input could be written
     print(f"fmc.challenge: {len(files) - failed} of {len(files)} case(s) predicted into {output}"
-          + (f"; {failed} written as their input" if failed else ""))
+          + (f"; {identity} written as their input" if identity else ""))
     if missing:
         raise FmcInputError(f"no output for {', '.join(missing)} (unreadable input)")
 

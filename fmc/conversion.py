@@ -19,7 +19,7 @@ import numpy as np
 from fmc import __version__
 from fmc.channels import WORKING_SPACING_UM, light_map, surface_distance
 from fmc.errors import FmcError, FmcInputError
-from fmc.fileutil import natural_key
+from fmc.fileutil import natural_key, remove_stale_parts, writable_folder
 from fmc.h5store import (
     COMPRESSION,
     FOREGROUND,
@@ -28,7 +28,6 @@ from fmc.h5store import (
     SURFACE_DISTANCE,
     h5_name,
     is_complete,
-    remove_stale_parts,
     write_h5,
 )
 from fmc.io import VolumeMeta, read_volume
@@ -216,8 +215,7 @@ def convert_folder(input_dir: str | Path, out_dir: str | Path, *, workers: int =
                    ) -> list[ConversionResult]:
     """Convert every TIFF of ``input_dir`` into ``out_dir`` with ``workers`` processes."""
     files = find_tiffs(input_dir)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_folder(out_dir, "output")
     for stale in remove_stale_parts(out_dir):
         log.info("removed %s, left by a killed run", stale.name)
     kwargs = dict(overwrite=overwrite, max_foreground=max_foreground,

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from fmc import __version__
 from fmc.cli import hydra_entry
 from fmc.errors import FmcConfigError, FmcInputError
-from fmc.fileutil import write_text_atomic
+from fmc.fileutil import writable_folder, write_text_atomic
 from fmc.metrics import METRIC_SETTINGS
 from fmc.scoring import (
     EvaluationResult,
@@ -126,7 +126,8 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
     pairs = find_pairs(raw_folder(cfg))
     if cfg.split_list is not None:
         pairs = restrict_to_list(pairs, cfg.split_list)
-    out_dir = output_folder(cfg)
+    # Proved writable before scoring, which can take hours, rather than when the tables are due.
+    out_dir = writable_folder(output_folder(cfg), "out")
     check_predictions(pairs, methods)
     result = EvaluationResult(iou_backend=None if iou_backend is None else iou_backend.name)
     progress = _progress(pairs, enabled=bool(cfg.progress))

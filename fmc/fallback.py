@@ -97,7 +97,10 @@ class PlaneBuffer:
         self.on_disk = nbytes > threshold_bytes
         self.path: Path | None = None
         if self.on_disk:
-            descriptor, name = tempfile.mkstemp(prefix=".fmc-buffer-", suffix=".raw", dir=folder)
+            # Named like fmc's other temporary files, so a killed run's buffer is cleaned up
+            # by the next run (fmc.fileutil.remove_stale_parts).
+            descriptor, name = tempfile.mkstemp(prefix=f".fmc-buffer.{os.getpid()}-",
+                                                suffix=".part", dir=folder)
             os.close(descriptor)
             self.path = Path(name)
             self._file = open(self.path, "r+b")  # noqa: SIM115 - closed in close()

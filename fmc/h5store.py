@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import h5py
 import numpy as np
 
 from fmc.errors import FmcInputError
+from fmc.fileutil import remove_stale_parts  # noqa: F401 - fmc.h5store's name for it, kept
 
 RAW_IMAGE = "data/raw_image"
 SURFACE_DISTANCE = "data/surface_distance"
@@ -40,7 +40,6 @@ COMPLETE_ATTR = "fmc_complete"
 CHUNKS = (32, 64, 64)
 COMPRESSION: str | None = None
 COMPRESSIONS = ("lzf", "gzip", "none")
-_PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.part$")
 
 
 def chunk_shape(shape: tuple[int, ...], chunks: tuple[int, ...] = CHUNKS) -> tuple[int, ...]:
@@ -60,31 +59,6 @@ def is_complete(path: str | os.PathLike) -> bool:
 def temporary_path(path: Path) -> Path:
     """The name a file is written under before the final rename (unique per process)."""
     return path.with_name(f".{path.name}.{os.getpid()}.part")
-
-
-def remove_stale_parts(folder: Path) -> list[Path]:
-    """Delete leftovers of killed runs: ``.*.part`` files whose writer process is gone."""
-    removed = []
-    if not folder.is_dir():
-        return removed
-    for path in folder.glob(".*.part"):
-        match = _PART.match(path.name)
-        if match and not _process_alive(int(match["pid"])):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _attribute(value: Any) -> Any:

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import struct
 import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable, Iterator, Sequence
@@ -235,8 +236,15 @@ def _gather_keys(tif: tifffile.TiffFile) -> dict[str, Any]:
 
 
 def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
-    """Raise if any image data of the first series lies beyond the end of the file."""
+    """Raise if the chain of pages is cut short or image data lie beyond the end of the file."""
     size = os.path.getsize(path)
+    following = _offset_after_last_page(tif)
+    if following != 0:
+        # tifffile stops at a page pointer it cannot follow (and only logs it): a file cut in
+        # the middle would otherwise read as a shorter stack, often a single 2D page.
+        raise FmcInputError(f"{path}: file is truncated or corrupt (its chain of image pages "
+                            f"breaks after page {len(tif.pages)}; the file holds {size} bytes); "
+                            "copy or download it again")
     for page in tif.series[0].pages:
         if page is None:
             continue
@@ -244,6 +252,27 @@ def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
         if offsets and max(o + c for o, c in zip(offsets, counts, strict=False)) > size:
             raise FmcInputError(f"{path}: file is truncated (image data end beyond its "
                                 f"{size} bytes); copy or download it again")
+
+
+def _offset_after_last_page(tif: tifffile.TiffFile) -> int | None:
+    """The 'next page' pointer stored after the last page tifffile could index.
+
+    A complete TIFF ends its page chain with 0; anything else (or None when the pointer itself
+    is cut off) means tifffile stopped early because the rest of the file is missing or broken.
+    """
+    count = len(tif.pages)  # indexes every page it can reach
+    last = tif.pages[count - 1]
+    layout, handle = tif.tiff, tif.filehandle
+    handle.seek(last.offset)
+    raw = handle.read(layout.tagnosize)
+    if len(raw) < layout.tagnosize:
+        return None
+    tag_count = int(struct.unpack(layout.tagnoformat, raw)[0])
+    handle.seek(last.offset + layout.tagnosize + tag_count * layout.tagsize)
+    raw = handle.read(layout.offsetsize)
+    if len(raw) < layout.offsetsize:
+        return None
+    return int(struct.unpack(layout.offsetformat, raw)[0])
 
 
 def _to_zyx(array: np.ndarray, axes: str, path: Path) -> np.ndarray:

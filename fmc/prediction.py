@@ -10,7 +10,6 @@ grows with the tile, not with the volume.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 from fmc.errors import FmcConfigError, FmcInputError
 from fmc.fallback import FALLBACKS, DifferenceWeighting, PlaneBuffer
+from fmc.fileutil import remove_stale_parts, writable_folder
 from fmc.network_input import NetworkInput, open_volume
 from fmc.tiling import SEED_ROOF_CROP, WEIGHTINGS, flip_combinations, iter_predicted_slabs
 
@@ -36,20 +36,20 @@ def load_model(path: str | Path, device: str = "cpu"):
     Raises
     ------
     FmcInputError
-        If the file is missing, is not an fmc checkpoint, or its stored channels do not match
-        its network.
+        If the file is missing, holds pickled code, is not an fmc checkpoint, or its weights or
+        stored channels do not match its network (see :mod:`fmc.checkpoint`).
     """
+    from fmc.checkpoint import describe_load_error, read_checkpoint
     from fmc.module import FusionModule
 
     path = Path(path)
     if not path.is_file():
         raise FmcInputError(f"ckpt={path}: no such checkpoint")
+    read_checkpoint(path)  # the clear refusals first: code, bare state_dicts, other files
     try:
         model = FusionModule.load_from_checkpoint(path, map_location=device, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure means "not an fmc checkpoint"
-        message = str(error).splitlines()[0][:200] if str(error) else ""
-        raise FmcInputError(f"{path}: not an fmc checkpoint ({type(error).__name__}: "
-                            f"{message})") from None
+    except Exception as error:  # noqa: BLE001 - any failure means "not a usable checkpoint"
+        raise FmcInputError(f"{path}: {describe_load_error(error)}") from None
     first = next(iter(model.net.parameters()))
     if first.ndim == 5 and first.shape[1] != len(model.hparams.channels):
         raise FmcInputError(f"{path}: the network takes {first.shape[1]} input channels but the "
@@ -256,16 +256,14 @@ def input_files(path: str | Path) -> list[Path]:
 
 
 def check_output_folder(folder: str | Path) -> Path:
-    """Create ``folder`` and prove it writable before any prediction runs."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".fmc-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise FmcInputError(f"output={folder}: cannot write there ({error.strerror or error})") \
-            from None
+    """Create ``folder``, prove it writable, and clear what killed runs left in it.
+
+    A run killed while writing leaves only a hidden ``.<name>.<pid>-<random>.part`` file (never
+    a file under the final name); those of processes that are gone are removed here.
+    """
+    folder = writable_folder(folder, "output")
+    for stale in remove_stale_parts(folder):
+        log.info("removed %s, left by a killed run", stale.name)
     return folder
 
 

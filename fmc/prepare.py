@@ -15,7 +15,7 @@ from fmc.cli import hydra_entry
 from fmc.conversion import DEFAULT_H5_ROOT, ConversionResult, convert_folder, prune_default_h5
 from fmc.errors import FmcConfigError, FmcInputError
 from fmc.h5store import COMPRESSIONS
-from fmc.splits import write_lists
+from fmc.splits import shape_mismatches, write_lists
 
 log = logging.getLogger("fmc.prepare")
 
@@ -38,7 +38,8 @@ def folders(cfg: DictConfig) -> tuple[Path, Path]:
 
 
 def prepare(cfg: DictConfig) -> list[ConversionResult]:
-    """Convert, write the lists, and fail (after finishing the others) if any file failed."""
+    """Convert, write the lists, and fail (after finishing the others) if any file failed or a
+    pair's two volumes differ in shape."""
     workers = int(cfg.workers)
     if workers < 1:
         raise FmcConfigError(f"workers={cfg.workers}: give 1 or more processes")
@@ -58,10 +59,20 @@ def prepare(cfg: DictConfig) -> list[ConversionResult]:
     print(f"prepared {source} -> {output}: {counts['written']} written, {counts['skipped']} "
           f"already complete, {counts['failed']} failed; {len(lists)} split lists in "
           f"{output / 'lists'}")
+    # A pair whose two volumes differ in shape converts file by file but cannot be trained on.
+    mismatches = shape_mismatches(output)
+    for message in mismatches:
+        log.error("%s", message)
     failed = [r for r in results if r.status == "failed"]
+    problems = []
     if failed:
-        raise FmcInputError(f"{len(failed)} of {len(results)} file(s) failed: " + "; ".join(
+        problems.append(f"{len(failed)} of {len(results)} file(s) failed: " + "; ".join(
             r.message for r in failed[:3]) + (" ..." if len(failed) > 3 else ""))
+    if mismatches:
+        problems.append(f"{len(mismatches)} pair(s) unusable: " + "; ".join(mismatches[:3])
+                        + (" ..." if len(mismatches) > 3 else ""))
+    if problems:
+        raise FmcInputError("; ".join(problems))
     return results
 
 

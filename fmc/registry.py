@@ -29,7 +29,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
 from fmc.errors import FmcConfigError, FmcInputError
@@ -65,11 +64,9 @@ class Choice:
 
 def checkpoint_facts(path: Path) -> tuple[int | None, str | None]:
     """Study and content stored in a checkpoint's hyper-parameters (loaded as data only)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        hparams = checkpoint.get("hyper_parameters") or {}
-    except Exception as error:  # noqa: BLE001 - any failure: not a usable checkpoint
-        raise FmcInputError(f"{path}: not an fmc checkpoint ({type(error).__name__})") from None
+    from fmc.checkpoint import read_checkpoint
+
+    hparams = read_checkpoint(path)["hyper_parameters"]
     return parse_study(hparams.get("study")), parse_content(hparams.get("content"))
 
 

@@ -59,17 +59,30 @@ class ModelPicker:
 def check_inputs(files: Sequence[Path], output: Path) -> None:
     """Open every input once (shape, metadata) before anything is written.
 
-    Raises :class:`FmcInputError` for an unreadable, 2D or 4D volume, or when two inputs would
-    write the same output name.
+    Raises :class:`FmcInputError` naming every unreadable, 2D or 4D volume (not only the
+    first, so that one run lists all there is to fix), or two inputs that would write the same
+    output name.
     """
     names: dict[str, Path] = {}
+    problems: list[str] = []
     for path in files:
-        opened = open_volume(path)
+        try:
+            opened = open_volume(path)
+        except FmcInputError as error:
+            problems.append(str(error))
+            continue
         opened.close()
         if opened.output_name in names:
             raise FmcInputError(f"{path} and {names[opened.output_name]} would both write "
                                 f"{output / opened.output_name}")
         names[opened.output_name] = path
+    if len(problems) == 1:
+        raise FmcInputError(problems[0])
+    if problems:
+        for problem in problems:
+            log.error("%s", problem)
+        raise FmcInputError(f"{len(problems)} of {len(files)} input(s) cannot be predicted: "
+                            + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
 
 
 def predict_files(files: Sequence[Path], picker: ModelPicker, output: Path,

@@ -33,19 +33,38 @@ class PairEntry:
 
 
 def find_h5_pairs(h5_dir: str | Path) -> list[PairEntry]:
-    """Complete ``*_angle.h5`` / ``*_fused.h5`` pairs in ``h5_dir`` with their study and content."""
+    """Complete ``*_angle.h5`` / ``*_fused.h5`` pairs in ``h5_dir`` with their study and content.
+
+    Pairs whose two volumes differ in shape are left out (training could not use them); see
+    :func:`shape_mismatches`.
+    """
+    return _scan_pairs(h5_dir)[0]
+
+
+def shape_mismatches(h5_dir: str | Path) -> list[str]:
+    """One message per complete pair of ``h5_dir`` whose angle and fused shapes differ."""
+    return _scan_pairs(h5_dir)[1]
+
+
+def _scan_pairs(h5_dir: str | Path) -> tuple[list[PairEntry], list[str]]:
     h5_dir = Path(h5_dir)
-    entries = []
+    entries, mismatches = [], []
     for angle in sorted(h5_dir.glob("*_angle.h5"), key=lambda p: natural_key(p.name)):
         fused = angle.with_name(angle.name[: -len("_angle.h5")] + "_fused.h5")
         if not (fused.exists() and is_complete(angle) and is_complete(fused)):
             continue
         attrs = read_attrs(fused)
         angle_attrs = read_attrs(angle)
+        shapes = angle_attrs.get("shape"), attrs.get("shape")
+        if None not in shapes and list(shapes[0]) != list(shapes[1]):
+            mismatches.append(f"{angle_attrs.get('source') or angle.name} {list(shapes[0])} and "
+                              f"{attrs.get('source') or fused.name} {list(shapes[1])} differ in "
+                              "shape: pair left out of the split lists")
+            continue
         study = attrs.get("study") if attrs.get("study") is not None else angle_attrs.get("study")
         content = attrs.get("content") or angle_attrs.get("content")
         entries.append(PairEntry(angle.name, fused.name, study, content))
-    return entries
+    return entries, mismatches
 
 
 def split_counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:

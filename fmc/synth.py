@@ -191,15 +191,18 @@ def run(cfg) -> list[Path]:
         raise FmcConfigError("missing 'out': add out=DIR to the command line")
     study = get_profile(cfg.study).study
     content = check_content(str(cfg.content))
+    count = _whole_number(cfg, "n", minimum=1)
+    first = _whole_number(cfg, "start", minimum=0)
+    seed = _whole_number(cfg, "seed", minimum=0)
     settings = settings_from_config(cfg)
     shape = cfg.get("shape")
     shape = None if shape is None else list(OmegaConf.to_container(shape)
                                             if not isinstance(shape, (list, tuple)) else shape)
     written = []
-    for k in range(int(cfg.n)):
-        index = int(cfg.start) + k
+    for k in range(count):
+        index = first + k
         started = time.perf_counter()
-        paths = write_pair(Path(cfg.out), study, content, index, shape=shape, seed=int(cfg.seed),
+        paths = write_pair(Path(cfg.out), study, content, index, shape=shape, seed=seed,
                            scale=cfg.get("scale"), settings=settings)
         log.info("wrote %s and %s (%.1f s)", paths[0], paths[1].name,
                  time.perf_counter() - started)
@@ -210,6 +213,18 @@ def run(cfg) -> list[Path]:
             log.info("wrote %s", png)
         written.extend(paths)
     return written
+
+
+def _whole_number(cfg, key: str, minimum: int) -> int:
+    """``cfg[key]`` as an int of at least ``minimum``, else a one-line config error."""
+    value = cfg.get(key)
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise FmcConfigError(f"{key}={value}: give a whole number >= {minimum} (conf/synth.yaml)")
+    return number
 
 
 @hydra_entry("synth", "fmc.synth")

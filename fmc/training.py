@@ -154,6 +154,56 @@ def _is_multirun() -> bool:
         return False
 
 
+LOCK_FILE = ".fmc-train.lock"
+# This process's lock on its run folder: (folder, open file), held until the process ends.
+_run_lock: tuple[Path, Any] | None = None
+
+
+def lock_run_folder(folder: Path) -> None:
+    """Refuse a run folder that another live ``fmc.train`` is writing into.
+
+    Two runs started in the same second share the default folder (its name has a one-second
+    resolution), and a resume while the first run still trains would share it too: their
+    checkpoints would overwrite each other. An advisory lock (``flock``) held for the life of
+    the process says so instead; the system drops it when the process ends, even on SIGKILL,
+    so a killed run never blocks its resume. DDP ranks other than 0 work in rank 0's folder and
+    take no lock.
+
+    Raises
+    ------
+    FmcInputError
+        If another process holds the folder's lock.
+    """
+    global _run_lock
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform: unchecked, as before
+        return
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    folder = folder.resolve()
+    if rank_zero_only.rank != 0 or (_run_lock is not None and _run_lock[0] == folder):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 - held open on purpose
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise FmcInputError(f"hydra.run.dir={folder}: another fmc.train (pid {owner}) is writing "
+                            "into this run folder; give this run its own folder "
+                            "(hydra.run.dir=...) or wait for that one to end") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    if _run_lock is not None:
+        _run_lock[1].close()
+    _run_lock = (folder, handle)
+
+
 def study_number(value: Any) -> int | None:
     """``cfg.study`` as a study number, None for "all"; an unknown study lists the valid ones."""
     from fmc.cli import lists_prefix
@@ -227,6 +277,11 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list:
     if cfg.callbacks.get("early_stopping"):
         callbacks.append(EarlyStopping(monitor=checkpoint.monitor, mode=checkpoint.mode,
                                        **OmegaConf.to_container(cfg.callbacks.early_stopping)))
+    from fmc.random_state import RandomState
+
+    # The generators' states in every checkpoint: a resumed run draws the patches an
+    # uninterrupted one would have (fmc.random_state).
+    callbacks.append(RandomState())
     return callbacks
 
 
@@ -247,6 +302,9 @@ def train(cfg: DictConfig) -> float | None:
 
     if cfg.data.root is not None:
         root = Path(cfg.data.root)
+        if not root.is_dir():
+            raise FmcInputError(f"data.root={root}: no such folder (give the output folder of "
+                                "fmc.prepare)")
     else:
         from fmc.conversion import prepare_default_dataset
 
@@ -258,6 +316,7 @@ def train(cfg: DictConfig) -> float | None:
 
     check_content(str(cfg.content))
     output_dir = output_folder()
+    lock_run_folder(output_dir)
     datamodule = build_datamodule(cfg, root)
     try:
         datamodule.validate()
@@ -269,6 +328,12 @@ def train(cfg: DictConfig) -> float | None:
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
     L.seed_everything(int(cfg.seed), workers=True)
     module = build_module(cfg, datamodule.dataset_info())
+    if ckpt_path is not None:
+        from fmc.checkpoint import check_resumable, read_checkpoint
+
+        # Checked here, as data, so that a foreign or hostile file is a one-line refusal
+        # rather than a failure deep inside Lightning's restore.
+        check_resumable(ckpt_path, read_checkpoint(ckpt_path), module)
     logger = build_logger(cfg, output_dir)
     trainer_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
                       if v is not None}
@@ -277,10 +342,11 @@ def train(cfg: DictConfig) -> float | None:
             logger.experiment.config.update(flat_config(cfg), allow_val_change=True)
         trainer = L.Trainer(logger=logger, callbacks=build_callbacks(cfg, output_dir),
                             default_root_dir=str(output_dir), **trainer_kwargs)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        # weights_only given explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot override it.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         best = trainer.checkpoint_callback.best_model_score
         if cfg.test:
-            trainer.test(module, datamodule=datamodule, ckpt_path="best")
+            trainer.test(module, datamodule=datamodule, ckpt_path="best", weights_only=True)
         metrics = run_metrics(cfg, trainer)
         write_text_atomic(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         if logger and type(logger).__name__ == "WandbLogger":

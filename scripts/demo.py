@@ -51,7 +51,7 @@ def main() -> None:
     run("fmc.prepare", "workers=2", "progress=false")
     run("fmc.train", "--multirun", "content=nucleus,membrane", f"trainer.max_time={budget}",
         "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}")
-    run("fmc.report", f"sweep={sweep}", "predict_overrides=[batch_size=4]")
+    run("fmc.report", f"sweep={sweep}", "predict_overrides=['batch_size=4']")
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s: table {sweep / 'report.md'}, "
           f"figures {sweep / 'report_nssim.png'} and {sweep / 'report_montage.png'}")
 

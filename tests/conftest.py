@@ -77,3 +77,23 @@ def fused_as_predictions(raw: Path, folder: Path) -> Path:
     for fused in raw.glob("*_fused.tif"):
         shutil.copy(fused, folder / fused.name.replace("_fused", "_angle"))
     return folder
+
+
+# Tiny synthetic pairs for training tests (study 1 geometry at 3× coarser voxels).
+TINY_DATA = dict(shape=(24, 48, 48), scale=3.0)
+
+
+@pytest.fixture(scope="module")
+def h5_root(tmp_path_factory) -> Path:
+    """Three tiny prepared study-1 nucleus pairs with split lists (1 train, 1 val, 1 test)."""
+    from fmc.conversion import convert_folder
+    from fmc.splits import write_lists
+    from fmc.synth import write_pair
+
+    raw = tmp_path_factory.mktemp("raw")
+    for index in range(3):
+        write_pair(raw, 1, "nucleus", index, **TINY_DATA)
+    root = tmp_path_factory.mktemp("h5")
+    convert_folder(raw, root, progress=False)
+    write_lists(root)
+    return root

@@ -97,9 +97,13 @@ def test_uint16_output_maps_back_to_the_input_range(checkpoint: Path, views: Pat
 
 
 @pytest.mark.parametrize("options", [
-    ("tta=[z,y,x]",), ("weighting=roof", "roof_crop=[2,4,4]"), ("fallback=difference",),
-    ("fallback=difference", "buffer_threshold_gb=0"), ("patch=[8,16,16]", "overlap=0.75",
-                                                       "batch_size=5", "weighting=constant")])
+    ("tta=[z,y,x]",),
+    ("fallback=difference", "buffer_threshold_gb=0"),
+    # The windows, overlaps and batch sizes are covered fast in test_tiling.py; here as commands:
+    pytest.param(("weighting=roof", "roof_crop=[2,4,4]"), marks=pytest.mark.slow),
+    pytest.param(("fallback=difference",), marks=pytest.mark.slow),
+    pytest.param(("patch=[8,16,16]", "overlap=0.75", "batch_size=5", "weighting=constant"),
+                 marks=pytest.mark.slow)])
 def test_prediction_options_keep_the_identity(checkpoint: Path, views: Path, tmp_path, options):
     from fmc.metrics import percentile_normalize
 
@@ -158,10 +162,10 @@ def test_predict_refuses_an_unwritable_output_before_predicting(checkpoint: Path
 
 @pytest.mark.parametrize("overrides, message", [
     (("ckpt=auto",), "ckpt=auto needs registry"),
-    (("weighting=cosine",), "weighting='cosine'"),
-    (("tta=[w]",), "use z, y or x"),
-    (("output_dtype=int8",), "output_dtype='int8'"),
     (("patch=[7,16,16]",), "multiple of"),
+    pytest.param(("weighting=cosine",), "weighting='cosine'", marks=pytest.mark.slow),
+    pytest.param(("tta=[w]",), "use z, y or x", marks=pytest.mark.slow),
+    pytest.param(("output_dtype=int8",), "output_dtype='int8'", marks=pytest.mark.slow),
 ])
 def test_predict_config_errors(checkpoint: Path, views: Path, tmp_path: Path, overrides, message):
     args = [f"ckpt={checkpoint}", f"input={views / 'raw'}", f"output={tmp_path / 'o'}", *overrides]

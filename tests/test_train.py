@@ -10,29 +10,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from fmc.cli import CONFIG_DIR
-from fmc.conversion import convert_folder
-from fmc.splits import write_lists
-from fmc.synth import write_pair
 from tests.conftest import assert_user_error, run_command
 
-TINY_DATA = dict(shape=(24, 48, 48), scale=3.0)
 TINY_RUN = ["study=1", "content=nucleus", "logger=csv", "cpu_profile.enabled=false",
             "model.features=4", "model.depth=2", "data.patch_size=[16,32,32]",
             "data.batch_size=1", "trainer.accelerator=cpu", "trainer.max_steps=2",
             "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
             "trainer.num_sanity_val_steps=0"]
-
-
-@pytest.fixture(scope="module")
-def h5_root(tmp_path_factory) -> Path:
-    """Three tiny prepared study-1 nucleus pairs with split lists (1 train, 1 val, 1 test)."""
-    raw = tmp_path_factory.mktemp("raw")
-    for index in range(3):
-        write_pair(raw, 1, "nucleus", index, **TINY_DATA)
-    root = tmp_path_factory.mktemp("h5")
-    convert_folder(raw, root, progress=False)
-    write_lists(root)
-    return root
 
 
 def compose_train(*overrides: str):
