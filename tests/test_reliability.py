@@ -37,7 +37,7 @@ from fmc.conversion import convert_tiff
 from fmc.h5store import is_complete, read_attrs
 from fmc.io import VolumeMeta, read_volume, write_volume
 from fmc.synth import write_pair
-from tests.conftest import REPO, TINY_DATA, assert_user_error, run_command, save_tiny_checkpoint
+from tests.conftest import REPO, assert_user_error, run_command, save_tiny_checkpoint
 from tests.test_train import TINY_RUN
 
 SHAPE = (24, 48, 48)
