@@ -129,9 +129,12 @@ def bench_overhead(args) -> None:
     tiles = tile_count(args.shape, args.patch, args.overlap)
     rows = tile_count((args.shape[0], 1, 1), (args.patch[0], 1, 1), args.overlap)
     per_row = tiles // rows
-    batches = rows * -(-per_row // args.batch_size)
-    forward = _forward_seconds(model, args.patch, batches, args.batch_size,
-                               len(model.hparams.channels))
+    # The same calls as the sliding window: full batches within each z-row, then the remainder.
+    full, remainder = divmod(per_row, args.batch_size)
+    channels = len(model.hparams.channels)
+    forward = _forward_seconds(model, args.patch, rows * full, args.batch_size, channels)
+    if remainder:
+        forward += _forward_seconds(model, args.patch, rows, remainder, channels)
     print(machine())
     print(f"volume {tuple(args.shape)}, net features {args.features} depth {args.depth}, tile "
           f"{tuple(args.patch)}, overlap {args.overlap}, batch {args.batch_size}: {tiles} tiles; "
