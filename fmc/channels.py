@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 # full-resolution one, coarse enough that a study-1 volume (222×731×860) becomes 5 M nodes.
 WORKING_SPACING_UM = 1.0
 # Larger recordings (studies 2, 3, 5: 22-168 M nodes at 1 µm) get a coarser grid of at most this
-# many nodes (study 5: ~2.8 µm), so that prediction and preparation stay within a few GB.
+# many nodes (study 5: ~2.8 µm): at 168 M nodes the distance transform alone took several GB
+# (study-5 prediction peaked at 10.8 GB, 6.4 GB with the cap; docs/benchmarks.md).
 MAX_WORKING_NODES = 8_000_000
 # A component holding this share of the thresholded voxels is "the specimen"; otherwise every
 # component of at least COMPARABLE_SHARE of the largest one's size is kept (see specimen_mask).

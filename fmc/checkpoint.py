@@ -121,3 +121,21 @@ def _holds(value: Any) -> str:
             return "it holds a bare state_dict: weights without the settings of their network"
         return f"it holds a mapping with keys {sorted(map(str, value))[:6]}"
     return f"it holds a {type(value).__name__}"
+
+
+# Training names its best checkpoints ``epoch0003-step40-nssim0.1234.ckpt`` (fmc.training).
+_SCORE_IN_NAME = re.compile(r"nssim(-?\d+(?:\.\d+)?)")
+
+
+def best_checkpoint_in(folder: Path) -> Path | None:
+    """The checkpoint of a run's ``checkpoints/`` folder with the highest ``nssim`` in its name,
+    else ``last.ckpt``, else None."""
+    scored = []
+    for path in folder.glob("*.ckpt") if folder.is_dir() else []:
+        match = _SCORE_IN_NAME.search(path.stem)
+        if match:
+            scored.append((float(match.group(1)), path.name, path))
+    if scored:
+        return max(scored)[2]
+    last = folder / "last.ckpt"
+    return last if last.is_file() else None

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from fmc.checkpoint import best_checkpoint_in
 from fmc.errors import FmcConfigError, FmcInputError
 from fmc.io import VolumeMeta, parse_content, parse_study
 from fmc.studies import STUDIES
@@ -38,7 +38,6 @@ from fmc.studies import STUDIES
 log = logging.getLogger(__name__)
 
 MANIFEST = "models.yaml"
-_SCORE = re.compile(r"nssim(-?\d+(?:\.\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -70,18 +69,6 @@ def checkpoint_facts(path: Path) -> tuple[int | None, str | None]:
     return parse_study(hparams.get("study")), parse_content(hparams.get("content"))
 
 
-def _best_checkpoint(folder: Path) -> Path | None:
-    scored = []
-    for path in folder.glob("*.ckpt"):
-        match = _SCORE.search(path.stem)
-        if match:
-            scored.append((float(match.group(1)), path.name, path))
-    if scored:
-        return max(scored)[2]
-    last = folder / "last.ckpt"
-    return last if last.is_file() else None
-
-
 class ModelRegistry:
     """The models of a registry folder; :meth:`choose` picks one per volume."""
 
@@ -103,7 +90,7 @@ class ModelRegistry:
             return cls(_read_manifest(manifest), folder)
         entries = []
         for checkpoints in sorted(p for p in folder.rglob("checkpoints") if p.is_dir()):
-            best = _best_checkpoint(checkpoints)
+            best = best_checkpoint_in(checkpoints)
             if best is None:
                 continue
             study, content = checkpoint_facts(best)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fmc.checkpoint import best_checkpoint_in
 from fmc.errors import FmcConfigError, FmcInputError
 from fmc.fileutil import natural_key, write_text_atomic
 
@@ -47,7 +48,6 @@ REPORT_COLUMNS = ["run", "folder", "run_name", "status", "study", "content", "ch
                   "val_n_ssim", "test_n_ssim", "identity_n_ssim", "gaussian_n_ssim",
                   "gaussian_sigma", "model_minus_gaussian", "n_test", "n_test_scored",
                   "checkpoint", "epochs", "global_step"]
-_SCORE_IN_NAME = re.compile(r"nssim(-?\d+(?:\.\d+)?)")
 _GAUSSIAN_LABEL = re.compile(r"^gaussian\(sigma=(?P<sigma>.+)\)$")
 # Hydra override values that need no quoting.
 _PLAIN_VALUE = re.compile(r"[\w./:+@-]+")
@@ -226,15 +226,7 @@ def best_checkpoint(run: Path, metrics: dict[str, Any] | None) -> Path | None:
         for candidate in (recorded, folder / recorded.name):
             if candidate.is_file():
                 return candidate
-    scored = []
-    for path in folder.glob("*.ckpt") if folder.is_dir() else []:
-        match = _SCORE_IN_NAME.search(path.stem)
-        if match:
-            scored.append((float(match.group(1)), path.name, path))
-    if scored:
-        return max(scored)[2]
-    last = folder / "last.ckpt"
-    return last if last.is_file() else None
+    return best_checkpoint_in(folder)
 
 
 def read_test_scores(scores_dir: Path, content: str | None = None) -> WholeVolumeScores | None:
