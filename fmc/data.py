@@ -131,6 +131,9 @@ class FmcDataModule(L.LightningDataModule):
         DataLoader processes (persistent between epochs when > 0).
     foreground_share : float, default 0.75
     samples_per_volume, val_samples_per_volume : int, default 1
+    epoch_steps : int, optional
+        Optimizer steps per training epoch (``epoch_steps * batch_size`` patches, whatever the
+        number of volumes); None: ``samples_per_volume`` patches per volume, the seed's epoch.
     augment : bool, default True
         Master switch for flips and rotations of training patches.
     flip_axes : "auto" or axes, default "auto"
@@ -157,7 +160,7 @@ class FmcDataModule(L.LightningDataModule):
                  channels: Sequence[str] = ("raw_image", "surface_distance"),
                  patch_size: Sequence[int] = (64, 256, 256), batch_size: int = 1,
                  num_workers: int = 0, foreground_share: float = 0.75, samples_per_volume: int = 1,
-                 val_samples_per_volume: int = 1, augment: bool = True,
+                 val_samples_per_volume: int = 1, epoch_steps: int | None = None, augment: bool = True,
                  flip_axes: Sequence[int | str] | str = "auto",
                  rot90_planes: Sequence[Sequence[int | str] | str] | str = "auto",
                  degradation_axes: Sequence[int | str] | None = None, seed: int = 0,
@@ -172,7 +175,8 @@ class FmcDataModule(L.LightningDataModule):
                 channels=list(channels), patch_size=list(patch_size), batch_size=batch_size,
                 num_workers=num_workers, foreground_share=foreground_share,
                 samples_per_volume=samples_per_volume,
-                val_samples_per_volume=val_samples_per_volume, augment=augment,
+                val_samples_per_volume=val_samples_per_volume, epoch_steps=epoch_steps,
+                augment=augment,
                 flip_axes=flip_axes if isinstance(flip_axes, str) else list(flip_axes),
                 rot90_planes=rot90_planes if isinstance(rot90_planes, str) else
                 [list(p) if not isinstance(p, str) else p for p in rot90_planes],
@@ -186,6 +190,7 @@ class FmcDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.foreground_share = foreground_share
         self.samples_per_volume, self.val_samples_per_volume = samples_per_volume, val_samples_per_volume
+        self.epoch_steps = epoch_steps
         self.augment, self.flip_axes, self.rot90_planes = augment, flip_axes, rot90_planes
         self.degradation_axes = None if degradation_axes is None else axis_indices(degradation_axes)
         self.seed = seed
@@ -218,7 +223,9 @@ class FmcDataModule(L.LightningDataModule):
             raise FmcConfigError(f"data.channels lists a channel twice: {self.channels}")
         for key, value, low in (("batch_size", self.batch_size, 1), ("num_workers", self.num_workers, 0),
                                 ("samples_per_volume", self.samples_per_volume, 1),
-                                ("val_samples_per_volume", self.val_samples_per_volume, 1)):
+                                ("val_samples_per_volume", self.val_samples_per_volume, 1),
+                                *([("epoch_steps", self.epoch_steps, 1)]
+                                  if self.epoch_steps is not None else [])):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise FmcConfigError(f"data.{key} must be an integer ≥ {low}, got {value!r}")
         if not 0.0 <= float(self.foreground_share) <= 1.0:
@@ -260,6 +267,12 @@ class FmcDataModule(L.LightningDataModule):
             if self.lists[split] is not None:
                 self._load_split(split)
 
+    def pairs(self, split: str) -> list[Pair]:
+        """The (angle, fused) H5 pairs of ``split`` ('train', 'val' or 'test'), checked."""
+        self._check_settings()
+        self._load_split(split)
+        return list(self._pairs[split])
+
     # -- augmentation -------------------------------------------------------------------------
     def augmentation_axes(self) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
         """The flip axes and rot90 planes used for training (``"auto"`` resolved)."""
@@ -300,7 +313,9 @@ class FmcDataModule(L.LightningDataModule):
         if "train" in self._pairs and "train" not in self.datasets:
             flips, planes = self.augmentation_axes()
             self.datasets["train"] = PatchDataset(
-                self._pairs["train"], samples_per_volume=self.samples_per_volume, flip_axes=flips,
+                self._pairs["train"], samples_per_volume=self.samples_per_volume,
+                epoch_samples=None if self.epoch_steps is None else self.epoch_steps * self.batch_size,
+                flip_axes=flips,
                 rot90_planes=planes, **common)
         for split in ("val", "test"):
             if split in self._pairs and split not in self.datasets:

@@ -82,6 +82,10 @@ class PatchDataset(Dataset):
     samples_per_volume : int, default 1
         Patches per pair and epoch: ``len = len(pairs) * samples_per_volume``; sample ``i`` comes
         from pair ``i % len(pairs)``.
+    epoch_samples : int, optional
+        Patches per epoch, whatever the number of pairs (overrides ``samples_per_volume``):
+        an epoch is then a fixed amount of training, not "one patch per volume". Sample ``i``
+        still comes from pair ``i % len(pairs)``, so shuffled epochs visit the pairs evenly.
     flip_axes : axes, default ()
         Axes (``"ZYX"`` names or 0-2) flipped with probability 1/2 each (not when ``fixed``).
     rot90_planes : planes, default ()
@@ -102,7 +106,7 @@ class PatchDataset(Dataset):
 
     def __init__(self, pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
                  channels: Sequence[str], patch_size: Sequence[int], foreground_share: float = 0.75,
-                 samples_per_volume: int = 1, flip_axes: Sequence[int | str] | str = (),
+                 samples_per_volume: int = 1, epoch_samples: int | None = None, flip_axes: Sequence[int | str] | str = (),
                  rot90_planes: Sequence[Sequence[int | str] | str] = (), fixed: bool = False,
                  seed: int = 0, distance_scale_um: float = 50.0, light_scale_um: float = 100.0,
                  max_open_files: int = 16):
@@ -119,6 +123,9 @@ class PatchDataset(Dataset):
         if int(samples_per_volume) < 1:
             raise FmcConfigError(f"samples_per_volume must be ≥ 1, got {samples_per_volume}")
         self.samples_per_volume = int(samples_per_volume)
+        if epoch_samples is not None and int(epoch_samples) < 1:
+            raise FmcConfigError(f"epoch_samples must be ≥ 1, got {epoch_samples}")
+        self.epoch_samples = None if epoch_samples is None else int(epoch_samples)
         self.fixed = bool(fixed)
         self.flip_axes = () if self.fixed else axis_indices(flip_axes)
         self.rot90_planes = () if self.fixed else plane_indices(rot90_planes)
@@ -172,6 +179,8 @@ class PatchDataset(Dataset):
 
     # -- sampling -----------------------------------------------------------------------------
     def __len__(self) -> int:
+        if self.epoch_samples is not None:
+            return self.epoch_samples
         return len(self.pairs) * self.samples_per_volume
 
     def generator(self, index: int) -> np.random.Generator:

@@ -113,25 +113,47 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
 METRICS_FILE = "metrics.json"
 
 
-def run_metrics(cfg: DictConfig, trainer) -> dict[str, Any]:
+def run_metrics(cfg: DictConfig, trainer, selection: dict[str, Any]) -> dict[str, Any]:
     """What a finished run leaves on disk for reports (``metrics.json``), W&B or not.
 
-    The run's identity (study, content, channels, loss, run name), its best and final logged
+    The run's identity (study, content, channels, loss, run name), the selection metric with
+    its best value and checkpoint (``selection``: see :func:`best_selection`), its final logged
     metrics, the step/epoch reached and the checkpoints.
     """
-    callback = trainer.checkpoint_callback
-    best = callback.best_model_score if callback is not None else None
     final = {f"final/{key.replace('/', '_')}": float(value)
              for key, value in trainer.callback_metrics.items() if value.numel() == 1}
     return {
         "run_name": str(cfg.run_name), "study": cfg.study, "content": str(cfg.content),
         "channels": str(cfg.channels.name), "loss": str(cfg.loss.name),
-        "best/val_n_ssim": None if best is None else float(best),
-        "best/checkpoint": callback.best_model_path if callback is not None else None,
+        "selection": selection["metric"],
+        "best/val_n_ssim": selection["score"],
+        "best/checkpoint": selection["checkpoint"],
         **final,
         "global_step": int(trainer.global_step), "epochs": int(trainer.current_epoch),
         "last_checkpoint": str(output_folder() / "checkpoints" / "last.ckpt"),
     }
+
+
+def best_selection(trainer) -> dict[str, Any]:
+    """The selection metric of the run, its best value and the checkpoint holding it.
+
+    Whole-volume validation (:class:`fmc.volume_validation.VolumeValidation` with ``select``)
+    when it chose, else the patch proxy's ModelCheckpoint.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from fmc.volume_validation import METRIC, VolumeValidation
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, VolumeValidation) and callback.select:
+            return {"metric": METRIC, "score": callback.best_score,
+                    "checkpoint": None if callback.best_path is None else str(callback.best_path)}
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor is not None:
+            score = callback.best_model_score
+            return {"metric": callback.monitor, "score": None if score is None else float(score),
+                    "checkpoint": callback.best_model_path or None}
+    return {"metric": None, "score": None, "checkpoint": None}
 
 
 def output_folder() -> Path:
@@ -234,6 +256,7 @@ def build_datamodule(cfg: DictConfig, root: Path):
         foreground_share=float(data.foreground_share),
         samples_per_volume=int(data.samples_per_volume),
         val_samples_per_volume=int(data.val_samples_per_volume),
+        epoch_steps=None if data.get("epoch_steps") is None else int(data.epoch_steps),
         augment=bool(data.augment), degradation_axes=degradation_axes(cfg.study),
         seed=int(cfg.seed), distance_scale_um=float(data.distance_scale_um),
         light_scale_um=float(data.light_scale_um))
@@ -259,23 +282,55 @@ def build_module(cfg: DictConfig, info: dict[str, Any]):
         image_panel=bool(model.image_panel))
 
 
-def build_callbacks(cfg: DictConfig, output_dir: Path) -> list:
+SELECTION_METRICS = ("val/volume_n_ssim", "val/n_ssim")
+
+
+def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = None) -> list:
+    """Checkpointing (best by the selection metric, and last), volume validation, early stopping.
+
+    ``callbacks.checkpoint.monitor`` chooses the selection metric: ``val/volume_n_ssim`` (whole
+    validation volumes, the challenge's N_SSIM, :mod:`fmc.volume_validation`) or ``val/n_ssim``
+    (the patch proxy, every validation epoch).
+    """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     checkpoint = cfg.callbacks.checkpoint
-    folder = str(output_dir / "checkpoints")
-    callbacks = [ModelCheckpoint(
-        dirpath=folder, monitor=checkpoint.monitor, mode=checkpoint.mode,
-        save_top_k=int(checkpoint.save_top_k), every_n_epochs=int(checkpoint.every_n_epochs),
-        auto_insert_metric_name=False, filename="epoch{epoch:04d}-step{step}-nssim{val/n_ssim:.4f}")]
+    monitor = str(checkpoint.monitor)
+    if monitor not in SELECTION_METRICS:
+        raise FmcConfigError(f"callbacks.checkpoint.monitor={monitor}: choose "
+                             f"{' or '.join(SELECTION_METRICS)}")
+    folder = output_dir / "checkpoints"
+    volume = cfg.callbacks.get("volume_validation") or {}
+    by_volume = monitor == "val/volume_n_ssim"
+    callbacks: list = []
+    if by_volume or volume.get("enabled"):
+        if not val_pairs:
+            raise FmcConfigError(f"callbacks.checkpoint.monitor={monitor} needs validation "
+                                 "volumes: give data.val_list, or monitor val/n_ssim")
+        from fmc.volume_validation import HISTORY_FILE, VolumeValidation
+
+        callbacks.append(VolumeValidation(
+            val_pairs, every_n_steps=volume.get("every_n_steps"),
+            every_minutes=volume.get("every_minutes"), at_end=bool(volume.get("at_end", True)),
+            select=by_volume, dirpath=folder, overlap=float(volume.get("overlap", 0.5)),
+            batch_size=int(volume.get("batch_size", 4)), history_path=output_dir / HISTORY_FILE))
+    if not by_volume:
+        callbacks.append(ModelCheckpoint(
+            dirpath=str(folder), monitor=monitor, mode=checkpoint.mode,
+            save_top_k=int(checkpoint.save_top_k), every_n_epochs=int(checkpoint.every_n_epochs),
+            auto_insert_metric_name=False,
+            filename="epoch{epoch:04d}-step{step}-nssim{val/n_ssim:.4f}"))
     if checkpoint.save_last:
         # A callback of its own: ModelCheckpoint's save_last only refreshes last.ckpt when the
         # monitored metric improved, so a run stopped after a worse epoch resumed from the past.
-        callbacks.append(ModelCheckpoint(dirpath=folder, filename="last", monitor=None,
+        callbacks.append(ModelCheckpoint(dirpath=str(folder), filename="last", monitor=None,
                                          save_top_k=1, save_on_train_epoch_end=True,
                                          enable_version_counter=False))
     if cfg.callbacks.get("early_stopping"):
-        callbacks.append(EarlyStopping(monitor=checkpoint.monitor, mode=checkpoint.mode,
+        if by_volume:
+            raise FmcConfigError("callbacks.early_stopping works with the patch proxy only: set "
+                                 "callbacks.checkpoint.monitor=val/n_ssim")
+        callbacks.append(EarlyStopping(monitor=monitor, mode=checkpoint.mode,
                                        **OmegaConf.to_container(cfg.callbacks.early_stopping)))
     from fmc.random_state import RandomState
 
@@ -283,6 +338,41 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list:
     # uninterrupted one would have (fmc.random_state).
     callbacks.append(RandomState())
     return callbacks
+
+
+def score_test_volumes(cfg: DictConfig, datamodule, selection: dict[str, Any],
+                       module) -> dict[str, Any]:
+    """Predict and score the test list's whole volumes with the selected weights.
+
+    Returns ``{"test/n_ssim": mean, "test/n_ssim/worst": ..., "test/n_ssim/study<k>": ...,
+    "test/volumes": {name: score}}``, or ``{}`` when there is no test list (``test_volumes:
+    auto``) or scoring is off.
+    """
+    setting = str(cfg.get("test_volumes", "auto")).lower()
+    if setting in ("false", "off", "none"):
+        return {}
+    try:
+        pairs = datamodule.pairs("test")
+    except (FmcInputError, FmcConfigError) as error:
+        if setting == "auto":
+            log.info("no test volumes scored: %s", error)
+            return {}
+        raise
+    from fmc.volume_scoring import score_h5_pairs, summarize_scores
+
+    model = module
+    if selection.get("checkpoint"):
+        from fmc.prediction import load_model
+
+        model = load_model(selection["checkpoint"], str(next(module.parameters()).device))
+    volume = cfg.callbacks.get("volume_validation") or {}
+    scores = score_h5_pairs(model, pairs, overlap=float(volume.get("overlap", 0.5)),
+                            batch_size=int(volume.get("batch_size", 4)))
+    result: dict[str, Any] = summarize_scores(scores, "test/n_ssim")
+    result["test/volumes"] = {s.name: s.n_ssim for s in scores}
+    log.info("test N_SSIM (challenge metric, %d whole volumes): %.4f", len(scores),
+             result.get("test/n_ssim", float("nan")))
+    return result
 
 
 def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
@@ -340,22 +430,27 @@ def train(cfg: DictConfig) -> float | None:
     try:
         if logger and hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
             logger.experiment.config.update(flat_config(cfg), allow_val_change=True)
-        trainer = L.Trainer(logger=logger, callbacks=build_callbacks(cfg, output_dir),
+        val_pairs = datamodule.pairs("val") if datamodule.lists["val"] is not None else None
+        trainer = L.Trainer(logger=logger, callbacks=build_callbacks(cfg, output_dir, val_pairs),
                             default_root_dir=str(output_dir), **trainer_kwargs)
         # weights_only given explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot override it.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        best = trainer.checkpoint_callback.best_model_score
+        selection = best_selection(trainer)
         if cfg.test:
-            trainer.test(module, datamodule=datamodule, ckpt_path="best", weights_only=True)
-        metrics = run_metrics(cfg, trainer)
+            trainer.test(module, datamodule=datamodule, ckpt_path=selection["checkpoint"],
+                         weights_only=True)
+        metrics = run_metrics(cfg, trainer, selection)
+        if trainer.is_global_zero:
+            metrics.update(score_test_volumes(cfg, datamodule, selection, module))
         write_text_atomic(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         if logger and type(logger).__name__ == "WandbLogger":
             summary = logger.experiment.summary
             for key, value in metrics.items():
-                if key.startswith(("best/", "final/")) and value is not None:
+                if key.startswith(("best/", "final/", "test/")) and value is not None:
                     summary[key] = value
-        log.info("best val/n_ssim %s, checkpoint %s", None if best is None else f"{float(best):.4f}",
-                 trainer.checkpoint_callback.best_model_path)
+        best = selection["score"]
+        log.info("best %s %s, checkpoint %s", selection["metric"],
+                 None if best is None else f"{float(best):.4f}", selection["checkpoint"])
         return None if best is None else float(best)
     finally:
         if logger and type(logger).__name__ == "WandbLogger":

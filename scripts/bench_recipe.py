@@ -1,0 +1,198 @@
+"""Quality per compute: fmc's training recipe against a plain-PyTorch peer at equal wall time.
+
+    python scripts/bench_recipe.py --set embedded --minutes 5 --seeds 0 1 --peer PEER.py
+    python scripts/bench_recipe.py --set hard --minutes 5 --seeds 0 1 --peer PEER.py
+    python scripts/bench_recipe.py --set embedded --label lr1e-3 --fmc model.lr=0.001 ...
+
+For each seed, on the same data, the same wall-clock budget and the same cores (run one after
+the other, never side by side):
+
+* fmc: ``python -m fmc.train`` (``trainer.max_time`` = the budget, validation included) →
+  ``python -m fmc.predict`` with the run's selected checkpoint on the test split list →
+  ``python -m fmc.evaluate`` (the challenge's N_SSIM on whole volumes);
+* the peer (``--peer``, a standalone trainer that reads the same TIFF folder and split lists and
+  writes ``OUT/pred/*.tif``; its whole-volume validations count in its budget): trained for the
+  same minutes, its predictions scored by the same ``fmc.evaluate``.
+
+Prints one row per run and the ratio of the means (fmc / peer), and appends every row to
+``OUT/results.jsonl`` (docs/benchmarks.md quotes it).
+
+Data sets: ``embedded`` is fmc's default synthetic set (``data/synthetic``, 4 pairs per
+study/content, demo voxels); ``hard`` is made here on first use: 6 pairs per study and content at
+1.5x finer voxels (the same specimens' extent, 3.4x the voxels), with another seed
+(``outputs/bench_data/hard``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchtools import machine  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+HARD = REPO / "outputs" / "bench_data" / "hard"
+HARD_SCALE = 1.5  # voxels per demo voxel along each axis
+HARD_PAIRS = 6
+
+
+def run(command: list[str], log: Path) -> float:
+    """Run a command from the repository root, its output into ``log``; wall seconds.
+
+    Exits with the log's tail if the command fails.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log.open("w") as handle:
+        handle.write("$ " + shlex.join(command) + "\n")
+        handle.flush()
+        result = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"failed ({result.returncode}): {shlex.join(command)}\n"
+                         + log.read_text()[-3000:])
+    return seconds
+
+
+def fmc(*args: str, log: Path) -> float:
+    return run([sys.executable, "-m", *args], log)
+
+
+# -- data ---------------------------------------------------------------------------------------
+def data_set(name: str, logs: Path) -> tuple[Path, Path]:
+    """(raw TIFF folder, prepared H5 folder) of a benchmark set, made on first use."""
+    if name == "embedded":
+        raw, h5 = REPO / "data" / "synthetic", REPO / "data" / "synthetic_h5"
+        fmc("fmc.prepare", "workers=2", "progress=false", log=logs / "prepare_embedded.log")
+        return raw, h5
+    if name != "hard":
+        raise SystemExit(f"--set {name}: choose embedded or hard")
+    raw, h5 = HARD / "raw", HARD / "h5"
+    if not (h5 / "lists").is_dir():
+        from fmc.studies import STUDIES
+
+        start = 0
+        for study, profile in STUDIES.items():
+            shape = [int(round(n * HARD_SCALE / 8)) * 8 for n in profile.demo_shape]
+            for content in profile.contents:
+                fmc("fmc.synth", f"out={raw}", f"study={study}", f"content={content}",
+                    f"n={HARD_PAIRS}", f"start={start}", f"shape=[{','.join(map(str, shape))}]",
+                    f"scale={profile.demo_scale / HARD_SCALE:g}", "seed=2025",
+                    log=logs / f"synth_hard_{study}_{content}.log")
+                start += HARD_PAIRS
+        fmc("fmc.prepare", f"input={raw}", f"output={h5}", "workers=2", "progress=false",
+            log=logs / "prepare_hard.log")
+    return raw, h5
+
+
+def mean_n_ssim(eval_dir: Path, content: str) -> tuple[float, int]:
+    """Mean test N_SSIM of the evaluated method (all studies) and the number of volumes."""
+    with (eval_dir / "summary.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            if row.get("study") == "all" and row.get("content") == content and \
+                    row.get("method", "prediction") in ("prediction", "model", ""):
+                return float(row["mean_n_ssim"]), int(row.get("n_scored") or 0)
+    raise SystemExit(f"{eval_dir / 'summary.csv'}: no row for content {content}")
+
+
+# -- the two trainers ---------------------------------------------------------------------------
+def run_fmc(raw: Path, h5: Path, content: str, seed: int, minutes: float, overrides: list[str],
+            out: Path) -> dict:
+    seconds = int(round(minutes * 60))
+    budget = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    test_list = h5 / "lists" / f"all_{content}_test.csv"
+    train_seconds = fmc("fmc.train", f"data.root={h5}", f"content={content}", f"seed={seed}",
+                        "logger=none", f"trainer.max_time={budget}",
+                        "trainer.enable_progress_bar=false", f"hydra.run.dir={out}", *overrides,
+                        log=out.with_suffix(".train.log"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    checkpoint = metrics.get("best/checkpoint") or metrics["last_checkpoint"]
+    fmc("fmc.predict", f"ckpt={checkpoint}", f"input={test_list}", f"output={out / 'pred'}",
+        "progress=false", "batch_size=4", log=out.with_suffix(".predict.log"))
+    fmc("fmc.evaluate", f"raw={raw}", f"pred={out / 'pred'}", f"split_list={test_list}",
+        f"out={out / 'eval'}", log=out.with_suffix(".evaluate.log"))
+    score, volumes = mean_n_ssim(out / "eval", content)
+    return {"trainer": "fmc", "test_n_ssim": score, "volumes": volumes,
+            "in_training_test_n_ssim": metrics.get("test/n_ssim"),
+            "steps": metrics.get("global_step"), "train_wall_s": round(train_seconds, 1),
+            "selection": metrics.get("selection"), "best_val": metrics.get("best/val_n_ssim")}
+
+
+def run_peer(peer: Path, raw: Path, h5: Path, content: str, seed: int, minutes: float,
+             eval_every: float, out: Path) -> dict:
+    test_list = h5 / "lists" / f"all_{content}_test.csv"
+    train_seconds = run([sys.executable, str(peer), "--raw", str(raw), "--lists", str(h5 / "lists"),
+                         "--content", content, "--minutes", f"{minutes:g}", "--eval-every",
+                         f"{eval_every:g}", "--seed", str(seed), "--out", str(out)],
+                        out.with_suffix(".train.log"))
+    fmc("fmc.evaluate", f"raw={raw}", f"pred={out / 'pred'}", f"split_list={test_list}",
+        f"out={out / 'eval'}", log=out.with_suffix(".evaluate.log"))
+    score, volumes = mean_n_ssim(out / "eval", content)
+    result = json.loads((out / "result.json").read_text())
+    return {"trainer": "peer", "test_n_ssim": score, "volumes": volumes,
+            "peer_own_test_mean": result.get("test_mean"), "steps": result.get("steps"),
+            "train_wall_s": round(train_seconds, 1), "best_val": result.get("best_val_n_ssim")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", default="embedded", choices=("embedded", "hard"))
+    parser.add_argument("--content", default="nucleus")
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget per run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--peer", type=Path, help="the peer trainer script (skipped when absent)")
+    parser.add_argument("--eval-every", type=float, default=120.0,
+                        help="seconds between the peer's whole-volume validations")
+    parser.add_argument("--fmc", default="", help="extra fmc.train overrides (one string)")
+    parser.add_argument("--label", default="defaults", help="name of this fmc configuration")
+    parser.add_argument("--skip-fmc", action="store_true", help="run only the peer")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_recipe")
+    args = parser.parse_args()
+    out = args.out.resolve()
+    logs = out / "logs"
+    raw, h5 = data_set(args.set, logs)
+    overrides = shlex.split(args.fmc)
+    print(machine())
+    print(f"set={args.set} content={args.content} budget={args.minutes:g} min seeds={args.seeds}"
+          f" fmc[{args.label}]: {shlex.join(overrides) or '(defaults)'}", flush=True)
+    rows = []
+    for seed in args.seeds:
+        jobs = []
+        if not args.skip_fmc:
+            jobs.append(("fmc", lambda s=seed: run_fmc(
+                raw, h5, args.content, s, args.minutes, overrides,
+                out / args.set / f"fmc_{args.label}_s{s}")))
+        if args.peer is not None:
+            jobs.append(("peer", lambda s=seed: run_peer(
+                args.peer.resolve(), raw, h5, args.content, s, args.minutes, args.eval_every,
+                out / args.set / f"peer_s{s}")))
+        for _, job in jobs:
+            row = {"set": args.set, "content": args.content, "minutes": args.minutes,
+                   "seed": seed, "label": args.label if _ == "fmc" else "peer",
+                   "overrides": shlex.join(overrides) if _ == "fmc" else "", **job()}
+            rows.append(row)
+            with (out / "results.jsonl").open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            print(f"{row['label']:>24} seed {seed}: test N_SSIM {row['test_n_ssim']:+.4f} "
+                  f"({row['volumes']} volumes, {row['steps']} steps, "
+                  f"{row['train_wall_s']:.0f} s)", flush=True)
+    means = {}
+    for trainer in ("fmc", "peer"):
+        values = [r["test_n_ssim"] for r in rows if r["trainer"] == trainer]
+        if values:
+            means[trainer] = sum(values) / len(values)
+            print(f"mean {trainer}: {means[trainer]:+.4f} over {len(values)} seed(s)")
+    if len(means) == 2 and means["peer"] > 0:
+        print(f"ratio fmc/peer: {means['fmc'] / means['peer']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
