@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 REDUCTIONS = ("mean", "sum", "none")
+WINDOWS = ("gaussian", "uniform")
 
 
 def gaussian_window(size: int, sigma: float, dtype: torch.dtype = torch.float32,
@@ -117,7 +118,8 @@ def _check_ssim_args(pred: Tensor, target: Tensor, data_range: float, window_siz
 
 
 def ssim3d(pred: Tensor, target: Tensor, data_range: float = 1.0, window_size: int = 11, sigma: float = 1.5,
-           k1: float = 0.01, k2: float = 0.03, reduction: str = "mean", crop_border: bool = False) -> Tensor:
+           k1: float = 0.01, k2: float = 0.03, reduction: str = "mean", crop_border: bool = False,
+           window: str = "gaussian") -> Tensor:
     """Gaussian-window 3D SSIM, differentiable, matching torchmetrics on 5D input.
 
     Parameters
@@ -137,7 +139,12 @@ def ssim3d(pred: Tensor, target: Tensor, data_range: float = 1.0, window_size: i
         ``"mean"`` (scalar, mean over samples), ``"sum"`` or ``"none"`` (one value per sample).
     crop_border : bool
         Average only the map's interior (``window_size // 2`` voxels off every face), as
-        torchmetrics ≤ 1.6 and the seed did. Default: the whole map, as torchmetrics ≥ 1.7.
+        torchmetrics ≤ 1.6 and the seed did (and scikit-image does). Default: the whole map, as
+        torchmetrics ≥ 1.7.
+    window : {'gaussian', 'uniform'}
+        ``uniform``: the challenge metric's window (scikit-image's default): a flat
+        ``window_size``³ box with the sample covariance (variances and covariance scaled by
+        n / (n - 1), n = window_size³); ``sigma`` is then unused.
 
     Returns
     -------
@@ -145,13 +152,16 @@ def ssim3d(pred: Tensor, target: Tensor, data_range: float = 1.0, window_size: i
         Scalar, or shape (N,) with ``reduction="none"``; float32 (or float64 for float64 input).
     """
     _check_ssim_args(pred, target, data_range, window_size, sigma, reduction, crop_border)
+    if window not in WINDOWS:
+        raise ValueError(f"window={window!r} is not valid; choose one of {', '.join(WINDOWS)}")
     # E[x²] - E[x]² cancels catastrophically in half precision: compute in float32 at least, and
     # outside any autocast region so that mixed-precision training does not downcast it again.
     dtype = torch.promote_types(pred.dtype, torch.float32)
     with torch.autocast(device_type=pred.device.type, enabled=False):
         x, y = pred.to(dtype), target.to(dtype)
         pad = window_size // 2
-        taps = gaussian_window(window_size, sigma, torch.float64).tolist()
+        taps = gaussian_window(window_size, sigma, torch.float64).tolist() if window == "gaussian" \
+            else [1.0 / window_size] * window_size
         stats = torch.cat((x, y, x * x, y * y, x * y))
         stats = F.pad(stats, (pad,) * 6, mode="reflect")
         mu_x, mu_y, e_xx, e_yy, e_xy = _SeparableFilter.apply(stats, tuple(taps)).split(x.shape[0])
@@ -160,6 +170,9 @@ def ssim3d(pred: Tensor, target: Tensor, data_range: float = 1.0, window_size: i
         var_x = torch.clamp(e_xx - mu_xx, min=0.0)
         var_y = torch.clamp(e_yy - mu_yy, min=0.0)
         cov = e_xy - mu_xy
+        if window == "uniform":  # sample covariance, as scikit-image
+            n = float(window_size) ** 3
+            var_x, var_y, cov = (t * (n / (n - 1)) for t in (var_x, var_y, cov))
         ssim_map = ((2 * mu_xy + c1) * (2 * cov + c2)) / ((mu_xx + mu_yy + c1) * (var_x + var_y + c2))
         if crop_border and pad:
             ssim_map = ssim_map[..., pad:-pad, pad:-pad, pad:-pad]
@@ -239,19 +252,27 @@ class SsimL1Loss(nn.Module):
         Passed to :func:`ssim3d`.
     crop_border : bool
         Passed to :func:`ssim3d` (True reproduces the seed's torchmetrics 1.6 SSIM).
+    window, window_size, sigma :
+        Passed to :func:`ssim3d`: the seed's Gaussian 11 (σ 1.5), or ``uniform`` 7 as the
+        challenge metric.
     """
 
     def __init__(self, ssim_weight: float = 100.0, data_range: float = 1.0,
-                 crop_border: bool = False) -> None:
+                 crop_border: bool = False, window: str = "gaussian", window_size: int = 11,
+                 sigma: float = 1.5) -> None:
         super().__init__()
+        if window not in WINDOWS:
+            raise ValueError(f"window={window!r} is not valid; choose one of {', '.join(WINDOWS)}")
         self.ssim_weight, self.data_range = float(ssim_weight), float(data_range)
         self.crop_border = crop_border
+        self.window, self.window_size, self.sigma = window, int(window_size), float(sigma)
 
     def forward(self, prediction: Tensor, target: Tensor,
                 input_view: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Return the scalar loss and its detached parts ``ssim`` (the SSIM itself) and ``l1``."""
         _check_pair(prediction, target)
-        ssim = ssim3d(prediction, target, self.data_range, crop_border=self.crop_border)
+        ssim = ssim3d(prediction, target, self.data_range, window_size=self.window_size,
+                      sigma=self.sigma, crop_border=self.crop_border, window=self.window)
         l1 = F.l1_loss(prediction, target)
         loss = self.ssim_weight * (1.0 - ssim) + l1
         return loss, {"ssim": ssim.detach(), "l1": l1.detach()}

@@ -45,7 +45,7 @@ PREDICTIONS_DIR = "test_predictions"
 # predictions (the checkpoint file they came from).
 PROVENANCE_FILE = "report_evaluation.json"
 REPORT_COLUMNS = ["run", "folder", "run_name", "status", "study", "content", "channels", "loss",
-                  "val_n_ssim", "test_n_ssim", "identity_n_ssim", "gaussian_n_ssim",
+                  "varied", "selection", "val_n_ssim", "test_n_ssim", "test_worst_n_ssim", "identity_n_ssim", "gaussian_n_ssim",
                   "gaussian_sigma", "model_minus_gaussian", "n_test", "n_test_scored",
                   "checkpoint", "epochs", "global_step"]
 _GAUSSIAN_LABEL = re.compile(r"^gaussian\(sigma=(?P<sigma>.+)\)$")
@@ -93,6 +93,8 @@ class RunReport:
     scores: WholeVolumeScores | None = None
     first_test_image: str | None = None
     raw: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    varied: str = ""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -107,9 +109,11 @@ class RunReport:
         return {
             "run": self.label, "folder": str(self.folder), "run_name": self.run_name,
             "status": self.status, "study": self.study, "content": self.content,
-            "channels": self.channels, "loss": self.loss,
+            "channels": self.channels, "loss": self.loss, "varied": self.varied,
+            "selection": metrics.get("selection") or "val/n_ssim",
             "val_n_ssim": _number(metrics.get("best/val_n_ssim")),
-            "test_n_ssim": scores.model, "identity_n_ssim": scores.identity,
+            "test_n_ssim": scores.model,
+            "test_worst_n_ssim": _number(metrics.get("test/n_ssim/worst")), "identity_n_ssim": scores.identity,
             "gaussian_n_ssim": scores.gaussian, "gaussian_sigma": scores.gaussian_sigma,
             "model_minus_gaussian": scores.model - scores.gaussian,
             "n_test": scores.n_images if self.scores else "",
@@ -186,6 +190,25 @@ def read_metrics(run: Path) -> dict[str, Any] | None:
     if not isinstance(metrics, dict):
         raise FmcInputError(f"{path}: expected a JSON object")
     return metrics
+
+
+def read_run_overrides(run: Path) -> list[str]:
+    """The command-line overrides the run was started with (``.hydra/overrides.yaml``)."""
+    path = run / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    from omegaconf import OmegaConf
+
+    try:
+        return [str(o) for o in OmegaConf.load(path)]
+    except Exception:  # noqa: BLE001 - an unreadable file is just unknown overrides
+        return []
+
+
+def varied_overrides(overrides: Sequence[Sequence[str]]) -> list[str]:
+    """Per run, its overrides that not every run shares (what an ablation varied)."""
+    common = set.intersection(*(set(o) for o in overrides)) if overrides else set()
+    return [" ".join(o for o in run if o not in common) for run in overrides]
 
 
 def read_run_config(run: Path):
@@ -474,7 +497,15 @@ def inspect_run(folder: Path, label: str, raw: str | Path | None = None,
             evaluate_run(report, None if raw is None and data_root is None else report.raw,
                          predict_overrides, evaluate_overrides)
     report.scores = read_test_scores(scores_dir, report.content or None)
-    if report.scores is not None:
+    report.overrides = read_run_overrides(folder)
+    if report.scores is None and math.isfinite(_number(metrics.get("test/n_ssim"))):
+        # Training scored its test volumes itself (the same metric as fmc.evaluate, no baselines).
+        count = len(metrics.get("test/volumes") or {})
+        report.scores = WholeVolumeScores(model=_number(metrics["test/n_ssim"]), n_images=count,
+                                          n_scored=count)
+        if report.status.startswith("not evaluated"):
+            report.status = "ok"
+    elif report.scores is not None:
         report.checkpoint = _recorded_checkpoint(scores_dir) or report.checkpoint
         report.first_test_image = first_scored_image(scores_dir)
     return report
@@ -493,8 +524,8 @@ def _labels(folders: Sequence[Path], sweep: Path | None) -> list[str]:
 # Tables
 # ----------------------------------------------------------------------------------------------
 _SHOWN = [("run", "run"), ("study", "study"), ("content", "content"), ("channels", "channels"),
-          ("loss", "loss"), ("val_n_ssim", "val N_SSIM (patch, best)"),
-          ("test_n_ssim", "test N_SSIM (model)"), ("identity_n_ssim", "identity"),
+          ("loss", "loss"), ("varied", "varied"), ("val_n_ssim", "val N_SSIM (best)"),
+          ("test_n_ssim", "test N_SSIM (model)"), ("test_worst_n_ssim", "worst test volume"), ("identity_n_ssim", "identity"),
           ("gaussian", "best Gaussian (sigma)"), ("model_minus_gaussian", "model - Gaussian"),
           ("n_test", "test volumes"), ("checkpoint_name", "checkpoint"), ("status", "status")]
 
@@ -504,8 +535,12 @@ def _display(row: dict[str, Any]) -> dict[str, str]:
         return f"{value:+.4f}" if isinstance(value, float) and math.isfinite(value) else "-"
 
     shown = {key: str(row.get(key, "")) for key, _ in _SHOWN}
-    for key in ("val_n_ssim", "test_n_ssim", "identity_n_ssim", "model_minus_gaussian"):
+    for key in ("val_n_ssim", "test_n_ssim", "test_worst_n_ssim", "identity_n_ssim",
+                "model_minus_gaussian"):
         shown[key] = signed(row[key])
+    shown["varied"] = row["varied"] or "-"
+    if row["selection"] == "val/n_ssim" and shown["val_n_ssim"] != "-":
+        shown["val_n_ssim"] += " (patch)"
     shown["gaussian"] = signed(row["gaussian_n_ssim"]) + \
         (f" ({row['gaussian_sigma']})" if row["gaussian_sigma"] else "")
     n_test, scored = row["n_test"], row["n_test_scored"]
@@ -656,6 +691,9 @@ def build_report(sweep: str | Path | None = None, runs: Sequence[str | Path] = (
     labels = _labels(folders, Path(sweep) if sweep is not None else None)
     reports = [inspect_run(folder, label, raw, evaluate_missing, predict_overrides,
                            evaluate_overrides) for folder, label in zip(folders, labels, strict=True)]
+    for report, varied in zip(reports, varied_overrides([r.overrides for r in reports]),
+                              strict=True):
+        report.varied = varied
     rows = [r.row() for r in reports]
     table = format_report_table(rows)
     files = [write_text_atomic(out / "report.csv", csv_text(rows))]
@@ -671,11 +709,15 @@ def _markdown(reports: Sequence[RunReport], rows, sweep, figures: Sequence[Path]
 
     source = f"sweep `{sweep}`" if sweep is not None else f"{len(reports)} run folder(s)"
     parts = [f"# Training report: {source}", "",
-             "- **val N_SSIM**: best validation score during training, on patches "
-             "(`metrics.json`).",
+             "- **varied**: the run's command-line overrides that not every run shares.",
+             "- **val N_SSIM**: best validation score during training (`metrics.json`): whole "
+             "validation volumes by the challenge metric, or the patch proxy where marked "
+             "(patch).",
              f"- **test N_SSIM**: mean over whole test volumes of the run's split, from "
-             f"`<run>/{SCORES_DIR}/summary.csv` (`fmc.evaluate`); identity is 0 by definition; "
-             "best Gaussian is the best σ (voxels) of evaluate's sweep.",
+             f"`<run>/{SCORES_DIR}/summary.csv` (`fmc.evaluate`), else from the run's own "
+             "end-of-training scoring (`metrics.json` `test/n_ssim`, the same metric); worst "
+             "test volume from `metrics.json`; identity is 0 by definition; best Gaussian is "
+             "the best σ (voxels) of evaluate's sweep.",
              f"- metric: {METRIC_SETTINGS}", "", markdown_table(rows), ""]
     incomplete = [r for r in reports if not r.complete]
     if incomplete:

@@ -50,6 +50,16 @@ class StudyProfile:
     demo_scale: float
 
     @property
+    def specimen_extent_um(self) -> tuple[float, float, float]:
+        """ZYX extent (µm) of the study's synthetic specimen: its demo volume's field of view.
+
+        A smaller synthetic volume sees the middle of a specimen this large
+        (:func:`fmc.synth.simulation_box`), as a small recording of a real embryo would.
+        """
+        return tuple(n * s * self.demo_scale for n, s in zip(self.demo_shape, self.spacing_zyx,
+                                                              strict=True))
+
+    @property
     def anisotropy(self) -> float:
         """Z spacing over the lateral spacing."""
         return self.spacing_zyx[0] / self.spacing_zyx[2]

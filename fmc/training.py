@@ -120,8 +120,11 @@ def run_metrics(cfg: DictConfig, trainer, selection: dict[str, Any]) -> dict[str
     its best value and checkpoint (``selection``: see :func:`best_selection`), its final logged
     metrics, the step/epoch reached and the checkpoints.
     """
+    from fmc.train_clock import TrainClock
+
     final = {f"final/{key.replace('/', '_')}": float(value)
              for key, value in trainer.callback_metrics.items() if value.numel() == 1}
+    clock = next((c for c in trainer.callbacks if isinstance(c, TrainClock)), None)
     return {
         "run_name": str(cfg.run_name), "study": cfg.study, "content": str(cfg.content),
         "channels": str(cfg.channels.name), "loss": str(cfg.loss.name),
@@ -130,6 +133,7 @@ def run_metrics(cfg: DictConfig, trainer, selection: dict[str, Any]) -> dict[str
         "best/checkpoint": selection["checkpoint"],
         **final,
         "global_step": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+        **(clock.summary() if clock is not None else {}),
         "last_checkpoint": str(output_folder() / "checkpoints" / "last.ckpt"),
     }
 
@@ -285,6 +289,7 @@ def build_module(cfg: DictConfig, info: dict[str, Any]):
 SELECTION_METRICS = ("val/volume_n_ssim", "val/n_ssim")
 
 
+
 def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = None) -> list:
     """Checkpointing (best by the selection metric, and last), volume validation, early stopping.
 
@@ -334,9 +339,11 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = 
                                        **OmegaConf.to_container(cfg.callbacks.early_stopping)))
     from fmc.random_state import RandomState
 
+    from fmc.train_clock import TrainClock
+
     # The generators' states in every checkpoint: a resumed run draws the patches an
     # uninterrupted one would have (fmc.random_state).
-    callbacks.append(RandomState())
+    callbacks += [RandomState(), TrainClock()]
     return callbacks
 
 

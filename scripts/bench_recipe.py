@@ -141,6 +141,30 @@ def run_peer(peer: Path, raw: Path, h5: Path, content: str, seed: int, minutes: 
             "train_wall_s": round(train_seconds, 1), "best_val": result.get("best_val_n_ssim")}
 
 
+def summary_table(results: Path) -> str:
+    """Markdown table of ``results.jsonl``: per set and configuration, each seed's test N_SSIM,
+    the mean, and the ratio to the peer's mean at the same budget (latest row per seed)."""
+    latest: dict[tuple, dict] = {}
+    for line in results.read_text().splitlines():
+        row = json.loads(line)
+        latest[(row["set"], row["content"], row["minutes"], row["label"], row["seed"])] = row
+    groups: dict[tuple, list[dict]] = {}
+    for (set_, content, minutes, label, _), row in sorted(latest.items(), key=lambda kv: str(kv[0])):
+        groups.setdefault((set_, content, minutes, label), []).append(row)
+    means = {key: sum(r["test_n_ssim"] for r in rows) / len(rows) for key, rows in groups.items()}
+    lines = ["| set | content | budget | trainer | per seed: test N_SSIM (steps) | mean | "
+             "ratio to peer |", "|---|---|---|---|---|---|---|"]
+    for key, rows in groups.items():
+        set_, content, minutes, label = key
+        peer = means.get((set_, content, minutes, "peer"))
+        ratio = f"{means[key] / peer:.2f}" if peer and label != "peer" else "-"
+        seeds = ", ".join(f"s{r['seed']} {r['test_n_ssim']:+.4f} ({r['steps']})"
+                          for r in sorted(rows, key=lambda r: r["seed"]))
+        lines.append(f"| {set_} | {content} | {minutes:g} min | {label} | {seeds} | "
+                     f"{means[key]:+.4f} | {ratio} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,8 +179,13 @@ def main() -> None:
     parser.add_argument("--label", default="defaults", help="name of this fmc configuration")
     parser.add_argument("--skip-fmc", action="store_true", help="run only the peer")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_recipe")
+    parser.add_argument("--summary", action="store_true",
+                        help="print the table of OUT/results.jsonl and stop")
     args = parser.parse_args()
     out = args.out.resolve()
+    if args.summary:
+        print(summary_table(out / "results.jsonl"))
+        return
     logs = out / "logs"
     raw, h5 = data_set(args.set, logs)
     overrides = shlex.split(args.fmc)

@@ -84,8 +84,9 @@ TINY_DATA = dict(shape=(24, 48, 48), scale=3.0)
 
 
 @pytest.fixture(scope="module")
-def h5_root(tmp_path_factory) -> Path:
-    """Three tiny prepared study-1 nucleus pairs with split lists (1 train, 1 val, 1 test)."""
+def raw_and_h5(tmp_path_factory) -> tuple[Path, Path]:
+    """Three tiny study-1 nucleus TIFF pairs and their prepared H5 files with split lists
+    (1 train, 1 val, 1 test): ``(raw folder, H5 folder)``."""
     from fmc.conversion import convert_folder
     from fmc.splits import write_lists
     from fmc.synth import write_pair
@@ -96,4 +97,10 @@ def h5_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("h5")
     convert_folder(raw, root, progress=False)
     write_lists(root)
-    return root
+    return raw, root
+
+
+@pytest.fixture(scope="module")
+def h5_root(raw_and_h5) -> Path:
+    """The H5 folder of :func:`raw_and_h5`."""
+    return raw_and_h5[1]

@@ -146,3 +146,25 @@ def test_factory_builds_each_loss_and_rejects_unknown_names_and_kwargs():
         build_loss("mse")
     with pytest.raises(ValueError, match="does not take ssim_weight"):
         build_loss("nssim_l1", ssim_weight=1.0)
+
+
+def test_uniform_window_with_crop_equals_the_challenge_ssim():
+    """window='uniform', 7, crop_border: scikit-image's SSIM (the challenge metric's) on a patch."""
+    import numpy as np
+    from skimage.metrics import structural_similarity
+
+    from fmc.losses import SsimL1Loss, ssim3d
+
+    rng = np.random.default_rng(3)
+    target = rng.gamma(2.0, 0.3, (16, 24, 24))
+    prediction = target + rng.normal(0, 0.2, target.shape)
+    expected = structural_similarity(target, prediction, data_range=2.0)
+    ours = ssim3d(torch.from_numpy(prediction)[None, None], torch.from_numpy(target)[None, None],
+                  data_range=2.0, window_size=7, window="uniform", crop_border=True)
+    assert float(ours) == pytest.approx(expected, abs=1e-6)
+    loss = SsimL1Loss(ssim_weight=1.0, data_range=2.0, window="uniform", window_size=7)
+    value, parts = loss(torch.from_numpy(prediction)[None, None].float(),
+                        torch.from_numpy(target)[None, None].float())
+    assert float(value) == pytest.approx(1 - float(parts["ssim"]) + float(parts["l1"]), rel=1e-5)
+    with pytest.raises(ValueError, match="window='box'"):
+        SsimL1Loss(window="box")

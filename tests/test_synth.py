@@ -21,6 +21,7 @@ from fmc.synth import (
     SynthSettings,
     ensure_default_dataset,
     generate_pair,
+    input_weight,
     pair_paths,
     pair_rng,
     resolve_geometry,
@@ -30,6 +31,7 @@ from fmc.synth import (
 ROOT = Path(__file__).resolve().parent.parent
 # Tiny but holding a few cells: demo spacing (scale 3), 24×48×48 voxels = 72×28×28 µm for S1.
 TINY = dict(shape=(24, 48, 48), scale=3.0)
+FILL = SynthSettings(field_of_view="fill")
 
 
 def _near_far(shape, axes):
@@ -67,7 +69,8 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 @pytest.mark.parametrize("study", [1, 4])
 def test_far_half_is_worse_and_near_half_is_the_input(study):
     geometry = dict(shape=(32, 64, 64), scale=3.0)
-    view, fused, meta = generate_pair(study, "nucleus", 0, seed=2, **geometry)
+    # The specimen fills the volume: near and far halves are the specimen's.
+    view, fused, meta = generate_pair(study, "nucleus", 0, seed=2, settings=FILL, **geometry)
     axes = get_profile(study).degradation_axis_indices
     near, far = _near_far(view.shape, axes)
     ssim_near = ssim_against(fused[near], [view[near]])[0]
@@ -81,10 +84,8 @@ def test_far_half_is_worse_and_near_half_is_the_input(study):
     assert signal(view, far) < 0.9 * signal(fused, far)
     assert signal(view, near) == pytest.approx(signal(fused, near), rel=0.1)
     # Where the input's blending weight is 1 the target holds the input's own counts.
-    shape, spacing = resolve_geometry(study, geometry["shape"], geometry["scale"])
-    tissue = render_specimen(shape, spacing, "nucleus", pair_rng(2, study, "nucleus", 0)).tissue
-    weight = np.broadcast_to(view_weight(blend_coordinate(tissue, axes),
-                                         FusionParams().blend_width), view.shape)
+    weight = np.broadcast_to(input_weight(study, "nucleus", 0, seed=2, settings=FILL, **geometry),
+                             view.shape)
     assert (weight == 1).mean() > 0.2
     np.testing.assert_array_equal(fused[weight == 1], view[weight == 1])
     assert not np.array_equal(fused[weight == 0], view[weight == 0])
@@ -117,7 +118,9 @@ def test_clean_target_mode_is_easier():
 
 def test_too_small_and_unknown_values_raise():
     with pytest.raises(FmcConfigError, match="too small"):
-        generate_pair(1, "nucleus", 0, shape=(8, 16, 16))
+        generate_pair(1, "nucleus", 0, shape=(8, 16, 16), settings=FILL)
+    # Inside a specimen of the study's size, any volume is a valid field of view.
+    assert generate_pair(1, "nucleus", 0, shape=(8, 16, 16), scale=3.0)[0].shape == (8, 16, 16)
     with pytest.raises(FmcConfigError, match="valid studies are 1, 2, 3, 4, 5"):
         get_profile(9)
     with pytest.raises(FmcConfigError, match="nucleus, membrane"):
@@ -159,10 +162,32 @@ def test_cli_writes_pairs(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["study=9"], "valid studies are 1, 2, 3, 4, 5"),
     (["content=cytoplasm"], "valid contents are nucleus, membrane"),
-    (["shape=[8,8,8]"], "too small"),
+    (["shape=[8,8,8]", "field_of_view=fill"], "too small"),
+    (["field_of_view=outside"], "field_of_view='outside': choose one of inside, fill"),
 ])
 def test_cli_bad_input_exits_2_without_traceback(tmp_path, args, message):
     result = _cli(f"out={tmp_path / 'o'}", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_small_volume_is_the_middle_of_a_specimen_of_the_studys_size():
+    """field_of_view=inside: a volume smaller than the study's specimen is the centred crop of
+    the pair simulated at the specimen's extent, so even a small recording holds many cells."""
+    from fmc.synth import simulation_box
+
+    profile = get_profile(1)
+    shape, spacing = resolve_geometry(1, (24, 48, 48), 3.0)
+    box, crop = simulation_box(1, shape, spacing)
+    assert box == profile.demo_shape  # the demo volume is the specimen's whole extent
+    assert [c.stop - c.start for c in crop] == [24, 48, 48]
+    small, small_fused, _ = generate_pair(1, "nucleus", 0, seed=4, **TINY)
+    whole, whole_fused, _ = generate_pair(1, "nucleus", 0, seed=4)
+    np.testing.assert_array_equal(small, whole[crop])
+    np.testing.assert_array_equal(small_fused, whole_fused[crop])
+    # At the demo size (or larger) nothing changes, and "fill" keeps the old behaviour.
+    assert simulation_box(1, profile.demo_shape, resolve_geometry(1)[1])[0] == profile.demo_shape
+    assert simulation_box(1, shape, spacing, "fill")[0] == shape
+    with pytest.raises(FmcConfigError, match="field_of_view"):
+        simulation_box(1, shape, spacing, "outside")

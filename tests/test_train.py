@@ -184,3 +184,4 @@ def test_wandb_offline_run_has_name_group_flat_config_and_panel(h5_root: Path, t
     assert b"study1_nucleus_raw_distance_ssim_l1" in record  # run name
     assert list((runs[0] / "files" / "media" / "images").rglob("*.png"))  # val/panel
     assert b"best/val_n_ssim" in record and b"final/val_n_ssim" in record  # summary metrics
+    assert b"test/n_ssim/study1" in record  # the challenge score of the test volumes
