@@ -106,7 +106,8 @@ class PatchDataset(Dataset):
 
     def __init__(self, pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
                  channels: Sequence[str], patch_size: Sequence[int], foreground_share: float = 0.75,
-                 samples_per_volume: int = 1, epoch_samples: int | None = None, flip_axes: Sequence[int | str] | str = (),
+                 samples_per_volume: int = 1, epoch_samples: int | None = None,
+                 flip_axes: Sequence[int | str] | str = (),
                  rot90_planes: Sequence[Sequence[int | str] | str] = (), fixed: bool = False,
                  seed: int = 0, distance_scale_um: float = 50.0, light_scale_um: float = 100.0,
                  max_open_files: int = 16):

@@ -45,7 +45,8 @@ PREDICTIONS_DIR = "test_predictions"
 # predictions (the checkpoint file they came from).
 PROVENANCE_FILE = "report_evaluation.json"
 REPORT_COLUMNS = ["run", "folder", "run_name", "status", "study", "content", "channels", "loss",
-                  "varied", "selection", "val_n_ssim", "test_n_ssim", "test_worst_n_ssim", "identity_n_ssim", "gaussian_n_ssim",
+                  "varied", "selection", "val_n_ssim", "test_n_ssim", "test_worst_n_ssim",
+                  "identity_n_ssim", "gaussian_n_ssim",
                   "gaussian_sigma", "model_minus_gaussian", "n_test", "n_test_scored",
                   "checkpoint", "epochs", "global_step"]
 _GAUSSIAN_LABEL = re.compile(r"^gaussian\(sigma=(?P<sigma>.+)\)$")
@@ -113,7 +114,8 @@ class RunReport:
             "selection": metrics.get("selection") or "val/n_ssim",
             "val_n_ssim": _number(metrics.get("best/val_n_ssim")),
             "test_n_ssim": scores.model,
-            "test_worst_n_ssim": _number(metrics.get("test/n_ssim/worst")), "identity_n_ssim": scores.identity,
+            "test_worst_n_ssim": _number(metrics.get("test/n_ssim/worst")),
+            "identity_n_ssim": scores.identity,
             "gaussian_n_ssim": scores.gaussian, "gaussian_sigma": scores.gaussian_sigma,
             "model_minus_gaussian": scores.model - scores.gaussian,
             "n_test": scores.n_images if self.scores else "",
@@ -525,7 +527,8 @@ def _labels(folders: Sequence[Path], sweep: Path | None) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 _SHOWN = [("run", "run"), ("study", "study"), ("content", "content"), ("channels", "channels"),
           ("loss", "loss"), ("varied", "varied"), ("val_n_ssim", "val N_SSIM (best)"),
-          ("test_n_ssim", "test N_SSIM (model)"), ("test_worst_n_ssim", "worst test volume"), ("identity_n_ssim", "identity"),
+          ("test_n_ssim", "test N_SSIM (model)"), ("test_worst_n_ssim", "worst test volume"),
+          ("identity_n_ssim", "identity"),
           ("gaussian", "best Gaussian (sigma)"), ("model_minus_gaussian", "model - Gaussian"),
           ("n_test", "test volumes"), ("checkpoint_name", "checkpoint"), ("status", "status")]
 

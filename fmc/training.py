@@ -289,7 +289,6 @@ def build_module(cfg: DictConfig, info: dict[str, Any]):
 SELECTION_METRICS = ("val/volume_n_ssim", "val/n_ssim")
 
 
-
 def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = None) -> list:
     """Checkpointing (best by the selection metric, and last), volume validation, early stopping.
 
@@ -338,7 +337,6 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = 
         callbacks.append(EarlyStopping(monitor=monitor, mode=checkpoint.mode,
                                        **OmegaConf.to_container(cfg.callbacks.early_stopping)))
     from fmc.random_state import RandomState
-
     from fmc.train_clock import TrainClock
 
     # The generators' states in every checkpoint: a resumed run draws the patches an

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from fmc.h5store import RAW_IMAGE, read_attrs
 from fmc.metrics import n_ssim
 from fmc.network_input import NetworkInput, open_volume

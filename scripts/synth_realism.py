@@ -15,7 +15,8 @@ mode) and prints a markdown table:
 
 Usage::
 
-    .venv/bin/python scripts/synth_realism.py [--pairs 2] [--sizes demo fine small] [--seed 7] [--out docs/synthetic.md]
+    .venv/bin/python scripts/synth_realism.py [--pairs 2] [--sizes demo fine small] [--seed 7] \
+        [--out docs/synthetic.md]
 
 With ``--out`` the table replaces the block between the realism markers in that file.
 """
@@ -86,7 +87,8 @@ def measure(study, content, size, pairs, seed):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=2, help="pairs per study/content/size")
-    parser.add_argument("--sizes", nargs="+", default=["demo", "fine", "small"], choices=["demo", "fine", "small"])
+    parser.add_argument("--sizes", nargs="+", default=["demo", "fine", "small"],
+                        choices=["demo", "fine", "small"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="markdown file whose realism block to replace")
     args = parser.parse_args()

@@ -13,7 +13,6 @@ from scipy import ndimage
 
 from fmc.errors import FmcConfigError
 from fmc.io import read_volume
-from fmc.lightsheet import FusionParams, blend_coordinate, view_weight
 from fmc.metrics import ssim_against
 from fmc.specimen import render_specimen
 from fmc.studies import STUDIES, get_profile

@@ -14,7 +14,8 @@ from tests.conftest import assert_user_error, run_command
 
 TINY_RUN = ["study=1", "content=nucleus", "logger=csv", "cpu_profile.enabled=false",
             "model.features=4", "model.depth=2", "data.patch_size=[16,32,32]",
-            "data.batch_size=1", "trainer.accelerator=cpu", "trainer.max_steps=2",
+            "data.batch_size=1", "data.epoch_steps=1", "trainer.accelerator=cpu",
+            "trainer.max_steps=2",
             "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
             "trainer.num_sanity_val_steps=0"]
 
