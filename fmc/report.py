@@ -530,7 +530,8 @@ _SHOWN = [("run", "run"), ("study", "study"), ("content", "content"), ("channels
           ("test_n_ssim", "test N_SSIM (model)"), ("test_worst_n_ssim", "worst test volume"),
           ("identity_n_ssim", "identity"),
           ("gaussian", "best Gaussian (sigma)"), ("model_minus_gaussian", "model - Gaussian"),
-          ("n_test", "test volumes"), ("checkpoint_name", "checkpoint"), ("status", "status")]
+          ("n_test", "test volumes"), ("global_step", "steps"), ("checkpoint_name", "checkpoint"),
+          ("status", "status")]
 
 
 def _display(row: dict[str, Any]) -> dict[str, str]:

@@ -283,7 +283,8 @@ def build_module(cfg: DictConfig, info: dict[str, Any]):
         patch_size=[int(p) for p in cfg.data.patch_size],
         spacing_zyx=info.get("spacing_zyx"), study=info.get("study"),
         content=info.get("content") or str(cfg.content),
-        image_panel=bool(model.image_panel))
+        image_panel=bool(model.image_panel),
+        channels_last=bool(model.get("channels_last", False)))
 
 
 SELECTION_METRICS = ("val/volume_n_ssim", "val/n_ssim")

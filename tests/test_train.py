@@ -186,3 +186,24 @@ def test_wandb_offline_run_has_name_group_flat_config_and_panel(h5_root: Path, t
     assert list((runs[0] / "files" / "media" / "images").rglob("*.png"))  # val/panel
     assert b"best/val_n_ssim" in record and b"final/val_n_ssim" in record  # summary metrics
     assert b"test/n_ssim/study1" in record  # the challenge score of the test volumes
+
+
+def test_channels_last_changes_the_layout_not_the_numbers(tmp_path: Path):
+    from tests.conftest import save_tiny_checkpoint
+
+    from fmc.module import FusionModule
+
+    torch.manual_seed(0)
+    plain = FusionModule(features=4, depth=2, norm="group", residual=False)
+    fast = FusionModule(features=4, depth=2, norm="group", residual=False, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    first = next(fast.net.parameters())
+    assert first.is_contiguous(memory_format=torch.channels_last_3d)
+    inputs = torch.rand(2, 2, 8, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(inputs), plain(inputs), atol=1e-5, rtol=1e-4)
+    # The choice travels with the checkpoint.
+    path = save_tiny_checkpoint(tmp_path / "cl.ckpt", channels_last=True)
+    loaded = FusionModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    assert loaded.hparams.channels_last
+    assert next(loaded.net.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
