@@ -117,6 +117,7 @@ class VolumeValidation(L.Callback):
         self._clock = time.perf_counter()
         summary.update({METRIC: score, "val/volume_seconds": self.cost.seconds})
         trainer.callback_metrics[METRIC] = torch.tensor(score)
+        trainer.callback_metrics["val/volume_seconds"] = torch.tensor(self.cost.seconds)
         for logger in trainer.loggers:
             logger.log_metrics(summary, step=step)
         log.info("step %d: %s = %.4f (%d volumes, %.0f s of validation so far)", step, METRIC,

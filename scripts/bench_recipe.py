@@ -18,9 +18,9 @@ Prints one row per run and the ratio of the means (fmc / peer), and appends ever
 ``OUT/results.jsonl`` (docs/benchmarks.md quotes it).
 
 Data sets: ``embedded`` is fmc's default synthetic set (``data/synthetic``, 4 pairs per
-study/content, demo voxels); ``hard`` is made here on first use: 6 pairs per study and content at
-1.5x finer voxels (the same specimens' extent, 3.4x the voxels), with another seed
-(``outputs/bench_data/hard``).
+study/content, demo voxels); ``hard`` is made here on first use: 6 pairs per study of the chosen
+content at 1.5x finer voxels (the same specimens' extent, 3.4x the voxels), with another seed
+(``outputs/bench_data/hard/<content>``).
 """
 
 from __future__ import annotations
@@ -66,27 +66,27 @@ def fmc(*args: str, log: Path) -> float:
 
 
 # -- data ---------------------------------------------------------------------------------------
-def data_set(name: str, logs: Path) -> tuple[Path, Path]:
-    """(raw TIFF folder, prepared H5 folder) of a benchmark set, made on first use."""
+def data_set(name: str, content: str, logs: Path) -> tuple[Path, Path]:
+    """(raw TIFF folder, prepared H5 folder) of a benchmark set, made on first use (the hard
+    set: for ``content`` only)."""
     if name == "embedded":
         raw, h5 = REPO / "data" / "synthetic", REPO / "data" / "synthetic_h5"
         fmc("fmc.prepare", "workers=2", "progress=false", log=logs / "prepare_embedded.log")
         return raw, h5
     if name != "hard":
         raise SystemExit(f"--set {name}: choose embedded or hard")
-    raw, h5 = HARD / "raw", HARD / "h5"
+    raw, h5 = HARD / content / "raw", HARD / content / "h5"
     if not (h5 / "lists").is_dir():
         from fmc.studies import STUDIES
 
         start = 0
         for study, profile in STUDIES.items():
             shape = [int(round(n * HARD_SCALE / 8)) * 8 for n in profile.demo_shape]
-            for content in profile.contents:
-                fmc("fmc.synth", f"out={raw}", f"study={study}", f"content={content}",
-                    f"n={HARD_PAIRS}", f"start={start}", f"shape=[{','.join(map(str, shape))}]",
-                    f"scale={profile.demo_scale / HARD_SCALE:g}", "seed=2025",
-                    log=logs / f"synth_hard_{study}_{content}.log")
-                start += HARD_PAIRS
+            fmc("fmc.synth", f"out={raw}", f"study={study}", f"content={content}",
+                f"n={HARD_PAIRS}", f"start={start}", f"shape=[{','.join(map(str, shape))}]",
+                f"scale={profile.demo_scale / HARD_SCALE:g}", "seed=2025",
+                log=logs / f"synth_hard_{study}_{content}.log")
+            start += HARD_PAIRS
         fmc("fmc.prepare", f"input={raw}", f"output={h5}", "workers=2", "progress=false",
             log=logs / "prepare_hard.log")
     return raw, h5
@@ -187,7 +187,7 @@ def main() -> None:
         print(summary_table(out / "results.jsonl"))
         return
     logs = out / "logs"
-    raw, h5 = data_set(args.set, logs)
+    raw, h5 = data_set(args.set, args.content, logs)
     overrides = shlex.split(args.fmc)
     print(machine())
     print(f"set={args.set} content={args.content} budget={args.minutes:g} min seeds={args.seeds}"

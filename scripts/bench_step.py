@@ -9,8 +9,11 @@
 2. A bare loop of the same network, loss, optimizer, batch and patch (built from the same
    composed config, the CPU profile applied) on tensors already in memory: no loading, no
    validation, no checkpoints, no logging; timed over ``--bare-seconds`` after a warm-up.
-3. The ratio (goal ≤ 1.10), and the bare loop's variants: ``channels_last_3d`` memory format
-   and 1 vs all torch threads.
+3. The ratio (goal ≤ 1.10), and the bare loop's variants: without the ``channels_last_3d``
+   memory format (``model.channels_last=false``) and with 1 torch thread instead of all.
+
+The bare loop runs first, then fmc.train, so the two are measured minutes apart on a quiet
+machine; ``--bare-only`` skips fmc.train.
 """
 
 from __future__ import annotations
@@ -41,23 +44,30 @@ def composed(extra: list[str]):
     return cfg
 
 
-def bare_loop(cfg, seconds: float, channels_last: bool = False, threads: int | None = None
+def bare_loop(cfg, seconds: float, channels_last: bool | None = None, threads: int | None = None
               ) -> float:
-    """Seconds per step of forward + loss + backward + clip + optimizer step, data in memory."""
+    """Seconds per step of forward + loss + backward + clip + optimizer step, data in memory.
+
+    ``channels_last`` None keeps the config's ``model.channels_last``; ``threads`` sets torch's
+    thread count for this loop only.
+    """
+    from omegaconf import open_dict
+
     from fmc.training import build_module
 
+    previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    if channels_last is not None:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.model.channels_last = channels_last
     torch.manual_seed(0)
     module = build_module(cfg, {})
     optimizer = module.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     shape = (int(cfg.data.batch_size), len(cfg.channels.list), *map(int, cfg.data.patch_size))
     inputs, target = torch.rand(shape), torch.rand((shape[0], 1, *shape[2:]))
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last_3d)
-        inputs = inputs.contiguous(memory_format=torch.channels_last_3d)
-        target = target.contiguous(memory_format=torch.channels_last_3d)
     clip = cfg.trainer.gradient_clip_val
 
     def step() -> None:
@@ -75,7 +85,9 @@ def bare_loop(cfg, seconds: float, channels_last: bool = False, threads: int | N
     while time.perf_counter() - start < seconds:
         step()
         steps += 1
-    return (time.perf_counter() - start) / steps
+    per_step = (time.perf_counter() - start) / steps
+    torch.set_num_threads(previous_threads)
+    return per_step
 
 
 def main() -> None:
@@ -85,8 +97,30 @@ def main() -> None:
     parser.add_argument("--bare-seconds", type=float, default=60.0)
     parser.add_argument("--extra", nargs="*", default=[], help="fmc.train overrides (both sides)")
     parser.add_argument("--no-variants", action="store_true", help="skip channels_last / threads")
+    parser.add_argument("--bare-only", action="store_true",
+                        help="only the bare loop and its variants (no fmc.train run)")
     args = parser.parse_args()
-    print(machine(), f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(machine(), f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    cfg = composed(args.extra)
+    bare = bare_loop(cfg, args.bare_seconds)
+    print(f"config: features {cfg.model.features}, depth {cfg.model.depth}, norm {cfg.model.norm}, "
+          f"patch {list(cfg.data.patch_size)}, batch {cfg.data.batch_size}, channels "
+          f"{list(cfg.channels.list)}, loss {cfg.loss.name}, channels_last "
+          f"{cfg.model.channels_last}")
+    print("| loop | steps | seconds per step | ratio to bare |")
+    print("|---|---|---|---|")
+    if not args.bare_only:
+        fmc_train(args, bare)
+    print(f"| bare loop (data in memory) | - | {bare:.4f} | 1.000 |", flush=True)
+    if not args.no_variants:
+        for label, kwargs in (("bare, channels_last off", {"channels_last": False}),
+                              ("bare, 1 torch thread", {"threads": 1})):
+            variant = bare_loop(cfg, args.bare_seconds, **kwargs)
+            print(f"| {label} | - | {variant:.4f} | {variant / bare:.3f} |", flush=True)
+
+
+def fmc_train(args, bare: float) -> None:
+    """Run fmc.train for ``args.minutes`` and print its row (amortised seconds per step)."""
     seconds = int(args.minutes * 60)
     with tempfile.TemporaryDirectory() as folder:
         wall, peak, _ = run_measured(
@@ -95,25 +129,11 @@ def main() -> None:
              "trainer.enable_progress_bar=false", f"hydra.run.dir={folder}", *args.extra])
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
     fmc_step = metrics["seconds_per_step"]
-    volume = metrics.get("final/val_volume_seconds", 0.0)
-    cfg = composed(args.extra)
-    bare = bare_loop(cfg, args.bare_seconds)
-    print(f"config: features {cfg.model.features}, depth {cfg.model.depth}, norm {cfg.model.norm}, "
-          f"patch {list(cfg.data.patch_size)}, batch {cfg.data.batch_size}, channels "
-          f"{list(cfg.channels.list)}, loss {cfg.loss.name}")
-    print("| loop | steps | seconds per step | ratio to bare |")
-    print("|---|---|---|---|")
+    volume = metrics.get("final/val_volume_seconds") or 0.0
     print(f"| fmc.train ({args.minutes:g} min, {metrics['train_seconds']:.0f} s loop, "
-          f"{volume:.0f} s of it whole-volume validation) | {metrics['global_step']} | "
-          f"{fmc_step:.4f} | **{fmc_step / bare:.3f}** |")
-    print(f"| bare loop (data in memory) | - | {bare:.4f} | 1.000 |")
-    if not args.no_variants:
-        for label, kwargs in (("bare, channels_last_3d", {"channels_last": True}),
-                              ("bare, 1 torch thread", {"threads": 1})):
-            variant = bare_loop(cfg, args.bare_seconds, **kwargs)
-            print(f"| {label} | - | {variant:.4f} | {variant / bare:.3f} |")
-    print(f"(fmc.train command {wall:.0f} s including start-up and test scoring, peak RSS "
-          f"{peak:.2f} GB)")
+          f"{volume:.0f} s of it whole-volume validation; command {wall:.0f} s with start-up "
+          f"and test scoring, peak RSS {peak:.2f} GB) | {metrics['global_step']} | "
+          f"{fmc_step:.4f} | **{fmc_step / bare:.3f}** |", flush=True)
 
 
 if __name__ == "__main__":

@@ -189,9 +189,8 @@ def test_wandb_offline_run_has_name_group_flat_config_and_panel(h5_root: Path, t
 
 
 def test_channels_last_changes_the_layout_not_the_numbers(tmp_path: Path):
-    from tests.conftest import save_tiny_checkpoint
-
     from fmc.module import FusionModule
+    from tests.conftest import save_tiny_checkpoint
 
     torch.manual_seed(0)
     plain = FusionModule(features=4, depth=2, norm="group", residual=False)

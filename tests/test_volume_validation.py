@@ -68,6 +68,9 @@ def test_training_selects_by_whole_volumes_and_scores_the_test_list(h5_root: Pat
     assert checkpoints == [f"best-step{best['step']}-vnssim{best['score']:.4f}.ckpt", "last.ckpt"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["selection"] == "val/volume_n_ssim"
+    # What validation cost and what a step cost, for throughput comparisons.
+    assert 0 < metrics["final/val_volume_seconds"] < metrics["train_seconds"]
+    assert metrics["seconds_per_step"] == pytest.approx(metrics["train_seconds"] / 3, rel=1e-2)
     assert metrics["best/val_n_ssim"] == pytest.approx(best["score"])
     assert metrics["best/checkpoint"].endswith(checkpoints[0])
     assert len(metrics["test/volumes"]) == 1
