@@ -2,7 +2,7 @@
 
 A sample is one patch of the angle file's input channels and the same patch of the fused file's
 ``data/raw_image`` (the target). Only the patch is read (h5py slicing): memory grows with the patch,
-never with the volume (DESIGN.md §4, §10). Foreground patches are centred on a voxel drawn from the
+never with the volume (docs/design.md §4, §10). Foreground patches are centred on a voxel drawn from the
 fused file's ``data/foreground`` coordinates, written once by ``fmc.prepare``.
 
 Randomness and reproducibility

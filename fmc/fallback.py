@@ -1,7 +1,7 @@
 """Input fallback: keep the input where the network changes little (difference weighting).
 
 N_SSIM's downside is unbounded: a prediction slightly worse than an already good input costs more
-than a large gain elsewhere earns (fmc_challenge.md §1.5). lWM's "difference weighting" (§3.1)
+than a large gain elsewhere earns (docs/references.md §1.5). lWM's "difference weighting" (§3.1)
 blends the prediction O with the normalised input I as ``O' = (1 - w)·I + w·O``, where ``w`` is the
 normalised, smoothed magnitude of the change ``|I - O|``: the input passes through wherever the
 network changed little. As in lWM, ``w`` is computed on a coarse grid (at most 128 nodes per axis),

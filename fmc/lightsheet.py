@@ -3,7 +3,7 @@
 A view looks at the specimen from one side: light travels into the tissue along the study's
 degradation axes, so the side facing the optics is bright and sharp and the far side dim, blurred
 and hazy. A fusion is the same simulation run from the opposite side and blended with weights that
-favour each view where it is good (fmc_challenge.md §6.1-6.3, after Preibisch's multiview
+favour each view where it is good (docs/references.md §6.1-6.3, after Preibisch's multiview
 simulator). The input view enters the fusion with its very noise, so where the input is good the
 target *is* the input: that is what makes the challenge's N_SSIM hard.
 
@@ -26,7 +26,7 @@ from fmc.specimen import Specimen
 
 @dataclass(frozen=True)
 class OpticsParams:
-    """Parameters of one view (lengths in µm; source: fmc_challenge.md §6).
+    """Parameters of one view (lengths in µm; source: docs/references.md §6).
 
     Attributes
     ----------

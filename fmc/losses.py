@@ -1,6 +1,6 @@
 """Training losses: a fast torch 3D SSIM, SSIM + L1 (the seed's default) and N_SSIM + L1.
 
-Two SSIMs live in fmc and are named apart (DESIGN.md §3). This module holds the *training* one:
+Two SSIMs live in fmc and are named apart (docs/design.md §3). This module holds the *training* one:
 a torch SSIM with a Gaussian window (11 voxels, σ = 1.5) and an explicit ``data_range``, as the
 seed used through torchmetrics. The challenge's metric (skimage, 7-voxel uniform window, whole
 volumes) is :mod:`fmc.metrics`; numbers from the two are not comparable.

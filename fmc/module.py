@@ -1,7 +1,7 @@
 """The LightningModule: a 3D U-Net trained to turn one view into the fusion.
 
 It takes plain keyword arguments and builds its network itself, so that
-``FusionModule.load_from_checkpoint(path)`` alone rebuilds it (DESIGN.md decision 1): everything
+``FusionModule.load_from_checkpoint(path)`` alone rebuilds it (docs/design.md decision 1): everything
 prediction needs -- input channels and their scaling, normalisation, patch size, training spacing,
 study, content -- is stored in the checkpoint's hyperparameters.
 """

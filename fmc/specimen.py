@@ -3,7 +3,7 @@
 The specimen is the *fluorophore density* that a perfect microscope would record (arbitrary units,
 bright structures ~1), plus a *tissue* map (1 inside the embryo, 0 in the medium) that the optics
 use for attenuation and scattering. Everything is laid out in micrometres and converted to voxels
-with the spacing, so cells keep a realistic size (5-15 µm, fmc_challenge.md §6.3) whatever the
+with the spacing, so cells keep a realistic size (5-15 µm, docs/references.md §6.3) whatever the
 study's anisotropy.
 
 Smooth fields (envelope distance, Voronoi boundary distance, texture) are computed on a coarse
@@ -31,7 +31,7 @@ class SpecimenParams:
     ----------
     cell_diameter_um : (float, float)
         Range of the mean cell diameter, drawn once per specimen; cells vary ±30 % around it
-        (blastomeres and early embryonic cells are 5-15 µm, fmc_challenge.md §6.3).
+        (blastomeres and early embryonic cells are 5-15 µm, docs/references.md §6.3).
     envelope_fill : float
         Envelope semi-axes as a fraction of the half field of view: the embryo fills most of
         the volume and leaves a dark margin of medium, as in the challenge recordings.

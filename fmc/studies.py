@@ -1,6 +1,6 @@
 """Per-study facts of the Fuse My Cells data: voxel spacing, typical size, degradation axes.
 
-Source: /work/shared/reference/fmc_challenge.md §2 (reconstructed by peers from the challenge
+Source: docs/references.md §2 (reconstructed by peers from the challenge
 data: stegmaierj ``fmc_guess_dataset`` for sizes and spacings, ``get_fmc_gradient_info`` for the
 axes along which one view degrades). Importable without Hydra: prepare, train and synth share it.
 """

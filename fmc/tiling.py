@@ -1,6 +1,6 @@
 """Sliding-window prediction over whole volumes, without seams (pure numpy/torch, no Lightning).
 
-DESIGN.md decision 2: tiles overlap by half (by default), their starts are spread evenly with the
+docs/design.md decision 2: tiles overlap by half (by default), their starts are spread evenly with the
 last tile flush to the volume's edge, each tile's prediction is weighted by a Gaussian importance
 map (σ = patch/8 per axis, nnU-Net's rule), accumulated in float32 and divided by the summed
 weights. Where every tile sees the same values (a constant volume, an identity network) the

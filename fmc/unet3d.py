@@ -128,7 +128,7 @@ class UNet3D(nn.Module):
     residual : bool
         If true the output is ``input[:, 0] + network(input)`` (before ``out_activation``): the
         network learns a correction to the view, which is a strong prior wherever the view is
-        already good (DESIGN.md §6). The last 1×1 conv starts at zero, so a new residual
+        already good (docs/design.md §6). The last 1×1 conv starts at zero, so a new residual
         network is the identity.
     """
 

@@ -4,7 +4,7 @@
    command ``python -m fmc.prepare input=... output=...`` in a child process and reports wall time
    and peak RSS (``ru_maxrss`` of that child, via ``os.wait4``).
 2. On the same view, times the hull + signed distance step both ways:
-   * the seed's (rwth_ge_spec.md §1.5-1.6): strided small image ``[::1, ::5, ::5]``, Gaussian σ 1,
+   * the seed's (docs/references.md, seed §1.5-1.6): strided small image ``[::1, ::5, ::5]``, Gaussian σ 1,
      > mean, opening, largest component, shell, ``ConvexHull`` + ``Delaunay.find_simplex`` on
      every voxel of the small grid, SimpleITK ``SignedDanielssonDistanceMap`` (spacing given in
      the right XYZ order here), ``np.repeat`` back to full size;
