@@ -24,13 +24,17 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 EXIT_USER_ERROR = 2
 
 
-def lists_prefix(study: object) -> str:
-    """Split-list name prefix of a study value: ``study3`` for 3, ``all`` for all studies."""
+def lists_prefix(study: object, holdout: object = None) -> str:
+    """Split-list name prefix: ``study3`` for study 3, ``all`` for all studies, ``holdout3`` for
+    every study but 3 (leave-one-study-out: :func:`fmc.splits.write_lists`)."""
+    if holdout is not None and str(holdout).strip().lower() not in ("none", "null", ""):
+        return f"holdout{str(holdout).strip()}"
     text = str(study).strip().lower()
     return "all" if text in ("all", "none", "null", "synthetic", "") else f"study{text}"
 
 
-# Configs write ${lists_prefix:${study}}; the resolver must exist before Hydra composes them.
+# Configs write ${lists_prefix:${study},${holdout}}; the resolver must exist before Hydra composes
+# them.
 if not OmegaConf.has_resolver("lists_prefix"):
     OmegaConf.register_new_resolver("lists_prefix", lists_prefix)
 

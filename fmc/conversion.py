@@ -266,12 +266,16 @@ DEFAULT_H5_ROOT = Path("data/synthetic_h5")
 def prune_default_h5(source: Path) -> list[Path]:
     """Remove H5 files of the default folder whose TIFF is no longer in ``source``.
 
-    The embedded dataset's plan can change between versions; this folder belongs to fmc.
+    The embedded dataset's plan can change between versions; this folder belongs to fmc. All
+    of them go when the TIFFs come from another generator version than the H5 files.
     """
     from fmc.h5store import h5_name
+    from fmc.synth import dataset_version
 
     expected = {h5_name(p.name) for p in source.glob("image_*_*.tif")}
-    stale = [p for p in DEFAULT_H5_ROOT.glob("*.h5") if p.name not in expected] \
+    same_version = dataset_version(DEFAULT_H5_ROOT) == dataset_version(source)
+    stale = [p for p in DEFAULT_H5_ROOT.glob("*.h5")
+             if p.name not in expected or not same_version] \
         if DEFAULT_H5_ROOT.is_dir() else []
     for path in stale:
         path.unlink()
@@ -287,7 +291,7 @@ def prepare_default_dataset(workers: int = 1, progress: bool = False) -> Path:
     """
     from fmc.h5store import h5_name, is_complete
     from fmc.splits import write_lists
-    from fmc.synth import ensure_default_dataset
+    from fmc.synth import VERSION_FILE, dataset_version, ensure_default_dataset
 
     source = ensure_default_dataset()
     stale = prune_default_h5(source)
@@ -300,4 +304,7 @@ def prepare_default_dataset(workers: int = 1, progress: bool = False) -> Path:
         if failed:
             raise FmcInputError("preparing the default dataset failed: " + "; ".join(failed[:3]))
         write_lists(DEFAULT_H5_ROOT)
+        version = dataset_version(source)
+        if version is not None:
+            (DEFAULT_H5_ROOT / VERSION_FILE).write_text(f"{version}\n")
     return DEFAULT_H5_ROOT

@@ -266,8 +266,11 @@ class Bar:
 
 
 def bar_chart_array(bars: Sequence[Bar], title: str = "Test N_SSIM (whole volumes); identity = 0",
-                    group_px: int = 90, height: int = 320) -> np.ndarray:
+                    group_px: int = 90, height: int = 320,
+                    legend: tuple[str, str] = ("model", "best Gaussian")) -> np.ndarray:
     """A grouped bar chart, model vs best Gaussian per run, as an RGB uint8 array.
+
+    ``legend`` names the two bars of a group (:class:`Bar`'s ``model`` and ``gaussian``).
 
     The y axis spans 0 (the identity baseline, drawn as a line) and every value, so negative
     scores hang below the line. Each bar carries its value.
@@ -317,7 +320,7 @@ def bar_chart_array(bars: Sequence[Bar], title: str = "Test N_SSIM (whole volume
                       fill=(0, 0, 0), font=small)
     draw.text((left, 8), title, fill=(0, 0, 0), font=font)
     legend_x = left
-    for kind, name in (("model", "model"), ("gaussian", "best Gaussian")):
+    for kind, name in zip(("model", "gaussian"), legend, strict=True):
         y = height - 18
         draw.rectangle([(legend_x, y), (legend_x + 12, y + 10)], fill=_BAR_COLOURS[kind])
         draw.text((legend_x + 16, y - 2), name, fill=(0, 0, 0), font=small)
@@ -334,6 +337,7 @@ def _ticks(low: float, high: float) -> list[float]:
     return [start + i * step for i in range(int((high - start) / step) + 1)]
 
 
-def write_bar_chart(bars: Sequence[Bar], path: str | Path) -> Path:
-    """Draw :func:`bar_chart_array` of ``bars`` into the PNG ``path`` (atomically)."""
-    return write_png(path, bar_chart_array(bars))
+def write_bar_chart(bars: Sequence[Bar], path: str | Path, **options) -> Path:
+    """Draw :func:`bar_chart_array` of ``bars`` (``options``: its keywords) into the PNG
+    ``path`` (atomically)."""
+    return write_png(path, bar_chart_array(bars, **options))

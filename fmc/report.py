@@ -703,12 +703,29 @@ def build_report(sweep: str | Path | None = None, runs: Sequence[str | Path] = (
     files = [write_text_atomic(out / "report.csv", csv_text(rows))]
     figures = write_figures(reports, out, montage, montage_images, int(montage_max_images),
                             int(montage_panel_px))
-    files.insert(0, write_text_atomic(out / "report.md", _markdown(reports, rows, sweep, figures)))
+    loso = _loso_section(reports, out)
+    if loso is not None:
+        table += "\n\nLeave one study out (N_SSIM on the held-out study's volumes):\n" + loso[0]
+        figures.append(loso[1])
+    files.insert(0, write_text_atomic(out / "report.md", _markdown(reports, rows, sweep, figures,
+                                                                   loso)))
     files += figures
     return ReportResult(reports, files, table)
 
 
-def _markdown(reports: Sequence[RunReport], rows, sweep, figures: Sequence[Path]) -> str:
+def _loso_section(reports: Sequence[RunReport], out: Path) -> tuple[str, Path] | None:
+    """The leave-one-study-out table and figure of the runs trained with ``holdout``."""
+    from fmc.loso import held_out_scores, loso_markdown, loso_rows, write_loso_figure
+
+    scores = [s for s in (held_out_scores(r.label, r.metrics) for r in reports) if s is not None]
+    if not scores:
+        return None
+    rows = loso_rows(scores)
+    return loso_markdown(rows), write_loso_figure(rows, out / "report_loso.png")
+
+
+def _markdown(reports: Sequence[RunReport], rows, sweep, figures: Sequence[Path],
+              loso: tuple[str, Path] | None = None) -> str:
     from fmc.metrics import METRIC_SETTINGS
 
     source = f"sweep `{sweep}`" if sweep is not None else f"{len(reports)} run folder(s)"
@@ -723,6 +740,11 @@ def _markdown(reports: Sequence[RunReport], rows, sweep, figures: Sequence[Path]
              "test volume from `metrics.json`; identity is 0 by definition; best Gaussian is "
              "the best σ (voxels) of evaluate's sweep.",
              f"- metric: {METRIC_SETTINGS}", "", markdown_table(rows), ""]
+    if loso is not None:
+        parts += ["## Leave one study out", "",
+                  "Runs trained with `holdout=K`: trained and selected on the other studies, "
+                  "tested on all of study K's volumes (`metrics.json` `test/volumes`).", "",
+                  loso[0], ""]
     incomplete = [r for r in reports if not r.complete]
     if incomplete:
         parts += [f"Incomplete runs (no `{METRICS_FILE}`): "

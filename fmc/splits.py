@@ -3,6 +3,11 @@
 Paths are relative to the H5 folder (absolute paths in hand-written lists work too). Files:
 ``lists/study{S}_{content}_{train,val,test}.csv`` and, over all studies,
 ``lists/all_{content}_{train,val,test}.csv``. An image is in the same split in both.
+
+Leave-one-study-out lists, for every content with two or more studies:
+``lists/holdout{K}_{content}_train.csv`` and ``_val.csv`` are the train and validation lists of
+every other study, ``_test.csv`` lists all of study K's images (none of them was trained or
+selected on): how a model does on a study it has never seen.
 """
 
 from __future__ import annotations
@@ -139,6 +144,20 @@ def write_lists(h5_dir: str | Path, fractions: Sequence[float] = (0.7, 0.1, 0.2)
             rows = [e for e in splits[split] if (e.content or "unknown") == content]
             written.append(write_text_atomic(lists_dir / f"all_{content}_{split}.csv",
                                              list_text(rows)))
+        studies = sorted({e.study for e in entries
+                          if (e.content or "unknown") == content and e.study is not None})
+        if len(studies) < 2:
+            continue
+        for held_out in studies:
+            for split in SPLITS:
+                if split == "test":
+                    rows = [e for e in entries if e.study == held_out
+                            and (e.content or "unknown") == content]
+                else:
+                    rows = [e for e in splits[split] if e.study not in (held_out, None)
+                            and (e.content or "unknown") == content]
+                written.append(write_text_atomic(
+                    lists_dir / f"holdout{held_out}_{content}_{split}.csv", list_text(rows)))
     return written
 
 

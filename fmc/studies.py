@@ -7,7 +7,8 @@ axes along which one view degrades). Importable without Hydra: prepare, train an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from fmc.errors import FmcConfigError
 from fmc.io import CONTENTS
@@ -39,6 +40,12 @@ class StudyProfile:
         still holds a whole (small) embryo-like specimen with cells of realistic size in µm. The
         same factor on every axis keeps the study's anisotropy; it stays small enough (Z step
         <= 6 µm) that a cell still spans a few planes.
+    synthetic_specimen, synthetic_optics : dict
+        The study's own synthetic specimen and microscope: fields of
+        :class:`fmc.specimen.SpecimenParams` and :class:`fmc.lightsheet.OpticsParams` that
+        differ from their defaults. Real studies differ in organism (cell size, density,
+        turbidity) and in microscope (sheet thickness, objective, camera, exposure), so a model
+        that never saw a study meets a real domain shift (docs/synthetic.md, "Studies differ").
     """
 
     study: int
@@ -48,6 +55,8 @@ class StudyProfile:
     real_contents: tuple[str, ...]
     demo_shape: tuple[int, int, int]
     demo_scale: float
+    synthetic_specimen: dict[str, Any] = field(default_factory=dict)
+    synthetic_optics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def specimen_extent_um(self) -> tuple[float, float, float]:
@@ -73,17 +82,44 @@ class StudyProfile:
 # Demo shapes keep the ZYX aspect (in µm) of the typical recording at about a third to half of its
 # extent; a full-size recording shrunk to ~128 pixels would need a Z step above 5 µm: cells of
 # 5-15 µm would then span one or two planes.
+# Per-study specimen and optics of the synthetic data, inside the ranges of docs/references.md
+# §6.3 (1/e attenuation at 50-150 µm, sheet FWHM 2-6 µm, depth broadening ℓ 50-100 µm, cells
+# 5-15 µm) and spread across them: which organism and microscope each real study used is not
+# published, so these are invented, chosen to differ as much as real studies plausibly do.
+# Study 1 keeps the generator's defaults.
 STUDIES: dict[int, StudyProfile] = {
     1: StudyProfile(1, (1.0, 0.195, 0.195), (222, 731, 860), ("Z",), ("nucleus", "membrane"),
                     (40, 112, 128), 3.0),
+    # A clear specimen of large cells, a thin sheet, a bright long exposure.
     2: StudyProfile(2, (1.0, 0.195, 0.195), (264, 2008, 1091), ("Z",), ("nucleus",),
-                    (40, 128, 72), 3.0),
+                    (40, 128, 72), 3.0,
+                    synthetic_specimen={"cell_diameter_um": (9.0, 14.0)},
+                    synthetic_optics={"attenuation_length_um": 130.0, "psf_sigma_um": (1.0, 0.2),
+                                      "blur_growth_um": 90.0, "haze_fraction": 0.25,
+                                      "photons": 120.0}),
+    # A turbid specimen of small dense cells, a thicker sheet, dim: a strong depth gradient.
     3: StudyProfile(3, (1.0, 0.39, 0.39), (891, 817, 817), ("X", "Y", "Z"),
-                    ("nucleus", "membrane"), (48, 112, 112), 3.0),
+                    ("nucleus", "membrane"), (48, 112, 112), 3.0,
+                    synthetic_specimen={"cell_diameter_um": (5.0, 8.0),
+                                        "nucleus_to_cell": (0.55, 0.75)},
+                    synthetic_optics={"attenuation_length_um": 50.0, "psf_sigma_um": (1.8, 0.3),
+                                      "blur_growth_um": 50.0, "haze_fraction": 0.45,
+                                      "photons": 35.0}),
+    # Thick sheet (FWHM ~6 µm) with 3 µm planes, fairly clear tissue, another camera (offset, gain).
     4: StudyProfile(4, (3.0, 0.33, 0.33), (80, 1920, 1920), ("X",), ("nucleus",),
-                    (24, 128, 128), 2.0),
+                    (24, 128, 128), 2.0,
+                    synthetic_specimen={"cell_diameter_um": (8.0, 13.0)},
+                    synthetic_optics={"attenuation_length_um": 90.0, "psf_sigma_um": (2.5, 0.25),
+                                      "blur_growth_um": 80.0, "photons": 200.0,
+                                      "read_noise_e": 3.0, "offset_adu": 400.0,
+                                      "gain_adu_per_e": 2.0}),
+    # Fast, low-light imaging: few photons, a wider lateral PSF, moderate turbidity.
     5: StudyProfile(5, (1.01, 0.388, 0.388), (309, 1920, 1920), ("X",), ("nucleus",),
-                    (40, 128, 128), 3.0),
+                    (40, 128, 128), 3.0,
+                    synthetic_specimen={"cell_diameter_um": (6.0, 10.0)},
+                    synthetic_optics={"attenuation_length_um": 65.0, "psf_sigma_um": (1.5, 0.35),
+                                      "blur_growth_um": 70.0, "haze_fraction": 0.4,
+                                      "photons": 25.0, "background_photons": 4.0}),
 }
 
 

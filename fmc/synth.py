@@ -33,6 +33,10 @@ DEFAULT_ROOT = Path("data/synthetic")
 # 4 pairs per study/content: enough for a train/val/test split per study (2/1/1).
 DEFAULT_IMAGES_PER_COMBO = 4
 TARGETS = ("fusion", "clean")
+# Bumped when the generator's output changes: an embedded dataset of another version is rebuilt.
+# 2: studies differ in specimen and optics (StudyProfile.synthetic_*).
+GENERATOR_VERSION = 2
+VERSION_FILE = "GENERATOR_VERSION"
 FIELDS_OF_VIEW = ("inside", "fill")
 
 
@@ -40,8 +44,10 @@ FIELDS_OF_VIEW = ("inside", "fill")
 class SynthSettings:
     """Everything that defines a synthetic pair besides its study, content and index."""
 
-    specimen: SpecimenParams = SpecimenParams()
-    optics: OpticsParams = OpticsParams()
+    # None: the study's own specimen and microscope (StudyProfile.synthetic_specimen/_optics);
+    # a full parameter set replaces them.
+    specimen: SpecimenParams | None = None
+    optics: OpticsParams | None = None
     fusion: FusionParams = FusionParams()
     target: str = "fusion"
     # "inside": a volume smaller than the study's specimen (StudyProfile.specimen_extent_um) is
@@ -50,6 +56,32 @@ class SynthSettings:
     # set the percentile normalisation: a blur then gained up to +0.23 N_SSIM on one pair,
     # where on real recordings it gains about nothing (docs/synthetic.md).
     field_of_view: str = "inside"
+
+
+def study_params(study: int, specimen_overrides: dict | None = None,
+                 optics_overrides: dict | None = None) -> tuple[SpecimenParams, OpticsParams]:
+    """The study's synthetic specimen and optics, with ``*_overrides`` applied on top."""
+    profile = get_profile(study)
+    specimen = dataclasses.replace(SpecimenParams(), **profile.synthetic_specimen,
+                                   **_without(specimen_overrides, profile.synthetic_specimen))
+    optics = dataclasses.replace(OpticsParams(), **profile.synthetic_optics,
+                                 **_without(optics_overrides, profile.synthetic_optics))
+    if specimen_overrides:
+        specimen = dataclasses.replace(specimen, **specimen_overrides)
+    if optics_overrides:
+        optics = dataclasses.replace(optics, **optics_overrides)
+    return specimen, optics
+
+
+def _without(overrides: dict | None, keys) -> dict:
+    """``overrides`` less ``keys`` (they are applied in a second step, after the study's)."""
+    return {k: v for k, v in (overrides or {}).items() if k not in keys}
+
+
+def resolved_params(study: int, settings: SynthSettings) -> tuple[SpecimenParams, OpticsParams]:
+    """Specimen and optics of ``settings``, the study's own where they are None."""
+    specimen, optics = study_params(study)
+    return settings.specimen or specimen, settings.optics or optics
 
 
 def pair_rng(seed: int, study: int, content: str, index: int) -> np.random.Generator:
@@ -133,9 +165,10 @@ def generate_pair(study: int, content: str, index: int = 0, shape=None, seed: in
     shape, spacing = resolve_geometry(profile.study, shape, scale)
     box, crop = simulation_box(profile.study, shape, spacing, settings.field_of_view)
     rng = pair_rng(seed, profile.study, content, index)
-    specimen = render_specimen(box, spacing, content, rng, settings.specimen)
+    specimen_params, optics = resolved_params(profile.study, settings)
+    specimen = render_specimen(box, spacing, content, rng, specimen_params)
     view, target = simulate_pair(specimen, spacing, profile.degradation_axis_indices, rng,
-                                 settings.optics, settings.fusion, settings.target)
+                                 optics, settings.fusion, settings.target)
     if box != shape:
         view, target = np.ascontiguousarray(view[crop]), np.ascontiguousarray(target[crop])
     meta = VolumeMeta(study=profile.study, content=content, spacing_zyx=spacing,
@@ -157,7 +190,7 @@ def input_weight(study: int, content: str, index: int = 0, shape=None, seed: int
     shape, spacing = resolve_geometry(profile.study, shape, scale)
     box, crop = simulation_box(profile.study, shape, spacing, settings.field_of_view)
     tissue = render_specimen(box, spacing, content, pair_rng(seed, profile.study, content, index),
-                             settings.specimen).tissue
+                             resolved_params(profile.study, settings)[0]).tissue
     weight = view_weight(blend_coordinate(tissue, profile.degradation_axis_indices),
                          settings.fusion.blend_width)
     return np.broadcast_to(weight, box)[crop]
@@ -203,38 +236,59 @@ def ensure_default_dataset(root: Path | None = None,
     # under the same indices: this folder belongs to fmc, so they go.
     stale = [path for path in root.glob("image_*_*.tif") if path not in wanted] \
         if root.is_dir() else []
+    if dataset_version(root) != GENERATOR_VERSION:  # an older generator made them: all go
+        stale = sorted(root.glob("image_*_*.tif")) if root.is_dir() else []
     missing = [(s, c, i) for s, c, i in plan
-               if not all(p.exists() for p in pair_paths(root, i, c))]
+               if not all(p.exists() and p not in stale for p in pair_paths(root, i, c))]
     if not missing and not stale:
         return root
     for path in stale:
         path.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / VERSION_FILE).unlink(missing_ok=True)
     log.info("no data root given: synthesizing the default dataset into %s (%d pairs)",
              root, len(plan))
     for study, content, index in missing:
         write_pair(root, study, content, index)
+    (root / VERSION_FILE).write_text(f"{GENERATOR_VERSION}\n")
     return root
 
 
+def dataset_version(root: Path) -> int | None:
+    """The generator version that wrote the embedded dataset in ``root`` (None: unknown)."""
+    try:
+        return int((Path(root) / VERSION_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def settings_from_config(cfg) -> SynthSettings:
-    """Build :class:`SynthSettings` from the config's specimen/optics/fusion groups."""
+    """Build :class:`SynthSettings` from the config's specimen/optics/fusion groups.
+
+    ``specimen.*`` and ``optics.*`` keys change the study's own parameters
+    (:func:`study_params`); ``fusion.*`` the defaults.
+    """
     from omegaconf import DictConfig, OmegaConf
 
-    def build(kind, section):
+    def values(kind, section) -> dict:
         if isinstance(section, DictConfig):
             section = OmegaConf.to_container(section, resolve=True)
-        values = dict(section or {})
+        found = dict(section or {})
         names = {f.name for f in dataclasses.fields(kind)}
-        unknown = sorted(set(values) - names)
+        unknown = sorted(set(found) - names)
         if unknown:
             raise FmcConfigError(f"unknown {kind.__name__} key(s) {unknown}: valid keys are "
                                  f"{', '.join(sorted(names))}")
         # YAML lists arrive as lists; the dataclasses hold tuples (hashable, frozen).
-        return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in found.items()}
 
-    return SynthSettings(specimen=build(SpecimenParams, cfg.get("specimen")),
-                         optics=build(OpticsParams, cfg.get("optics")),
-                         fusion=build(FusionParams, cfg.get("fusion")),
+    specimen = values(SpecimenParams, cfg.get("specimen"))
+    optics = values(OpticsParams, cfg.get("optics"))
+    study = cfg.get("study", 1)
+    own_specimen, own_optics = study_params(get_profile(study).study, specimen, optics)
+    return SynthSettings(specimen=own_specimen if specimen else None,
+                         optics=own_optics if optics else None,
+                         fusion=FusionParams(**values(FusionParams, cfg.get("fusion"))),
                          target=str(cfg.get("target", "fusion")),
                          field_of_view=str(cfg.get("field_of_view", "inside")))
 

@@ -127,6 +127,7 @@ def run_metrics(cfg: DictConfig, trainer, selection: dict[str, Any]) -> dict[str
     clock = next((c for c in trainer.callbacks if isinstance(c, TrainClock)), None)
     return {
         "run_name": str(cfg.run_name), "study": cfg.study, "content": str(cfg.content),
+        "holdout": cfg.get("holdout"),
         "channels": str(cfg.channels.name), "loss": str(cfg.loss.name),
         "selection": selection["metric"],
         "best/val_n_ssim": selection["score"],
@@ -237,6 +238,20 @@ def study_number(value: Any) -> int | None:
 
     if lists_prefix(value) == "all":
         return None
+    return get_profile(value).study
+
+
+def check_holdout(cfg: DictConfig) -> int | None:
+    """``cfg.holdout`` as a study number (None when not set); it needs ``study=all``."""
+    from fmc.cli import lists_prefix
+    from fmc.studies import get_profile
+
+    value = cfg.get("holdout")
+    if value is None or str(value).strip().lower() in ("none", "null", ""):
+        return None
+    if lists_prefix(cfg.study) != "all":
+        raise FmcConfigError(f"holdout={value} with study={cfg.study}: a held-out study is "
+                             "left out of all the others; set study=all (the default)")
     return get_profile(value).study
 
 
@@ -408,6 +423,7 @@ def train(cfg: DictConfig) -> float | None:
     apply_cpu_profile(cfg, torch.cuda.is_available())
     check_config(cfg)
     study_number(cfg.study)
+    held_out = check_holdout(cfg)
     from fmc.studies import check_content
 
     check_content(str(cfg.content))
@@ -417,10 +433,14 @@ def train(cfg: DictConfig) -> float | None:
     try:
         datamodule.validate()
     except FmcInputError as error:
+        if held_out is not None and "not found" in str(error):
+            error = FmcInputError(f"{error}; leave-one-study-out lists (holdout={held_out}) are "
+                                  f"written by fmc.prepare for contents with two or more "
+                                  f"studies: prepare {root} again")
         if _is_multirun():
             log.warning("skipping %s: %s", cfg.run_name, error)
             return None
-        raise
+        raise error from None
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
     L.seed_everything(int(cfg.seed), workers=True)
     module = build_module(cfg, datamodule.dataset_info())

@@ -1,0 +1,215 @@
+"""Do no harm on unseen studies: the leave-one-study-out benchmark on the embedded dataset.
+
+    python scripts/bench_loso.py --label base --minutes 2 --seeds 0
+    python scripts/bench_loso.py --label head --minutes 2 --seeds 0 --fmc "model.confidence=head"
+    python scripts/bench_loso.py --rescore base --fallbacks none difference agreement
+    python scripts/bench_loso.py --summary
+
+For each content (nucleus, membrane) and seed, one after the other on the same cores:
+
+* the **in-domain reference**: ``python -m fmc.train study=all`` -- trained on every study,
+  tested on each study's test list (``test/volumes`` in its ``metrics.json``);
+* **leave one study out**: ``python -m fmc.train holdout=K`` for K = 1..5 -- trained and
+  selected on the other studies, tested on all of study K's volumes.
+
+Each run trains for ``--minutes`` of wall time (``trainer.max_time``, validation included) with
+the fmc defaults plus ``--fmc``. Its end-of-training test scores (the challenge's N_SSIM on whole
+volumes, with the output the checkpoint's settings give) are appended to ``OUT/results.jsonl``.
+``--rescore LABEL`` scores the same checkpoints again in-process with other ``fallback``
+settings (rows labelled ``LABEL+fallback``). ``--summary`` prints the table of
+docs/benchmarks.md: per held-out study, the LOSO mean over its volumes, the worst volume, and the
+in-domain reference's mean on the same study's test volumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+from benchtools import machine  # noqa: E402
+
+STUDIES = (1, 2, 3, 4, 5)
+CONTENTS = ("nucleus", "membrane")
+HARM_LIMIT = -0.02
+
+
+def budget(minutes: float) -> str:
+    seconds = int(round(minutes * 60))
+    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def train(out: Path, overrides: list[str], log: Path) -> dict:
+    """One ``fmc.train`` run into ``out``; its metrics.json."""
+    command = [sys.executable, "-m", "fmc.train", "logger=none",
+               "trainer.enable_progress_bar=false", f"hydra.run.dir={out}", *overrides]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log.open("w") as handle:
+        handle.write("$ " + shlex.join(command) + "\n")
+        handle.flush()
+        result = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise SystemExit(f"failed: {shlex.join(command)}\n" + log.read_text()[-3000:])
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["wall_s"] = round(time.perf_counter() - start, 1)
+    return metrics
+
+
+def append(out: Path, row: dict) -> None:
+    with (out / "results.jsonl").open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def run_label(args) -> None:
+    overrides = shlex.split(args.fmc)
+    for seed in args.seeds:
+        for content in args.contents:
+            jobs = [] if args.skip_reference else [("reference", None)]
+            jobs += [(f"holdout{k}", k) for k in args.holdouts]
+            for name, holdout in jobs:
+                folder = args.out / args.label / f"seed{seed}" / f"{name}_{content}"
+                extra = [f"content={content}", f"seed={seed}",
+                         f"trainer.max_time={budget(args.minutes)}"]
+                if holdout is not None:
+                    extra.append(f"holdout={holdout}")
+                metrics = train(folder, extra + overrides, folder.with_suffix(".log"))
+                row = {"label": args.label, "seed": seed, "content": content,
+                       "holdout": holdout, "run": str(folder), "overrides": args.fmc,
+                       "minutes": args.minutes, "machine": machine(),
+                       "fallback": "checkpoint", "test_n_ssim": metrics.get("test/n_ssim"),
+                       "volumes": metrics.get("test/volumes") or {},
+                       "steps": metrics.get("global_step"), "wall_s": metrics["wall_s"],
+                       "checkpoint": metrics.get("best/checkpoint")
+                       or metrics.get("last_checkpoint")}
+                append(args.out, row)
+                print(f"{args.label} seed {seed} {name} {content}: test N_SSIM "
+                      f"{row['test_n_ssim']:+.4f} ({row['steps']} steps, {row['wall_s']} s)",
+                      flush=True)
+
+
+def rescore(args) -> None:
+    """Score the checkpoints of ``--rescore LABEL`` again with each of ``--fallbacks``."""
+    import torch
+
+    from fmc.prediction import load_model
+    from fmc.splits import read_list
+    from fmc.volume_scoring import score_h5_pairs
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    h5 = REPO / "data" / "synthetic_h5"
+    rows = [r for r in read_rows(args.out) if r["label"] == args.rescore
+            and r["fallback"] == "checkpoint"]
+    for row in rows:
+        model = load_model(row["checkpoint"], "cpu")
+        prefix = "all" if row["holdout"] is None else f"holdout{row['holdout']}"
+        pairs = read_list(h5 / "lists" / f"{prefix}_{row['content']}_test.csv", h5)
+        for fallback in args.fallbacks:
+            scores = score_h5_pairs(model, pairs, overlap=0.5, batch_size=4, fallback=fallback)
+            new = dict(row, label=f"{args.rescore}+{fallback}", fallback=fallback,
+                       volumes={s.name: s.n_ssim for s in scores},
+                       test_n_ssim=float(np.mean([s.n_ssim for s in scores])))
+            append(args.out, new)
+            print(f"{new['label']} seed {row['seed']} holdout {row['holdout']} {row['content']}: "
+                  f"{new['test_n_ssim']:+.4f}", flush=True)
+
+
+def read_rows(out: Path) -> list[dict]:
+    path = out / "results.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.is_file() else []
+
+
+def study_of(name: str, h5: Path) -> int | None:
+    from fmc.h5store import read_attrs
+
+    path = h5 / name.replace("_angle.h5", "_fused.h5")
+    study = read_attrs(path).get("study") if path.is_file() else None
+    return None if study is None else int(study)
+
+
+def summary(out: Path, labels: list[str] | None) -> str:
+    """Markdown: per label and content, per held-out study: LOSO mean, worst, in-domain ref."""
+    h5 = REPO / "data" / "synthetic_h5"
+    rows = read_rows(out)
+    labels = labels or list(dict.fromkeys(r["label"] for r in rows))
+    lines = ["| variant | content | held-out study | LOSO mean | worst volume | in-domain ref "
+             "| LOSO / ref | seeds |", "|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for label in labels:
+        for content in CONTENTS:
+            chosen = [r for r in rows if r["label"] == label and r["content"] == content]
+            # The reference comes from the base label's own reference runs (same checkpoint).
+            base = label.split("+")[0]
+            refs = [r for r in rows if r["label"] in (label, base) and r["content"] == content
+                    and r["holdout"] is None and r["fallback"] in ("checkpoint",
+                                                                    label.partition("+")[2])]
+            refs = [r for r in refs if r["label"] == label] or refs
+            if not any(r["holdout"] is not None for r in chosen):
+                continue
+            means, worst_all, ratios, in_domain = [], [], [], []
+            for study in STUDIES:
+                held = [r for r in chosen if r["holdout"] == study]
+                if not held:
+                    continue
+                values = [v for r in held for v in r["volumes"].values()]
+                ref_values = [v for r in refs for name, v in r["volumes"].items()
+                              if study_of(name, h5) == study]
+                mean, worst = float(np.mean(values)), float(np.min(values))
+                ref = float(np.mean(ref_values)) if ref_values else math.nan
+                ratio = mean / ref if ref_values and ref > 0 else math.nan
+                means.append(mean)
+                worst_all.append(worst)
+                ratios.append(ratio)
+                lines.append(f"| {label} | {content} | {study} | {mean:+.4f} | {worst:+.4f} | "
+                             f"{ref:+.4f} | {ratio:.2f} | {len(held)} |")
+            in_domain = [float(np.mean(list(r["volumes"].values()))) for r in refs]
+            lines.append(f"| {label} | {content} | **all** | {np.mean(means):+.4f} | "
+                         f"{min(worst_all):+.4f} | {np.mean(in_domain) if in_domain else math.nan:+.4f}"
+                         f" | {np.nanmin(ratios) if ratios else math.nan:.2f} (min) | |")
+            verdicts.append((label, content, min(ratios, default=math.nan) >= 0.5,
+                             min(worst_all) >= HARM_LIMIT))
+    lines.append("")
+    for label, content, half, harmless in verdicts:
+        lines.append(f"- {label} {content}: every held-out study >= half of in-domain: "
+                     f"{'yes' if half else 'no'}; no volume < {HARM_LIMIT}: "
+                     f"{'yes' if harmless else 'no'}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--label", default="base")
+    parser.add_argument("--fmc", default="", help="extra fmc.train overrides (one string)")
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--contents", nargs="+", default=list(CONTENTS))
+    parser.add_argument("--holdouts", type=int, nargs="+", default=list(STUDIES))
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--rescore", metavar="LABEL")
+    parser.add_argument("--fallbacks", nargs="+", default=["none", "difference", "agreement"])
+    parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--labels", nargs="*", help="with --summary: these labels only")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_loso")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.summary:
+        print(summary(args.out, args.labels))
+    elif args.rescore:
+        rescore(args)
+    else:
+        run_label(args)
+
+
+if __name__ == "__main__":
+    main()
