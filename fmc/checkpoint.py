@@ -21,7 +21,7 @@ REQUIRED_KEYS = ("state_dict", "hyper_parameters")
 RESUME_KEYS = ("optimizer_states", "loops")
 # Hyper-parameters that decide the network's shape (named in mismatch messages).
 NETWORK_KEYS = ("channels", "out_channels", "features", "depth", "norm", "residual",
-                "out_activation")
+                "out_activation", "confidence")
 
 
 def describe_load_error(error: BaseException) -> str:
@@ -73,6 +73,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FmcInputError(f"{path}: not an fmc checkpoint (its hyper_parameters are not a "
                             "mapping)")
     return checkpoint
+
+
+def set_hyperparameter(path: str | Path, key: str, value: Any) -> None:
+    """Set one hyperparameter of a checkpoint file in place (rewritten atomically)."""
+    import torch
+
+    from fmc.fileutil import atomic_path
+
+    checkpoint = read_checkpoint(path)
+    checkpoint["hyper_parameters"][key] = value
+    with atomic_path(path) as part:
+        torch.save(checkpoint, part)
 
 
 def check_resumable(path: str | Path, checkpoint: dict[str, Any], module) -> None:

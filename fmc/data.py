@@ -147,6 +147,9 @@ class FmcDataModule(L.LightningDataModule):
         flipped by ``"auto"``.
     seed : int, default 0
         Seeds the validation/test patch positions and, with torch's RNG, the training draws.
+    robustness : dict, optional
+        Input-only intensity/optics augmentation strengths (:mod:`fmc.robustness`), applied to
+        training patches when ``augment`` is true.
     distance_scale_um, light_scale_um : float, default 50, 100
         tanh scales of ``surface_distance`` and ``light_map``.
     pin_memory : bool, optional
@@ -165,8 +168,11 @@ class FmcDataModule(L.LightningDataModule):
                  rot90_planes: Sequence[Sequence[int | str] | str] | str = "auto",
                  degradation_axes: Sequence[int | str] | None = None, seed: int = 0,
                  distance_scale_um: float = 50.0, light_scale_um: float = 100.0,
-                 pin_memory: bool | None = None):
+                 pin_memory: bool | None = None, robustness: dict | None = None):
         super().__init__()
+        from fmc.robustness import RobustnessAugment
+
+        robust = RobustnessAugment.from_mapping(robustness)
         # Plain values only (paths as text): checkpoints must load with torch's weights_only.
         self.save_hyperparameters({
             key: str(value) if isinstance(value, os.PathLike) else value
@@ -182,7 +188,7 @@ class FmcDataModule(L.LightningDataModule):
                 [list(p) if not isinstance(p, str) else p for p in rot90_planes],
                 degradation_axes=None if degradation_axes is None else list(degradation_axes),
                 seed=seed, distance_scale_um=distance_scale_um, light_scale_um=light_scale_um,
-                pin_memory=pin_memory).items()})
+                pin_memory=pin_memory, robustness=dict(robustness or {})).items()})
         self.root = Path(root) if root is not None else None
         self.lists = {"train": train_list, "val": val_list, "test": test_list}
         self.channels = [str(c) for c in channels]
@@ -196,6 +202,7 @@ class FmcDataModule(L.LightningDataModule):
         self.seed = seed
         self.distance_scale_um, self.light_scale_um = distance_scale_um, light_scale_um
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.robustness = robust if augment else None
         self._pairs: dict[str, list[Pair]] = {}
         self._attrs: dict[str, list[dict[str, Any]]] = {}
         self.datasets: dict[str, PatchDataset] = {}
@@ -315,8 +322,7 @@ class FmcDataModule(L.LightningDataModule):
             self.datasets["train"] = PatchDataset(
                 self._pairs["train"], samples_per_volume=self.samples_per_volume,
                 epoch_samples=None if self.epoch_steps is None else self.epoch_steps * self.batch_size,
-                flip_axes=flips,
-                rot90_planes=planes, **common)
+                flip_axes=flips, rot90_planes=planes, robustness=self.robustness, **common)
         for split in ("val", "test"):
             if split in self._pairs and split not in self.datasets:
                 self.datasets[split] = PatchDataset(

@@ -99,6 +99,8 @@ class PatchDataset(Dataset):
         (:func:`fmc.patches.scale_channel`).
     max_open_files : int, default 16
         Open H5 handles kept per process (least recently used closed first).
+    robustness : fmc.robustness.RobustnessAugment, optional
+        Intensity/optics augmentation of the raw-image channel (training datasets only).
 
     Items are dicts: ``input`` float32 ``[C, Z, Y, X]``, ``target`` float32 ``[1, Z, Y, X]``,
     ``index`` int and ``origin`` int64 ``[3]`` (ZYX start of the patch in the volume).
@@ -110,7 +112,7 @@ class PatchDataset(Dataset):
                  flip_axes: Sequence[int | str] | str = (),
                  rot90_planes: Sequence[Sequence[int | str] | str] = (), fixed: bool = False,
                  seed: int = 0, distance_scale_um: float = 50.0, light_scale_um: float = 100.0,
-                 max_open_files: int = 16):
+                 max_open_files: int = 16, robustness=None):
         self.pairs: list[Pair] = [(Path(a), Path(f)) for a, f in pairs]
         if not self.pairs:
             raise FmcInputError("no (angle, fused) pairs to sample patches from")
@@ -135,6 +137,9 @@ class PatchDataset(Dataset):
         self.scales = {"surface_distance": float(distance_scale_um),
                        "light_map": float(light_scale_um)}
         self.max_open_files = max(2, int(max_open_files))
+        # Input-only intensity/optics augmentation (fmc.robustness); never on fixed datasets.
+        self.robustness = None if self.fixed or robustness is None or not robustness.enabled \
+            else robustness
         self._reset_handles()
 
     # -- per-process state: never pickled, dropped after a fork ---------------------------------
@@ -211,6 +216,9 @@ class PatchDataset(Dataset):
             augmentation = draw_augmentation(rng, self.flip_axes, self.rot90_planes)
             inputs = apply_augmentation(inputs, augmentation)
             target = apply_augmentation(target, augmentation)
+        if self.robustness is not None:  # the view only: channel 0 is raw_image
+            inputs = np.array(inputs)
+            inputs[0] = self.robustness.apply(inputs[0], rng)
         return {"input": torch.from_numpy(inputs), "target": torch.from_numpy(target),
                 "index": int(index), "origin": torch.as_tensor(origin, dtype=torch.int64)}
 

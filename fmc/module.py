@@ -19,6 +19,7 @@ from fmc.patch_metric import PooledPatchNSSIM
 from fmc.unet3d import UNet3D
 
 OPTIMIZERS = ("radam", "adam", "adamw")
+CONFIDENCES = ("none", "head")
 SCHEDULERS = ("none", "cosine", "plateau")
 
 
@@ -50,6 +51,19 @@ class FusionModule(L.LightningModule):
         Keep the network's weights and activations in the ``channels_last_3d`` memory format
         (the same numbers, a different layout): 1.5x faster training steps on the CPU profile
         (scripts/bench_step.py). Predictions follow the checkpoint's choice.
+    confidence : {'none', 'head'}
+        ``head``: the network has a second output, a per-voxel confidence logit g, and the
+        output is ``view + sigmoid(g) * (prediction - view)``: it falls back to the input view
+        where the network is not sure. The head learns, besides the main loss on the blended
+        output, where the prediction beats the view: a binary cross-entropy (weight
+        ``confidence_weight``) against ``|prediction - target| < |view - target|`` (local means
+        over 3×5×5 voxels, the prediction detached).
+    fallback : {'none', 'difference', 'calibrated'}
+        The input fallback ``fmc.predict`` and whole-volume scoring apply by default
+        (:mod:`fmc.fallback`).
+    change_limit : float, optional
+        For ``fallback=calibrated``: the largest local change the network made on its
+        validation volumes (set at the end of training).
     """
 
     def __init__(self, channels: Sequence[str] = ("raw_image", "surface_distance"),
@@ -63,14 +77,19 @@ class FusionModule(L.LightningModule):
                  spacing_zyx: Sequence[float] | None = None, study: int | None = None,
                  content: str | None = None,
                  normalization: str = "percentile (2, 99.8) per volume, not clipped",
-                 image_panel: bool = True, channels_last: bool = False):
+                 image_panel: bool = True, channels_last: bool = False,
+                 confidence: str = "none", confidence_weight: float = 0.1,
+                 fallback: str = "none", change_limit: float | None = None):
         super().__init__()
+        if confidence not in CONFIDENCES:
+            raise ValueError(f"confidence={confidence!r}: choose one of {', '.join(CONFIDENCES)}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler={scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
         self.save_hyperparameters()
-        self.net = UNet3D(in_channels=len(channels), out_channels=out_channels, features=features,
+        self.net = UNet3D(in_channels=len(channels),
+                          out_channels=out_channels + (confidence == "head"), features=features,
                           depth=depth, norm=norm, negative_slope=negative_slope,
                           out_activation=out_activation, residual=residual)
         if channels_last:
@@ -86,14 +105,43 @@ class FusionModule(L.LightningModule):
         return len(self.hparams.channels)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.forward_parts(inputs)[0]
+
+    def forward_parts(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                            torch.Tensor | None]:
+        """The output, and with a confidence head the raw prediction and the confidence logit."""
         if self.hparams.get("channels_last") and inputs.ndim == 5:
             inputs = inputs.contiguous(memory_format=torch.channels_last_3d)
-        return self.net(inputs)
+        out = self.net(inputs)
+        if self.hparams.get("confidence", "none") != "head":
+            return out, None, None
+        view = inputs[:, :1]
+        prediction, logit = out[:, :1], out[:, 1:2]
+        if self.net.residual:  # UNet3D adds the view to every output channel
+            logit = logit - view
+        blended = view + torch.sigmoid(logit) * (prediction - view)
+        return blended, prediction, logit
+
+    def _confidence_loss(self, prediction: torch.Tensor, logit: torch.Tensor,
+                         target: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """BCE of the confidence logit against "the prediction beats the view here"."""
+        def local(values: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.avg_pool3d(values, (3, 5, 5), stride=1, padding=(1, 2, 2),
+                                                  count_include_pad=False)
+
+        with torch.no_grad():
+            better = (local((prediction.detach() - target).abs())
+                      < local((view - target).abs())).float()
+        return torch.nn.functional.binary_cross_entropy_with_logits(logit.float(), better)
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         inputs, target = batch["input"], batch["target"]
-        prediction = self(inputs)
+        prediction, raw_prediction, logit = self.forward_parts(inputs)
         loss, parts = self.loss_fn(prediction, target, inputs[:, :1])
+        if logit is not None:
+            confidence_loss = self._confidence_loss(raw_prediction, logit, target, inputs[:, :1])
+            loss = loss + float(self.hparams.confidence_weight) * confidence_loss
+            parts = {**parts, "confidence_bce": confidence_loss.detach()}
         batch_size = inputs.shape[0]
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fmc.errors import FmcConfigError, FmcInputError
-from fmc.fallback import FALLBACKS, DifferenceWeighting, PlaneBuffer
+from fmc.fallback import FALLBACK_CHOICES, PlaneBuffer, make_fallback, resolve_fallback
 from fmc.fileutil import remove_stale_parts, writable_folder
 from fmc.network_input import NetworkInput, open_volume
 from fmc.tiling import SEED_ROOF_CROP, WEIGHTINGS, flip_combinations, iter_predicted_slabs
@@ -75,7 +75,8 @@ class PredictSettings:
     tta : tuple of str
         Axes ('z', 'y', 'x') whose flip combinations are averaged (test-time augmentation).
     fallback : str
-        ``none`` or ``difference`` (blend toward the input, :mod:`fmc.fallback`).
+        ``auto`` (the checkpoint's own, default), ``none``, ``difference`` or ``calibrated``
+        (blend toward the input, :mod:`fmc.fallback`).
     output_dtype : str
         ``float32`` (normalised intensities) or ``uint16`` (mapped back to the input's range).
     buffer_threshold_gb : float
@@ -90,7 +91,7 @@ class PredictSettings:
     weighting: str = "gaussian"
     roof_crop: tuple[int, int, int] = SEED_ROOF_CROP
     tta: tuple[str, ...] = field(default_factory=tuple)
-    fallback: str = "none"
+    fallback: str = "auto"
     output_dtype: str = "float32"
     buffer_threshold_gb: float = 2.0
     progress: bool = True
@@ -104,7 +105,7 @@ class PredictSettings:
         if self.batch_size < 1:
             raise FmcConfigError(f"batch_size={self.batch_size}: give at least 1")
         for key, value, choices in (("weighting", self.weighting, WEIGHTINGS),
-                                    ("fallback", self.fallback, FALLBACKS),
+                                    ("fallback", self.fallback, FALLBACK_CHOICES),
                                     ("output_dtype", self.output_dtype, OUTPUT_DTYPES)):
             if value not in choices:
                 raise FmcConfigError(f"{key}={value!r}: choose one of {', '.join(choices)}")
@@ -166,9 +167,10 @@ def predict_file(model, source: str | Path, output: str | Path, settings: Predic
             progress=settings.progress, device=device, tta_axes=settings.tta,
             roof_crop=settings.roof_crop)
         output = Path(output)
-        if settings.fallback == "difference":
-            slabs = _with_difference_fallback(slabs, network_input, output,
-                                              settings.buffer_threshold_gb)
+        fallback = resolve_fallback(settings.fallback, model.hparams)
+        if fallback != "none":
+            slabs = _with_fallback(slabs, network_input, output, settings.buffer_threshold_gb,
+                                   make_fallback(fallback, network_input.shape, model.hparams))
         target = output / _safe_name(name or opened.output_name)
         converted = (_convert(planes, settings.output_dtype, network_input) for _, planes in slabs)
         from fmc.io import write_volume_slabs
@@ -194,11 +196,10 @@ def _warn_on_mismatch(model, meta, source: Path) -> None:
                     trained)
 
 
-def _with_difference_fallback(slabs: Iterator[tuple[int, np.ndarray]], network_input: NetworkInput,
-                              folder: Path, threshold_gb: float) -> Iterator[tuple[int, np.ndarray]]:
+def _with_fallback(slabs: Iterator[tuple[int, np.ndarray]], network_input: NetworkInput,
+                   folder: Path, threshold_gb: float, weighting) -> Iterator[tuple[int, np.ndarray]]:
     """Two passes: record the change while predicting, then blend toward the input."""
     shape = network_input.shape
-    weighting = DifferenceWeighting(shape)
     folder.mkdir(parents=True, exist_ok=True)
     with PlaneBuffer(shape, threshold_gb * 1e9, folder) as buffer:
         for z0, planes in slabs:
@@ -285,7 +286,7 @@ def settings_from(cfg) -> PredictSettings:
         weighting=str(cfg.get("weighting", "gaussian")),
         roof_crop=tuple(int(c) for c in cfg.get("roof_crop", SEED_ROOF_CROP)),
         tta=tuple(str(a) for a in (cfg.get("tta") or ())),
-        fallback=str(cfg.get("fallback", "none")),
+        fallback=str(cfg.get("fallback", "auto")),
         output_dtype=str(cfg.get("output_dtype", "float32")),
         buffer_threshold_gb=float(cfg.get("buffer_threshold_gb", 2.0)),
         progress=bool(cfg.get("progress", True))).check()

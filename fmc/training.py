@@ -278,7 +278,8 @@ def build_datamodule(cfg: DictConfig, root: Path):
         epoch_steps=None if data.get("epoch_steps") is None else int(data.epoch_steps),
         augment=bool(data.augment), degradation_axes=degradation_axes(cfg.study),
         seed=int(cfg.seed), distance_scale_um=float(data.distance_scale_um),
-        light_scale_um=float(data.light_scale_um))
+        light_scale_um=float(data.light_scale_um),
+        robustness=OmegaConf.to_container(data.robustness) if data.get("robustness") else None)
 
 
 def build_module(cfg: DictConfig, info: dict[str, Any]):
@@ -299,7 +300,10 @@ def build_module(cfg: DictConfig, info: dict[str, Any]):
         spacing_zyx=info.get("spacing_zyx"), study=info.get("study"),
         content=info.get("content") or str(cfg.content),
         image_panel=bool(model.image_panel),
-        channels_last=bool(model.get("channels_last", False)))
+        channels_last=bool(model.get("channels_last", False)),
+        confidence=str(model.get("confidence", "none")),
+        confidence_weight=float(model.get("confidence_weight", 0.1)),
+        fallback=str(model.get("fallback", "none")))
 
 
 SELECTION_METRICS = ("val/volume_n_ssim", "val/n_ssim")
@@ -359,6 +363,37 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = 
     # uninterrupted one would have (fmc.random_state).
     callbacks += [RandomState(), TrainClock()]
     return callbacks
+
+
+def calibrate_fallback(cfg: DictConfig, selection: dict[str, Any], module,
+                       val_pairs: list | None) -> dict[str, Any]:
+    """With ``model.fallback=calibrated``: measure the change limit on the validation volumes
+    and store it in the selected checkpoint (and the last one), so that ``fmc.predict`` and
+    ``fmc.challenge`` apply it by default. Returns ``{"fallback/change_limit": value}``."""
+    if str(cfg.model.get("fallback", "none")) != "calibrated":
+        return {}
+    if not val_pairs:
+        log.warning("model.fallback=calibrated without validation volumes: no change limit, "
+                    "the checkpoint predicts without fallback")
+        return {}
+    from fmc.checkpoint import set_hyperparameter
+    from fmc.volume_scoring import calibrate_change_limit_on
+
+    model = module
+    if selection.get("checkpoint"):
+        from fmc.prediction import load_model
+
+        model = load_model(selection["checkpoint"], str(next(module.parameters()).device))
+    volume = cfg.callbacks.get("volume_validation") or {}
+    limit = calibrate_change_limit_on(model, val_pairs, overlap=float(volume.get("overlap", 0.5)),
+                                      batch_size=int(volume.get("batch_size", 4)))
+    for path in {selection.get("checkpoint"), str(output_folder() / "checkpoints" / "last.ckpt")}:
+        if path and Path(path).is_file():
+            set_hyperparameter(path, "change_limit", limit)
+    module.hparams["change_limit"] = limit
+    log.info("fallback=calibrated: change limit %.4f (99th percentile of the local change on "
+             "%d validation volumes)", limit, len(val_pairs))
+    return {"fallback/change_limit": limit}
 
 
 def score_test_volumes(cfg: DictConfig, datamodule, selection: dict[str, Any],
@@ -467,6 +502,7 @@ def train(cfg: DictConfig) -> float | None:
                          weights_only=True)
         metrics = run_metrics(cfg, trainer, selection)
         if trainer.is_global_zero:
+            metrics.update(calibrate_fallback(cfg, selection, module, val_pairs))
             metrics.update(score_test_volumes(cfg, datamodule, selection, module))
         write_text_atomic(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         if logger and type(logger).__name__ == "WandbLogger":

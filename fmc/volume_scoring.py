@@ -40,12 +40,15 @@ class VolumeScore:
 
 
 def predict_h5_volume(model, angle_path: str | Path, overlap: float = 0.5, batch_size: int = 2,
-                      patch: Sequence[int] | None = None) -> np.ndarray:
+                      patch: Sequence[int] | None = None, fallback: str = "auto") -> np.ndarray:
     """Predict one prepared angle file in memory (float32 ZYX), as ``fmc.predict`` would.
 
     ``model`` is a :class:`fmc.module.FusionModule` (its channels, scales and training patch are
-    used); it is put in eval mode for the pass and restored afterwards.
+    used); it is put in eval mode for the pass and restored afterwards. ``fallback`` as in
+    ``fmc.predict`` (``auto``: the checkpoint's own, :mod:`fmc.fallback`).
     """
+    from fmc.fallback import apply_in_memory, resolve_fallback
+
     hp = model.hparams
     opened = open_volume(angle_path)
     was_training = model.training
@@ -56,20 +59,25 @@ def predict_h5_volume(model, angle_path: str | Path, overlap: float = 0.5, batch
         device = next(model.parameters()).device
         slabs = iter_predicted_slabs(network_input, model, tuple(patch or hp.patch_size),
                                      overlap=overlap, batch_size=batch_size, device=device)
-        return np.concatenate([planes for _, planes in slabs], axis=0)
+        prediction = np.concatenate([planes for _, planes in slabs], axis=0)
+        kind = resolve_fallback(fallback, hp)
+        if kind == "none":
+            return prediction
+        return apply_in_memory(kind, network_input.raw(0, prediction.shape[0]), prediction, hp)
     finally:
         opened.close()
         model.train(was_training)
 
 
 def score_h5_pairs(model, pairs: Sequence[tuple[Path, Path]], overlap: float = 0.5,
-                   batch_size: int = 2) -> list[VolumeScore]:
+                   batch_size: int = 2, fallback: str = "auto") -> list[VolumeScore]:
     """Predict each (angle, fused) H5 pair and score it with the challenge's N_SSIM."""
     import h5py
 
     scores = []
     for angle_path, fused_path in pairs:
-        prediction = predict_h5_volume(model, angle_path, overlap=overlap, batch_size=batch_size)
+        prediction = predict_h5_volume(model, angle_path, overlap=overlap, batch_size=batch_size,
+                                       fallback=fallback)
         with h5py.File(angle_path, "r") as angle, h5py.File(fused_path, "r") as fused:
             value = n_ssim(prediction, fused[RAW_IMAGE], angle[RAW_IMAGE])
         study = read_attrs(fused_path).get("study")
@@ -89,6 +97,30 @@ def summarize_scores(scores: Sequence[VolumeScore], prefix: str) -> dict[str, fl
         if per_study:
             summary[f"{prefix}/study{study}"] = float(np.mean(per_study))
     return summary
+
+
+def calibrate_change_limit_on(model, pairs: Sequence[tuple[Path, Path]], overlap: float = 0.5,
+                              batch_size: int = 2, percentile: float = 99.0) -> float:
+    """``change_limit`` of ``model`` (:class:`fmc.fallback.ChangeLimit`) from volumes it knows.
+
+    Predicts each pair's angle volume without fallback and takes the ``percentile`` of the
+    local change over all coarse nodes (:func:`fmc.fallback.calibrate_change_limit`).
+    """
+    from fmc.fallback import DifferenceWeighting, calibrate_change_limit
+
+    changes = []
+    for angle_path, _ in pairs:
+        prediction = predict_h5_volume(model, angle_path, overlap=overlap, batch_size=batch_size,
+                                       fallback="none")
+        opened = open_volume(angle_path)
+        try:
+            view = NetworkInput(opened, ["raw_image"]).raw(0, prediction.shape[0])
+        finally:
+            opened.close()
+        weighting = DifferenceWeighting(prediction.shape)
+        weighting.add(0, view, prediction)
+        changes.append(weighting.coarse_change())
+    return calibrate_change_limit(changes, percentile)
 
 
 class Stopwatch:
