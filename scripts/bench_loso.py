@@ -15,8 +15,9 @@ For each content (nucleus, membrane) and seed, one after the other on the same c
 Each run trains ``--steps`` optimizer steps (about 2 minutes on 2 cores with the CPU profile),
 whole-volume validation every ``--steps``/4 steps, with the fmc defaults plus ``--fmc``: a fixed
 amount of compute, so that variants compare fairly even when the machine is shared (a time
-budget would give a loaded machine fewer steps). Its end-of-training test scores (the challenge's N_SSIM on whole
-volumes, with the output the checkpoint's settings give) are appended to ``OUT/results.jsonl``.
+budget would give a loaded machine fewer steps). Its end-of-training test scores (the
+challenge's N_SSIM on whole volumes, with the output the checkpoint's settings give) are appended
+to ``OUT/results.jsonl``.
 ``--rescore LABEL`` scores the same checkpoints again in-process with other ``fallback``
 settings (rows labelled ``LABEL+fallback``). ``--summary`` prints the table of
 docs/benchmarks.md: per held-out study, the LOSO mean over its volumes, the worst volume, and the
