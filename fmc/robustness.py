@@ -15,7 +15,8 @@ probability ``data.robustness.probability``, independently of the others:
   (another normalisation, background or bleaching level);
 * ``noise`` n: Gaussian noise of σ = s·sqrt(max(x, 0) + 0.01), s uniform in [0, n] (shot noise of
   a shorter exposure; the normalised intensities are about 0-1);
-* ``blur`` b: Gaussian blur of σ uniform in [0, b] voxels (a thicker sheet, a weaker objective);
+* ``blur`` b: Gaussian blur, σ along Z and σ across YX drawn apart, each uniform in [0, b]
+  voxels (a thicker sheet blurs along Z, a weaker objective across YX);
 * ``attenuation`` a: the patch dims along a random axis and direction as exp(-u t), t in [0, 1]
   across the patch, u uniform in [0, a] (another depth of tissue in front of it).
 
@@ -83,7 +84,8 @@ class RobustnessAugment:
         # patches the others touch.
         chosen = {kind: rng.random() < self.probability for kind in KINDS}
         if chosen["blur"] and self.blur > 0:
-            out = ndimage.gaussian_filter(out, rng.uniform(0, self.blur), mode="reflect")
+            axial, lateral = rng.uniform(0, self.blur, size=2)
+            out = ndimage.gaussian_filter(out, (axial, lateral, lateral), mode="reflect")
         if chosen["attenuation"] and self.attenuation > 0:
             axis = int(rng.integers(3))
             ramp = np.linspace(0.0, 1.0, out.shape[axis], dtype=np.float32)

@@ -100,10 +100,10 @@ def test_holdout_run_with_a_confidence_head_and_a_calibrated_fallback(three_stud
     assert (tmp_path / "report" / "report_loso.png").is_file()
     assert "| nucleus | 2 | 3 |" in (tmp_path / "report" / "report.md").read_text()
 
-    # fmc.predict applies the stored fallback (auto); fallback=none gives another output.
+    # fmc.predict applies the stored fallback (auto) without extra flags.
     view = raw / "image_3_nucleus_angle.tif"
     outputs = {}
-    for choice in ("auto", "none", "calibrated"):
+    for choice in ("auto", "calibrated"):
         out = tmp_path / f"pred_{choice}"
         predicted = run_command("fmc.predict", f"ckpt={metrics['best/checkpoint']}",
                                 f"input={view}", f"output={out}", f"fallback={choice}",

@@ -16,7 +16,10 @@ from fmc.io import read_volume
 from fmc.metrics import ssim_against
 from fmc.specimen import render_specimen
 from fmc.studies import STUDIES, get_profile
+from fmc.lightsheet import OpticsParams
 from fmc.synth import (
+    GENERATOR_VERSION,
+    VERSION_FILE,
     SynthSettings,
     ensure_default_dataset,
     generate_pair,
@@ -141,6 +144,33 @@ def test_default_dataset_is_created_once(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="fmc.synth"):
         ensure_default_dataset(root, images_per_combo=1)
     assert not caplog.records and (root / files[0]).stat().st_mtime_ns == stamp
+    # A dataset of another generator version is rebuilt.
+    (root / VERSION_FILE).write_text("1\n")
+    with caplog.at_level(logging.INFO, logger="fmc.synth"):
+        ensure_default_dataset(root, images_per_combo=1)
+    assert any("no data root given" in r.getMessage() for r in caplog.records)
+    assert (root / VERSION_FILE).read_text().strip() == str(GENERATOR_VERSION)
+
+
+def test_studies_have_their_own_specimen_and_optics_and_overrides_win():
+    from omegaconf import OmegaConf
+
+    from fmc.synth import settings_from_config, study_params
+
+    specimen, optics = study_params(3)
+    assert optics.attenuation_length_um == STUDIES[3].synthetic_optics["attenuation_length_um"]
+    assert specimen.cell_diameter_um == STUDIES[3].synthetic_specimen["cell_diameter_um"]
+    assert study_params(1)[1] == OpticsParams()  # study 1 keeps the defaults
+    assert len({study_params(s)[1] for s in STUDIES}) == len(STUDIES)  # all differ
+    # A command-line value changes that one field of the study's own parameters.
+    settings = settings_from_config(OmegaConf.create({"study": 3, "optics": {"photons": 100}}))
+    assert settings.optics.photons == 100
+    assert settings.optics.attenuation_length_um == optics.attenuation_length_um
+    assert settings.specimen is None  # the study's own
+    # Different optics give different pairs from the same seed.
+    first = generate_pair(3, "nucleus", 0, **TINY)[0]
+    brighter = generate_pair(3, "nucleus", 0, settings=settings, **TINY)[0]
+    assert not np.array_equal(first, brighter)
 
 
 def _cli(*args, cwd):
