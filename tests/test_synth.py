@@ -13,10 +13,10 @@ from scipy import ndimage
 
 from fmc.errors import FmcConfigError
 from fmc.io import read_volume
+from fmc.lightsheet import OpticsParams
 from fmc.metrics import ssim_against
 from fmc.specimen import render_specimen
 from fmc.studies import STUDIES, get_profile
-from fmc.lightsheet import OpticsParams
 from fmc.synth import (
     GENERATOR_VERSION,
     VERSION_FILE,
