@@ -48,6 +48,7 @@ from fmc.patches import (
     plane_indices,
     scale_channel,
 )
+from fmc.robustness import resample_z
 
 Pair = tuple[Path, Path]
 
@@ -205,11 +206,18 @@ class PatchDataset(Dataset):
         target_data = fused[TARGET_DATASET]
         shape = target_data.shape
         foreground = self._foreground_coordinates(fused_path) if self.foreground_share > 0 else None
-        origin = draw_origin(rng, self.patch_size, shape, foreground, self.foreground_share)
-        window = patch_window(origin, self.patch_size, shape)
+        # Another Z step (fmc.robustness, "anisotropy"): read more or fewer planes, resample.
+        z_factor = 1.0 if self.robustness is None else self.robustness.z_step_factor(rng)
+        read = self.patch_size if z_factor == 1.0 else (
+            max(2, int(round(self.patch_size[0] * z_factor))), *self.patch_size[1:])
+        origin = draw_origin(rng, read, shape, foreground, self.foreground_share)
+        window = patch_window(origin, read, shape)
         inputs = np.stack([scale_channel(name, angle[CHANNELS[name].dataset][window],
                                          self.scales.get(name)) for name in self.channels])
         target = np.asarray(target_data[window], dtype=np.float32)[None]
+        if z_factor != 1.0:
+            planes = min(self.patch_size[0], max(1, int(round(inputs.shape[1] / z_factor))))
+            inputs, target = resample_z(inputs, planes), resample_z(target, planes)
         inputs, target = pad_to_patch(inputs, self.patch_size), pad_to_patch(target, self.patch_size)
         if self.flip_axes or self.rot90_planes:
             # One draw for both: input and target must stay voxel-aligned.

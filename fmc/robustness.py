@@ -20,6 +20,14 @@ probability ``data.robustness.probability``, independently of the others:
 * ``attenuation`` a: the patch dims along a random axis and direction as exp(-u t), t in [0, 1]
   across the patch, u uniform in [0, a] (another depth of tissue in front of it).
 
+One geometric kind changes the view **and** the target alike (and the geometric channels), since
+it changes the sampling, not the acquisition:
+
+* ``anisotropy`` a: the Z step is multiplied by 2**u, u uniform in [-a, a] (another plane
+  spacing; studies' Z steps differ 1-3 µm at 0.2-0.4 µm lateral pixels): a patch of
+  ``round(Z * 2**u)`` planes is read, smoothed along Z when it is thinned (anti-aliasing) and
+  resampled linearly to Z planes (:func:`resample_z`).
+
 The draws come from the sample's own generator (:meth:`fmc.dataset.PatchDataset.generator`), so
 a run stays reproducible.
 """
@@ -36,6 +44,7 @@ from scipy import ndimage
 from fmc.errors import FmcConfigError
 
 KINDS = ("gamma", "contrast", "noise", "blur", "attenuation")
+GEOMETRIC_KINDS = ("anisotropy",)
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class RobustnessAugment:
     noise: float = 0.0
     blur: float = 0.0
     attenuation: float = 0.0
+    anisotropy: float = 0.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> RobustnessAugment:
@@ -66,7 +76,7 @@ class RobustnessAugment:
         if not 0.0 <= made.probability <= 1.0:
             raise FmcConfigError(f"data.robustness.probability={made.probability}: give a "
                                  "value in [0, 1]")
-        negative = [k for k in KINDS if getattr(made, k) < 0]
+        negative = [k for k in (*KINDS, *GEOMETRIC_KINDS) if getattr(made, k) < 0]
         if negative:
             raise FmcConfigError(f"data.robustness.{negative[0]}={getattr(made, negative[0])}: "
                                  "strengths are >= 0 (0 = off)")
@@ -75,7 +85,19 @@ class RobustnessAugment:
     @property
     def enabled(self) -> bool:
         """True when any kind has a positive strength and the probability is positive."""
-        return self.probability > 0 and any(getattr(self, k) > 0 for k in KINDS)
+        return self.probability > 0 and any(getattr(self, k) > 0
+                                            for k in (*KINDS, *GEOMETRIC_KINDS))
+
+    def z_step_factor(self, rng: np.random.Generator) -> float:
+        """The factor of the Z step for one patch (1.0: unchanged; no draw when off, so the
+        patches of a run without it are those of a run without any augmentation)."""
+        if self.anisotropy <= 0:
+            return 1.0
+        chosen = rng.random() < self.probability
+        exponent = rng.uniform(-1.0, 1.0)
+        if not chosen:
+            return 1.0
+        return float(2.0 ** (exponent * self.anisotropy))
 
     def apply(self, view: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Augment one ZYX input patch (float32); returns a new array (``view`` is not changed)."""
@@ -105,3 +127,26 @@ class RobustnessAugment:
             sigma = rng.uniform(0, self.noise) * np.sqrt(np.maximum(out, 0) + 0.01)
             out = out + sigma * rng.standard_normal(out.shape, dtype=np.float32)
         return out.astype(np.float32, copy=False)
+
+
+def resample_z(array: np.ndarray, planes: int) -> np.ndarray:
+    """Resample the Z axis (third from last) of ``array`` to ``planes`` planes, linearly.
+
+    Cell-centred sampling (both ends map to the ends' voxel centres' footprint); when planes are
+    thinned the array is first smoothed along Z (σ = half the step ratio) against aliasing.
+    """
+    current = array.shape[-3]
+    if current == planes:
+        return array
+    ratio = current / planes
+    values = np.asarray(array, np.float32)
+    if ratio > 1:
+        values = ndimage.gaussian_filter1d(values, sigma=0.5 * ratio, axis=-3, mode="reflect")
+    positions = (np.arange(planes, dtype=np.float64) + 0.5) * ratio - 0.5
+    positions = np.clip(positions, 0, current - 1)
+    low = np.floor(positions).astype(int)
+    high = np.minimum(low + 1, current - 1)
+    weight = (positions - low).astype(np.float32).reshape(-1, 1, 1)
+    low_planes = np.take(values, low, axis=-3)
+    high_planes = np.take(values, high, axis=-3)
+    return (low_planes + weight * (high_planes - low_planes)).astype(np.float32)

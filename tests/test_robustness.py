@@ -72,3 +72,36 @@ def test_training_patches_change_the_view_only(h5_root):
     np.testing.assert_array_equal(a["target"], b["target"])
     np.testing.assert_array_equal(a["input"][1], b["input"][1])  # surface distance unchanged
     assert not np.allclose(a["input"][0], b["input"][0])
+
+
+def test_resample_z_keeps_constants_and_ramps():
+    from fmc.robustness import resample_z
+
+    constant = np.full((2, 12, 4, 4), 3.0, np.float32)
+    np.testing.assert_allclose(resample_z(constant, 6), 3.0, rtol=1e-6)
+    np.testing.assert_allclose(resample_z(constant, 20), 3.0, rtol=1e-6)
+    ramp = np.broadcast_to(np.arange(8, dtype=np.float32)[:, None, None], (8, 3, 3)).copy()
+    up = resample_z(ramp, 16)  # finer planes: the ramp at the new plane centres
+    np.testing.assert_allclose(up[4:12, 0, 0], (np.arange(4, 12) + 0.5) / 2 - 0.5, atol=1e-5)
+    assert resample_z(ramp, 8) is ramp
+
+
+def test_anisotropy_resamples_view_and_target_alike(h5_root):
+    import torch
+
+    from fmc.dataset import PatchDataset
+    from fmc.splits import read_list
+
+    pairs = read_list(h5_root / "lists" / "study1_nucleus_train.csv", h5_root)
+    common = dict(channels=["raw_image", "surface_distance"], patch_size=(8, 16, 16), seed=1,
+                  foreground_share=0.0)
+    robust = PatchDataset(pairs, robustness=RobustnessAugment(probability=1.0, anisotropy=1.0),
+                          epoch_samples=6, **common)
+    factors = []
+    for index in range(6):
+        torch.manual_seed(index)
+        sample = robust[index]
+        assert sample["input"].shape == (2, 8, 16, 16) and sample["target"].shape == (1, 8, 16, 16)
+        torch.manual_seed(index)
+        factors.append(robust.robustness.z_step_factor(robust.generator(index)))
+    assert min(factors) < 1 < max(factors)
