@@ -3,7 +3,7 @@
     python scripts/bench_loso.py --label base --seeds 0
     python scripts/bench_loso.py --label head --seeds 0 --fmc "model.confidence=head"
     python scripts/bench_loso.py --rescore base --fallbacks difference calibrated
-    python scripts/bench_loso.py --summary
+    python scripts/bench_loso.py --summary [--overview] [--labels base head ...]
 
 For each content (nucleus, membrane) and seed, one after the other on the same cores:
 
@@ -190,6 +190,18 @@ def summary(out: Path, labels: list[str] | None) -> str:
     return "\n".join(lines)
 
 
+def overview(out: Path, labels: list[str] | None) -> str:
+    """One row per variant and content: the **all** rows of :func:`summary`, side by side."""
+    rows = [line for line in summary(out, labels).splitlines() if "| **all** |" in line]
+    lines = ["| variant | content | LOSO mean | worst volume | in-domain (study=all) | "
+             "min LOSO / in-domain |", "|---|---|---|---|---|---|"]
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        lines.append(f"| {cells[0]} | {cells[1]} | {cells[3]} | {cells[4]} | {cells[5]} | "
+                     f"{cells[6].replace(' (min)', '')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--label", default="base")
@@ -203,11 +215,13 @@ def main() -> None:
     parser.add_argument("--fallbacks", nargs="+", default=["difference", "calibrated"])
     parser.add_argument("--summary", action="store_true")
     parser.add_argument("--labels", nargs="*", help="with --summary: these labels only")
+    parser.add_argument("--overview", action="store_true",
+                        help="with --summary: one row per variant and content")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_loso")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.summary:
-        print(summary(args.out, args.labels))
+        print(overview(args.out, args.labels) if args.overview else summary(args.out, args.labels))
     elif args.rescore:
         rescore(args)
     else:
