@@ -4,6 +4,7 @@
     python scripts/bench_loso.py --label head --seeds 0 --fmc "model.confidence=head"
     python scripts/bench_loso.py --rescore base --fallbacks difference calibrated
     python scripts/bench_loso.py --summary [--overview] [--labels base head ...]
+    python scripts/bench_loso.py --figure head+calibrated docs/figures/loso_defaults.png
 
 For each content (nucleus, membrane) and seed, one after the other on the same cores:
 
@@ -202,6 +203,17 @@ def overview(out: Path, labels: list[str] | None) -> str:
     return "\n".join(lines)
 
 
+def figure(out: Path, label: str, path: Path) -> Path:
+    """The leave-one-study-out bar chart of ``label`` (fmc.report's, from results.jsonl)."""
+    from fmc.loso import HeldOutScores, loso_rows, write_loso_figure
+
+    scores = [HeldOutScores(r["content"], int(r["holdout"]), Path(r["run"]).name, r["volumes"])
+              for r in read_rows(out) if r["label"] == label and r["holdout"] is not None]
+    if not scores:
+        raise SystemExit(f"no leave-one-study-out rows labelled {label!r}")
+    return write_loso_figure(loso_rows(scores), path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--label", default="base")
@@ -217,10 +229,14 @@ def main() -> None:
     parser.add_argument("--labels", nargs="*", help="with --summary: these labels only")
     parser.add_argument("--overview", action="store_true",
                         help="with --summary: one row per variant and content")
+    parser.add_argument("--figure", nargs=2, metavar=("LABEL", "PNG"),
+                        help="write the leave-one-study-out bar chart of LABEL")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_loso")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.summary:
+    if args.figure:
+        print(figure(args.out, args.figure[0], Path(args.figure[1])))
+    elif args.summary:
         print(overview(args.out, args.labels) if args.overview else summary(args.out, args.labels))
     elif args.rescore:
         rescore(args)
