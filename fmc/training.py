@@ -365,6 +365,22 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = 
     return callbacks
 
 
+def selected_model(selection: dict[str, Any], module):
+    """The selected checkpoint's model (on ``module``'s device), else ``module`` itself."""
+    if not selection.get("checkpoint"):
+        return module
+    from fmc.prediction import load_model
+
+    return load_model(selection["checkpoint"], str(next(module.parameters()).device))
+
+
+def window_settings(cfg: DictConfig) -> dict[str, Any]:
+    """Sliding-window overlap and batch of whole-volume scoring (``callbacks.volume_validation``)."""
+    volume = cfg.callbacks.get("volume_validation") or {}
+    return {"overlap": float(volume.get("overlap", 0.5)),
+            "batch_size": int(volume.get("batch_size", 4))}
+
+
 def calibrate_fallback(cfg: DictConfig, selection: dict[str, Any], module,
                        val_pairs: list | None) -> dict[str, Any]:
     """With ``model.fallback=calibrated``: measure the change limit on the validation volumes
@@ -379,14 +395,8 @@ def calibrate_fallback(cfg: DictConfig, selection: dict[str, Any], module,
     from fmc.checkpoint import set_hyperparameter
     from fmc.volume_scoring import calibrate_change_limit_on
 
-    model = module
-    if selection.get("checkpoint"):
-        from fmc.prediction import load_model
-
-        model = load_model(selection["checkpoint"], str(next(module.parameters()).device))
-    volume = cfg.callbacks.get("volume_validation") or {}
-    limit = calibrate_change_limit_on(model, val_pairs, overlap=float(volume.get("overlap", 0.5)),
-                                      batch_size=int(volume.get("batch_size", 4)))
+    limit = calibrate_change_limit_on(selected_model(selection, module), val_pairs,
+                                      **window_settings(cfg))
     for path in {selection.get("checkpoint"), str(output_folder() / "checkpoints" / "last.ckpt")}:
         if path and Path(path).is_file():
             set_hyperparameter(path, "change_limit", limit)
@@ -416,14 +426,7 @@ def score_test_volumes(cfg: DictConfig, datamodule, selection: dict[str, Any],
         raise
     from fmc.volume_scoring import score_h5_pairs, summarize_scores
 
-    model = module
-    if selection.get("checkpoint"):
-        from fmc.prediction import load_model
-
-        model = load_model(selection["checkpoint"], str(next(module.parameters()).device))
-    volume = cfg.callbacks.get("volume_validation") or {}
-    scores = score_h5_pairs(model, pairs, overlap=float(volume.get("overlap", 0.5)),
-                            batch_size=int(volume.get("batch_size", 4)))
+    scores = score_h5_pairs(selected_model(selection, module), pairs, **window_settings(cfg))
     result: dict[str, Any] = summarize_scores(scores, "test/n_ssim")
     result["test/volumes"] = {s.name: s.n_ssim for s in scores}
     log.info("test N_SSIM (challenge metric, %d whole volumes): %.4f", len(scores),
