@@ -62,20 +62,12 @@ def study_params(study: int, specimen_overrides: dict | None = None,
                  optics_overrides: dict | None = None) -> tuple[SpecimenParams, OpticsParams]:
     """The study's synthetic specimen and optics, with ``*_overrides`` applied on top."""
     profile = get_profile(study)
-    specimen = dataclasses.replace(SpecimenParams(), **profile.synthetic_specimen,
-                                   **_without(specimen_overrides, profile.synthetic_specimen))
-    optics = dataclasses.replace(OpticsParams(), **profile.synthetic_optics,
-                                 **_without(optics_overrides, profile.synthetic_optics))
-    if specimen_overrides:
-        specimen = dataclasses.replace(specimen, **specimen_overrides)
-    if optics_overrides:
-        optics = dataclasses.replace(optics, **optics_overrides)
+    # Merged as mappings first: a key both in the study's values and the overrides is one value.
+    specimen = dataclasses.replace(SpecimenParams(), **{**profile.synthetic_specimen,
+                                                        **(specimen_overrides or {})})
+    optics = dataclasses.replace(OpticsParams(), **{**profile.synthetic_optics,
+                                                    **(optics_overrides or {})})
     return specimen, optics
-
-
-def _without(overrides: dict | None, keys) -> dict:
-    """``overrides`` less ``keys`` (they are applied in a second step, after the study's)."""
-    return {k: v for k, v in (overrides or {}).items() if k not in keys}
 
 
 def resolved_params(study: int, settings: SynthSettings) -> tuple[SpecimenParams, OpticsParams]:

@@ -31,9 +31,7 @@ import argparse
 import json
 import math
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
+from bench_recipe import run  # noqa: E402
 from benchtools import machine  # noqa: E402
 
 STUDIES = (1, 2, 3, 4, 5)
@@ -49,19 +48,11 @@ HARM_LIMIT = -0.02
 
 
 def train(out: Path, overrides: list[str], log: Path) -> dict:
-    """One ``fmc.train`` run into ``out``; its metrics.json."""
-    command = [sys.executable, "-m", "fmc.train", "logger=none",
-               "trainer.enable_progress_bar=false", f"hydra.run.dir={out}", *overrides]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with log.open("w") as handle:
-        handle.write("$ " + shlex.join(command) + "\n")
-        handle.flush()
-        result = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise SystemExit(f"failed: {shlex.join(command)}\n" + log.read_text()[-3000:])
+    """One ``fmc.train`` run into ``out`` (bench_recipe's runner); its metrics.json."""
+    seconds = run([sys.executable, "-m", "fmc.train", "logger=none",
+                   "trainer.enable_progress_bar=false", f"hydra.run.dir={out}", *overrides], log)
     metrics = json.loads((out / "metrics.json").read_text())
-    metrics["wall_s"] = round(time.perf_counter() - start, 1)
+    metrics["wall_s"] = round(seconds, 1)
     return metrics
 
 
@@ -100,13 +91,10 @@ def run_label(args) -> None:
 
 def rescore(args) -> None:
     """Score the checkpoints of ``--rescore LABEL`` again with each of ``--fallbacks``."""
-    import torch
-
     from fmc.prediction import load_model
     from fmc.splits import read_list
     from fmc.volume_scoring import calibrate_change_limit_on, score_h5_pairs
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     h5 = REPO / "data" / "synthetic_h5"
     rows = [r for r in read_rows(args.out) if r["label"] == args.rescore
             and r["fallback"] == "checkpoint"]
