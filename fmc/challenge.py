@@ -16,8 +16,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fmc.cli import hydra_entry
-from fmc.errors import FmcConfigError, FmcInputError
+from fmc.core.cli import hydra_entry
+from fmc.core.errors import FmcConfigError, FmcInputError
 
 log = logging.getLogger("fmc.challenge")
 ON_ERROR = ("identity", "fail")
@@ -37,7 +37,7 @@ def challenge_files(folder: str | Path) -> list[Path]:
 
 def write_identity(source: Path, output: Path) -> Path:
     """Copy a view to the output (as a valid TIFF with its metadata), the safe answer."""
-    from fmc.io import read_volume, write_volume
+    from fmc.io.tiff import read_volume, write_volume
 
     volume, meta = read_volume(source)
     return write_volume(output / source.name, volume, meta)
@@ -46,8 +46,8 @@ def write_identity(source: Path, output: Path) -> Path:
 @hydra_entry("challenge", "fmc.challenge")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    from fmc.prediction import check_output_folder, predict_file, settings_from
-    from fmc.runner import ModelPicker
+    from fmc.inference.prediction import check_output_folder, predict_file, settings_from
+    from fmc.inference.runner import ModelPicker
 
     if cfg.on_error not in ON_ERROR:
         raise FmcConfigError(f"on_error={cfg.on_error!r}: choose one of {', '.join(ON_ERROR)}")

@@ -1,7 +1,8 @@
 """``python -m fmc.predict``: apply a checkpoint (or a registry of them) to volumes.
 
-See ``conf/predict.yaml``. Thin entry point; logic in :mod:`fmc.prediction`, :mod:`fmc.tiling`
-and :mod:`fmc.registry`.
+See ``conf/predict.yaml``. Thin entry point; logic in :mod:`fmc.inference.prediction`,
+:mod:`fmc.inference.tiling`
+and :mod:`fmc.inference.registry`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fmc.cli import hydra_entry
+from fmc.core.cli import hydra_entry
 
 log = logging.getLogger("fmc.predict")
 
@@ -19,8 +20,8 @@ log = logging.getLogger("fmc.predict")
 @hydra_entry("predict", "fmc.predict")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    from fmc.prediction import check_output_folder, input_files, settings_from
-    from fmc.runner import ModelPicker, check_inputs, predict_files
+    from fmc.inference.prediction import check_output_folder, input_files, settings_from
+    from fmc.inference.runner import ModelPicker, check_inputs, predict_files
 
     settings = settings_from(cfg)
     files = input_files(cfg.input)

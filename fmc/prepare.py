@@ -1,79 +1,14 @@
-"""``python -m fmc.prepare``: TIFF pairs → training-ready H5 files and split lists.
+"""``python -m fmc.prepare``: TIFF pairs to normalised HDF5 volumes and split lists.
 
-Thin entry point: configuration in ``conf/prepare.yaml``; logic in :mod:`fmc.conversion`,
-:mod:`fmc.channels`, :mod:`fmc.h5store` and :mod:`fmc.splits`.
+Settings: ``conf/prepare.yaml``; the work is done by :mod:`fmc.preprocessing.prepare`.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 from omegaconf import DictConfig
 
-from fmc.cli import hydra_entry
-from fmc.conversion import DEFAULT_H5_ROOT, ConversionResult, convert_folder, prune_default_h5
-from fmc.errors import FmcConfigError, FmcInputError
-from fmc.h5store import COMPRESSIONS
-from fmc.splits import shape_mismatches, write_lists
-
-log = logging.getLogger("fmc.prepare")
-
-
-def folders(cfg: DictConfig) -> tuple[Path, Path]:
-    """Input and output folders from the config (embedded dataset when input is null)."""
-    if cfg.input is None:
-        from fmc.synth import ensure_default_dataset
-
-        source = ensure_default_dataset()
-        if cfg.output is None:
-            prune_default_h5(source)  # the embedded dataset's own folder: drop older plans
-        return source, Path(cfg.output) if cfg.output is not None else DEFAULT_H5_ROOT
-    source = Path(cfg.input)
-    output = Path(cfg.output) if cfg.output is not None else \
-        source.with_name(source.name + "_h5")
-    if output.resolve() == source.resolve():
-        raise FmcConfigError(f"output={output} is the input folder: choose another folder")
-    return source, output
-
-
-def prepare(cfg: DictConfig) -> list[ConversionResult]:
-    """Convert, write the lists, and fail (after finishing the others) if any file failed or a
-    pair's two volumes differ in shape."""
-    workers = int(cfg.workers)
-    if workers < 1:
-        raise FmcConfigError(f"workers={cfg.workers}: give 1 or more processes")
-    fractions = (float(cfg.split.train), float(cfg.split.val), float(cfg.split.test))
-    compression = str(cfg.compression).lower()
-    if compression not in COMPRESSIONS:
-        raise FmcConfigError(f"compression={cfg.compression}: choose one of "
-                             f"{', '.join(COMPRESSIONS)} (conf/prepare.yaml)")
-    source, output = folders(cfg)
-    results = convert_folder(source, output, workers=workers, overwrite=bool(cfg.overwrite),
-                             max_foreground=int(cfg.max_foreground),
-                             working_spacing_um=float(cfg.working_spacing_um),
-                             compression=compression, progress=bool(cfg.progress))
-    lists = write_lists(output, fractions, int(cfg.split.seed))
-    counts = {status: sum(r.status == status for r in results)
-              for status in ("written", "skipped", "failed")}
-    print(f"prepared {source} -> {output}: {counts['written']} written, {counts['skipped']} "
-          f"already complete, {counts['failed']} failed; {len(lists)} split lists in "
-          f"{output / 'lists'}")
-    # A pair whose two volumes differ in shape converts file by file but cannot be trained on.
-    mismatches = shape_mismatches(output)
-    for message in mismatches:
-        log.error("%s", message)
-    failed = [r for r in results if r.status == "failed"]
-    problems = []
-    if failed:
-        problems.append(f"{len(failed)} of {len(results)} file(s) failed: " + "; ".join(
-            r.message for r in failed[:3]) + (" ..." if len(failed) > 3 else ""))
-    if mismatches:
-        problems.append(f"{len(mismatches)} pair(s) unusable: " + "; ".join(mismatches[:3])
-                        + (" ..." if len(mismatches) > 3 else ""))
-    if problems:
-        raise FmcInputError("; ".join(problems))
-    return results
+from fmc.core.cli import hydra_entry
+from fmc.preprocessing.prepare import prepare
 
 
 @hydra_entry("prepare", "fmc.prepare")

@@ -1,21 +1,21 @@
 """``python -m fmc.train``: train one study/content model (or a sweep of them with --multirun).
 
 Thin entry point: configuration in ``conf/train.yaml`` and its groups; the network and training
-step in :mod:`fmc.module`, the data in :mod:`fmc.data`, the run's assembly in
-:mod:`fmc.training`.
+step in :mod:`fmc.models.module`, the data in :mod:`fmc.data.datamodule`, the run's assembly in
+:mod:`fmc.training.fit`.
 """
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from fmc.cli import hydra_entry
+from fmc.core.cli import hydra_entry
 
 
 @hydra_entry("train", "fmc.train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point (see ``conf/train.yaml``); returns the best ``val/n_ssim``."""
-    from fmc.training import train
+    from fmc.training.fit import train
 
     return train(cfg)
 

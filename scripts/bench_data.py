@@ -1,4 +1,4 @@
-"""Benchmark: training patches per second read from H5 by fmc.data.PatchDataset.
+"""Benchmark: training patches per second read from H5 by fmc.data.datamodule.PatchDataset.
 
 Simulates one study-1 pair (default 120×512×512), prepares it as ``fmc.prepare`` does (LZF, the
 default, and uncompressed), then loads training patches (default 64×256×256: raw_image +
@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchtools import machine  # noqa: E402
 
-from fmc.conversion import convert_folder  # noqa: E402
-from fmc.data import PatchDataset  # noqa: E402
-from fmc.synth import write_pair  # noqa: E402
+from fmc.data.datamodule import PatchDataset  # noqa: E402
+from fmc.preprocessing.conversion import convert_folder  # noqa: E402
+from fmc.simulation.synth import write_pair  # noqa: E402
 
 CHANNELS = ["raw_image", "surface_distance"]
 

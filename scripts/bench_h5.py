@@ -1,4 +1,4 @@
-"""Benchmark: HDF5 chunking and compression for training-patch reads (fmc.h5store's choice).
+"""Benchmark: HDF5 chunking and compression for training-patch reads (fmc.io.h5's choice).
 
 Writes a percentile-normalised synthetic view and its surface distance (float32, as
 ``fmc.prepare`` stores them) with chunks 32×64×64 uncompressed, LZF and gzip-4, then reads random
@@ -20,10 +20,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from fmc.channels import surface_distance
-from fmc.conversion import normalize_float32
-from fmc.metrics import volume_stats
-from fmc.synth import generate_pair
+from fmc.core.normalization import volume_stats
+from fmc.preprocessing.channels import surface_distance
+from fmc.preprocessing.conversion import normalize_float32
+from fmc.simulation.synth import generate_pair
 
 
 def main() -> None:

@@ -91,9 +91,9 @@ def run_label(args) -> None:
 
 def rescore(args) -> None:
     """Score the checkpoints of ``--rescore LABEL`` again with each of ``--fallbacks``."""
-    from fmc.prediction import load_model
-    from fmc.splits import read_list
-    from fmc.volume_scoring import calibrate_change_limit_on, score_h5_pairs
+    from fmc.evaluation.volume_scoring import calibrate_change_limit_on, score_h5_pairs
+    from fmc.inference.prediction import load_model
+    from fmc.preprocessing.splits import read_list
 
     h5 = REPO / "data" / "synthetic_h5"
     rows = [r for r in read_rows(args.out) if r["label"] == args.rescore
@@ -123,7 +123,7 @@ def read_rows(out: Path) -> list[dict]:
 
 
 def study_of(name: str, h5: Path) -> int | None:
-    from fmc.h5store import read_attrs
+    from fmc.io.h5 import read_attrs
 
     path = h5 / name.replace("_angle.h5", "_fused.h5")
     study = read_attrs(path).get("study") if path.is_file() else None
@@ -193,7 +193,7 @@ def overview(out: Path, labels: list[str] | None) -> str:
 
 def figure(out: Path, label: str, path: Path) -> Path:
     """The leave-one-study-out bar chart of ``label`` (fmc.report's, from results.jsonl)."""
-    from fmc.loso import HeldOutScores, loso_rows, write_loso_figure
+    from fmc.reporting.loso import HeldOutScores, loso_rows, write_loso_figure
 
     scores = [HeldOutScores(r["content"], int(r["holdout"]), Path(r["run"]).name, r["volumes"])
               for r in read_rows(out) if r["label"] == label and r["holdout"] is not None]

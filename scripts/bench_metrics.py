@@ -27,7 +27,7 @@ import numpy as np
 from benchtools import machine, run_measured
 from scipy import ndimage
 
-from fmc.io import VolumeMeta, write_volume
+from fmc.io.tiff import VolumeMeta, write_volume
 
 STUDY5 = VolumeMeta(study=5, content="nucleus", spacing_zyx=(1.01, 0.388, 0.388))
 
@@ -72,7 +72,8 @@ def run_evaluate(folder: Path) -> tuple[float, float, str]:
 def compare_with_skimage(shape: tuple[int, int, int]) -> None:
     from skimage.metrics import structural_similarity
 
-    from fmc.metrics import percentile_normalize, ssim
+    from fmc.core.normalization import percentile_normalize
+    from fmc.evaluation.metrics import ssim
 
     target = blobs(shape, 3)
     view = np.clip(target * 0.8 + np.random.default_rng(4).normal(0, 30, shape), 0,

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchtools import machine, run_measured  # noqa: E402
 
-from fmc.io import VolumeMeta, write_volume  # noqa: E402
-from fmc.studies import STUDIES  # noqa: E402
-from fmc.tiling import tile_count  # noqa: E402
+from fmc.core.studies import STUDIES  # noqa: E402
+from fmc.inference.tiling import tile_count  # noqa: E402
+from fmc.io.tiff import VolumeMeta, write_volume  # noqa: E402
 
 STUDY5_SHAPE = (309, 1920, 1920)
 STUDY5 = VolumeMeta(study=5, content="nucleus", spacing_zyx=(1.01, 0.388, 0.388))
@@ -40,7 +40,7 @@ def save_checkpoint(path: Path, features: int, depth: int, patch, norm: str = "i
     """An untrained fmc checkpoint (residual, raw + surface distance) of the given size."""
     import lightning as L
 
-    from fmc.module import FusionModule
+    from fmc.models.module import FusionModule
 
     torch.manual_seed(0)
     model = FusionModule(features=features, depth=depth, norm=norm, residual=True,
@@ -94,8 +94,8 @@ def bench_large(args) -> None:
 
 
 def _model_and_input(args):
-    from fmc.network_input import NetworkInput
-    from fmc.prediction import load_model
+    from fmc.inference.network_input import NetworkInput
+    from fmc.inference.prediction import load_model
 
     folder = Path(tempfile.mkdtemp(prefix="fmc-bench-overhead-"))
     shape = tuple(args.shape)
@@ -117,7 +117,7 @@ def _forward_seconds(model, patch, batches: int, batch_size: int, channels: int)
 
 
 def bench_overhead(args) -> None:
-    from fmc.prediction import PredictSettings, predict_file
+    from fmc.inference.prediction import PredictSettings, predict_file
 
     folder, source, model, _ = _model_and_input(args)
     settings = PredictSettings(patch=tuple(args.patch), overlap=args.overlap,
@@ -147,8 +147,8 @@ def bench_monai(args) -> None:
         from monai.inferers import sliding_window_inference
     except ImportError:
         raise SystemExit("this benchmark needs MONAI: pip install monai") from None
-    from fmc.network_input import open_volume
-    from fmc.tiling import sliding_window_predict
+    from fmc.inference.network_input import open_volume
+    from fmc.inference.tiling import sliding_window_predict
 
     folder, source, model, NetworkInput = _model_and_input(args)
     opened = open_volume(source)
@@ -178,7 +178,7 @@ def bench_monai(args) -> None:
 
 
 def bench_budget(args) -> None:
-    from fmc.prediction import load_model
+    from fmc.inference.prediction import load_model
 
     folder = Path(tempfile.mkdtemp(prefix="fmc-bench-budget-"))
     ckpt = save_checkpoint(folder / "model.ckpt", args.features, args.depth, args.patch)

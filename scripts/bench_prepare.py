@@ -8,7 +8,7 @@
      > mean, opening, largest component, shell, ``ConvexHull`` + ``Delaunay.find_simplex`` on
      every voxel of the small grid, SimpleITK ``SignedDanielssonDistanceMap`` (spacing given in
      the right XYZ order here), ``np.repeat`` back to full size;
-   * fmc's :func:`fmc.channels.surface_distance`.
+   * fmc's :func:`fmc.preprocessing.channels.surface_distance`.
    Both hulls are compared (Dice) with an exact full-resolution hull: the same segmentation
    recipe on the full-resolution view (σ 0.5 µm), ``ConvexHull`` of its surface voxels, filled
    exactly from the facet planes.
@@ -32,8 +32,8 @@ from benchtools import machine, run_measured
 from scipy import ndimage
 from scipy.spatial import ConvexHull, Delaunay
 
-from fmc.channels import fill_hull, specimen_hull, specimen_mask, surface_distance
-from fmc.io import read_volume
+from fmc.io.tiff import read_volume
+from fmc.preprocessing.channels import fill_hull, specimen_hull, specimen_mask, surface_distance
 
 
 def seed_hull_and_distance(view: np.ndarray, spacing: tuple[float, float, float]):

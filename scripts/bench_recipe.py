@@ -77,7 +77,7 @@ def data_set(name: str, content: str, logs: Path) -> tuple[Path, Path]:
         raise SystemExit(f"--set {name}: choose embedded or hard")
     raw, h5 = HARD / content / "raw", HARD / content / "h5"
     if not (h5 / "lists").is_dir():
-        from fmc.studies import STUDIES
+        from fmc.core.studies import STUDIES
 
         start = 0
         for study, profile in STUDIES.items():

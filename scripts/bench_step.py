@@ -5,7 +5,7 @@
 1. ``python -m fmc.train`` at the CPU defaults (W&B offline logger, patch validation every epoch,
    whole-volume validation, last/best checkpoints: everything a user's run does) on the embedded
    synthetic dataset for ``--minutes``; its ``metrics.json`` says how long the training loop ran
-   and how many steps it made (``fmc.train_clock``): seconds per step, amortised.
+   and how many steps it made (``fmc.training.clock``): seconds per step, amortised.
 2. A bare loop of the same network, loss, optimizer, batch and patch (built from the same
    composed config, the CPU profile applied) on tensors already in memory: no loading, no
    validation, no checkpoints, no logging; timed over ``--bare-seconds`` after a warm-up.
@@ -35,8 +35,8 @@ def composed(extra: list[str]):
     """The training config fmc.train would use here (CPU profile applied)."""
     from hydra import compose, initialize_config_dir
 
-    from fmc.cli import CONFIG_DIR
-    from fmc.training import apply_cpu_profile
+    from fmc.core.cli import CONFIG_DIR
+    from fmc.training.fit import apply_cpu_profile
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=extra)
@@ -53,7 +53,7 @@ def bare_loop(cfg, seconds: float, channels_last: bool | None = None, threads: i
     """
     from omegaconf import open_dict
 
-    from fmc.training import build_module
+    from fmc.training.fit import build_module
 
     previous_threads = torch.get_num_threads()
     if threads is not None:

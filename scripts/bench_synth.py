@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fmc.synth import write_pair  # noqa: E402
+from fmc.simulation.synth import write_pair  # noqa: E402
 
 
 def main() -> None:

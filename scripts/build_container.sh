@@ -27,12 +27,12 @@ context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 cp -r "$repo/fmc" "$repo/conf" "$repo/pyproject.toml" "$repo/README.md" "$repo/Dockerfile" "$context/"
 find "$context" -name __pycache__ -prune -exec rm -rf {} +
-"$python" -c "import sys; from fmc.registry import export_registry; print(export_registry(sys.argv[1], sys.argv[2]))" \
+"$python" -c "import sys; from fmc.inference.registry import export_registry; print(export_registry(sys.argv[1], sys.argv[2]))" \
     "$registry" "$context/models"
 
 docker build --tag "$tag" "$context"
 # A smoke run without network on an empty case folder proves the entry point starts.
-docker run --rm --network none --entrypoint python "$tag" -c "import fmc.challenge, fmc.registry; \
-fmc.registry.ModelRegistry.from_folder('/opt/fmc/models')"
+docker run --rm --network none --entrypoint python "$tag" -c "import fmc.challenge, fmc.inference.registry; \
+fmc.inference.registry.ModelRegistry.from_folder('/opt/fmc/models')"
 docker save "$tag" | gzip > "$tag.tar.gz"
 echo "saved $(pwd)/$tag.tar.gz"

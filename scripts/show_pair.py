@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fmc.preview import save_pair_png  # noqa: E402
+from fmc.io.preview import save_pair_png  # noqa: E402
 
 if __name__ == "__main__":
     if len(sys.argv) != 4:

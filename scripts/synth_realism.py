@@ -1,4 +1,4 @@
-"""Realism gate of the synthetic generator, measured with the challenge metric (fmc.metrics).
+"""Realism gate of the synthetic generator, measured with the challenge metric (fmc.evaluation.metrics).
 
 For every study × content, at the demo size, at a finer size (the same field of view with
 twice the voxels per axis) and at a small size (48×128×128 voxels at the study's native spacing:
@@ -33,10 +33,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fmc.io import CONTENTS  # noqa: E402
-from fmc.metrics import GaussianFilteredVolume, n_ssim_from, ssim_against  # noqa: E402
-from fmc.studies import STUDIES  # noqa: E402
-from fmc.synth import generate_pair, input_weight  # noqa: E402
+from fmc.core.studies import CONTENTS, STUDIES  # noqa: E402
+from fmc.evaluation.metrics import GaussianFilteredVolume, n_ssim_from, ssim_against  # noqa: E402
+from fmc.simulation.synth import generate_pair, input_weight  # noqa: E402
 
 SIGMAS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 SMALL_SHAPE = (48, 128, 128)

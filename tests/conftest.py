@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmc.io import VolumeMeta, write_volume
+from fmc.io.tiff import VolumeMeta, write_volume
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,7 @@ def save_tiny_checkpoint(path: Path, **hparams) -> Path:
     """An untrained residual FusionModule (the identity) saved as a Lightning checkpoint."""
     import lightning as L
 
-    from fmc.module import FusionModule
+    from fmc.models.module import FusionModule
 
     settings = dict(features=4, depth=2, residual=True, patch_size=[16, 32, 32], study=1,
                     content="nucleus", spacing_zyx=[3.0, 0.585, 0.585])
@@ -87,9 +87,9 @@ TINY_DATA = dict(shape=(24, 48, 48), scale=3.0)
 def raw_and_h5(tmp_path_factory) -> tuple[Path, Path]:
     """Three tiny study-1 nucleus TIFF pairs and their prepared H5 files with split lists
     (1 train, 1 val, 1 test): ``(raw folder, H5 folder)``."""
-    from fmc.conversion import convert_folder
-    from fmc.splits import write_lists
-    from fmc.synth import write_pair
+    from fmc.preprocessing.conversion import convert_folder
+    from fmc.preprocessing.splits import write_lists
+    from fmc.simulation.synth import write_pair
 
     raw = tmp_path_factory.mktemp("raw")
     for index in range(3):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmc.io import read_volume
-from fmc.synth import write_pair
+from fmc.io.tiff import read_volume
+from fmc.simulation.synth import write_pair
 from tests.conftest import REPO, assert_user_error, run_command, save_tiny_checkpoint
 
 

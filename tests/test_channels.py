@@ -1,4 +1,4 @@
-"""fmc.channels: surface distance and light map on volumes with known answers."""
+"""fmc.preprocessing.channels: surface distance and light map on volumes with known answers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from fmc.channels import ChannelWarning, fill_hull, light_map, specimen_hull, surface_distance
-from fmc.grids import block_mean, resize_linear
+from fmc.core.grids import block_mean, resize_linear
+from fmc.preprocessing.channels import ChannelWarning, fill_hull, light_map, specimen_hull, surface_distance
 
 
 def sphere(shape, spacing, radius_um, centre_um=None):
@@ -126,8 +126,8 @@ def test_hull_of_separate_nuclei_spans_all_of_them():
 
 
 def test_working_grid_is_capped_for_big_recordings():
-    from fmc.channels import MAX_WORKING_NODES, working_grid
-    from fmc.studies import STUDIES
+    from fmc.core.studies import STUDIES
+    from fmc.preprocessing.channels import MAX_WORKING_NODES, working_grid
 
     study1 = working_grid(STUDIES[1].typical_shape, STUDIES[1].spacing_zyx)
     assert study1 == (222, 143, 168)  # ~1 µm: below the cap, unchanged

@@ -1,4 +1,5 @@
-"""fmc.data / fmc.patches: patch placement, padding, augmentation, fixed validation, bad input."""
+"""fmc.data.datamodule / fmc.data.patches: patch placement, padding, augmentation, fixed
+validation, bad input."""
 
 from __future__ import annotations
 
@@ -11,11 +12,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from fmc.conversion import convert_folder
-from fmc.data import FmcDataModule, PatchDataset, resolve_list
-from fmc.errors import FmcConfigError, FmcInputError
-from fmc.h5store import FOREGROUND, write_h5
-from fmc.patches import (
+from fmc.core.errors import FmcConfigError, FmcInputError
+from fmc.data.datamodule import FmcDataModule, PatchDataset, resolve_list
+from fmc.data.patches import (
     Augmentation,
     apply_augmentation,
     centred_origin,
@@ -25,8 +24,10 @@ from fmc.patches import (
     scale_channel,
     uniform_origin,
 )
-from fmc.splits import read_list, write_lists
-from fmc.synth import write_pair
+from fmc.io.h5 import FOREGROUND, write_h5
+from fmc.preprocessing.conversion import convert_folder
+from fmc.preprocessing.splits import read_list, write_lists
+from fmc.simulation.synth import write_pair
 
 SHAPE = (24, 48, 48)
 

@@ -1,4 +1,4 @@
-"""fmc.io: metadata in every flavour, round trips, lazy reading, and clear errors."""
+"""fmc.io.tiff: metadata in every flavour, round trips, lazy reading, and clear errors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from fmc import io as fio
-from fmc.errors import FmcInputError
-from fmc.io import TiffVolume, VolumeMeta, read_volume, write_volume
+from fmc.io import tiff as fio
+from fmc.core.errors import FmcInputError
+from fmc.io.tiff import TiffVolume, VolumeMeta, read_volume, write_volume
 
 ARRAY = (np.arange(9 * 40 * 50) % 4099).reshape(9, 40, 50).astype(np.uint16)
 SPACING = (1.01, 0.388, 0.388)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from fmc.cli import lists_prefix
-from fmc.fallback import ChangeLimit, calibrate_change_limit, resolve_fallback
-from fmc.loso import HARM_LIMIT, held_out_scores, loso_markdown, loso_rows
+from fmc.core.cli import lists_prefix
+from fmc.models.fallback import ChangeLimit, calibrate_change_limit, resolve_fallback
+from fmc.reporting.loso import HARM_LIMIT, held_out_scores, loso_markdown, loso_rows
 from tests.conftest import TINY_DATA, assert_user_error, run_command
 
 TINY_TRAIN = ["logger=csv", "cpu_profile.enabled=false", "model.features=4", "model.depth=2",
@@ -24,9 +24,9 @@ TINY_TRAIN = ["logger=csv", "cpu_profile.enabled=false", "model.features=4", "mo
 @pytest.fixture(scope="module")
 def three_studies(tmp_path_factory) -> tuple[Path, Path]:
     """Tiny nucleus pairs of studies 1, 2 and 4 (3 each) and their H5 folder with lists."""
-    from fmc.conversion import convert_folder
-    from fmc.splits import write_lists
-    from fmc.synth import write_pair
+    from fmc.preprocessing.conversion import convert_folder
+    from fmc.preprocessing.splits import write_lists
+    from fmc.simulation.synth import write_pair
 
     raw = tmp_path_factory.mktemp("loso_raw")
     index = 0
@@ -109,14 +109,14 @@ def test_holdout_run_with_a_confidence_head_and_a_calibrated_fallback(three_stud
                                 f"input={view}", f"output={out}", f"fallback={choice}",
                                 "progress=false")
         assert predicted.returncode == 0, predicted.stderr[-3000:]
-        from fmc.io import read_volume
+        from fmc.io.tiff import read_volume
 
         outputs[choice] = read_volume(out / view.name)[0]
     np.testing.assert_array_equal(outputs["auto"], outputs["calibrated"])
 
 
 def test_confidence_head_blends_prediction_and_view():
-    from fmc.module import FusionModule
+    from fmc.models.module import FusionModule
 
     module = FusionModule(features=4, depth=2, residual=True, confidence="head",
                           patch_size=[8, 16, 16])

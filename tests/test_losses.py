@@ -7,7 +7,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from fmc.losses import L1Loss, NssimL1Loss, SsimL1Loss, build_loss, patch_n_ssim, ssim3d
+from fmc.models.losses import L1Loss, NssimL1Loss, SsimL1Loss, build_loss, patch_n_ssim, ssim3d
 
 
 def _random_pair(shape, seed=0):
@@ -153,7 +153,7 @@ def test_uniform_window_with_crop_equals_the_challenge_ssim():
     import numpy as np
     from skimage.metrics import structural_similarity
 
-    from fmc.losses import SsimL1Loss, ssim3d
+    from fmc.models.losses import SsimL1Loss, ssim3d
 
     rng = np.random.default_rng(3)
     target = rng.gamma(2.0, 0.3, (16, 24, 24))

@@ -1,4 +1,4 @@
-"""fmc.metrics: the challenge's SSIM/N_SSIM, exact and chunked."""
+"""fmc.evaluation.metrics: the challenge's SSIM/N_SSIM, exact and chunked."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ import pytest
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from fmc.errors import FmcInputError
-from fmc.metrics import (
+from fmc.core.errors import FmcInputError
+from fmc.core.normalization import percentile_normalize, volume_stats
+from fmc.evaluation.metrics import (
     GaussianFilteredVolume,
     n_ssim,
-    percentile_normalize,
     psnr,
     score_prediction,
     ssim,
-    volume_stats,
 )
 
 

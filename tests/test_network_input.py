@@ -8,14 +8,14 @@ import h5py
 import numpy as np
 import pytest
 
-from fmc.conversion import convert_tiff
-from fmc.fallback import DifferenceWeighting, PlaneBuffer
-from fmc.h5store import LIGHT_MAP, RAW_IMAGE, SURFACE_DISTANCE
-from fmc.io import VolumeMeta
-from fmc.network_input import NetworkInput, open_volume
-from fmc.patches import scale_channel
-from fmc.registry import ModelRegistry, RegistryEntry
-from fmc.synth import write_pair
+from fmc.data.patches import scale_channel
+from fmc.inference.network_input import NetworkInput, open_volume
+from fmc.inference.registry import ModelRegistry, RegistryEntry
+from fmc.io.h5 import LIGHT_MAP, RAW_IMAGE, SURFACE_DISTANCE
+from fmc.io.tiff import VolumeMeta
+from fmc.models.fallback import DifferenceWeighting, PlaneBuffer
+from fmc.preprocessing.conversion import convert_tiff
+from fmc.simulation.synth import write_pair
 
 CHANNELS = ["raw_image", "surface_distance", "light_map"]
 

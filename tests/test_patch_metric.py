@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fmc.losses import patch_n_ssim
-from fmc.patch_metric import PooledPatchNSSIM
+from fmc.models.losses import patch_n_ssim
+from fmc.models.patch_metric import PooledPatchNSSIM
 
 
 def test_identity_is_zero_target_is_one_and_pooling_weights_by_headroom():

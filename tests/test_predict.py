@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmc.io import read_volume
-from fmc.synth import write_pair
+from fmc.io.tiff import read_volume
+from fmc.simulation.synth import write_pair
 from tests.conftest import assert_user_error, run_command, save_tiny_checkpoint
 
 
@@ -31,7 +31,7 @@ def test_predict_writes_the_input_name_shape_and_metadata(checkpoint: Path, tmp_
     assert prediction.shape == view.shape and prediction.dtype == np.float32
     assert (meta.study, meta.content, meta.spacing_zyx) == (1, "nucleus", view_meta.spacing_zyx)
     # An untrained residual model is the identity: the prediction is the normalised view.
-    from fmc.metrics import percentile_normalize
+    from fmc.core.normalization import percentile_normalize
 
     np.testing.assert_allclose(prediction, percentile_normalize(view), atol=1e-4)
 
@@ -105,7 +105,7 @@ def test_uint16_output_maps_back_to_the_input_range(checkpoint: Path, views: Pat
     pytest.param(("patch=[8,16,16]", "overlap=0.75", "batch_size=5", "weighting=constant"),
                  marks=pytest.mark.slow)])
 def test_prediction_options_keep_the_identity(checkpoint: Path, views: Path, tmp_path, options):
-    from fmc.metrics import percentile_normalize
+    from fmc.core.normalization import percentile_normalize
 
     _predict(checkpoint, views / "raw" / "image_1_nucleus_angle.tif", tmp_path, *options)
     prediction, _ = read_volume(tmp_path / "image_1_nucleus_angle.tif")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from fmc.h5store import (
+from fmc.io.h5 import (
     COMPLETE_ATTR,
     FOREGROUND,
     LIGHT_MAP,
@@ -19,9 +19,9 @@ from fmc.h5store import (
     is_complete,
     read_attrs,
 )
-from fmc.io import VolumeMeta, write_volume
-from fmc.splits import read_list, split_counts
-from fmc.synth import write_pair
+from fmc.io.tiff import VolumeMeta, write_volume
+from fmc.preprocessing.splits import read_list, split_counts
+from fmc.simulation.synth import write_pair
 from tests.conftest import assert_user_error, run_command
 
 TINY = dict(shape=(24, 48, 48), scale=3.0)

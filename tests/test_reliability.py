@@ -33,10 +33,10 @@ import pytest
 import tifffile
 import torch
 
-from fmc.conversion import convert_tiff
-from fmc.h5store import is_complete, read_attrs
-from fmc.io import VolumeMeta, read_volume, write_volume
-from fmc.synth import write_pair
+from fmc.io.h5 import is_complete, read_attrs
+from fmc.io.tiff import VolumeMeta, read_volume, write_volume
+from fmc.preprocessing.conversion import convert_tiff
+from fmc.simulation.synth import write_pair
 from tests.conftest import REPO, assert_user_error, run_command, save_tiny_checkpoint
 from tests.test_train import TINY_RUN
 
@@ -601,7 +601,7 @@ def test_predict_killed_mid_volume_leaves_no_output_and_a_rerun_writes_it(pair, 
     assert result.returncode == 0, output_of(result)[-3000:]
     assert parts_in(out) == []  # the dead run's temporary file was removed
     assert sorted(p.name for p in out.iterdir()) == [pair[0].name]
-    from fmc.metrics import percentile_normalize
+    from fmc.core.normalization import percentile_normalize
 
     np.testing.assert_allclose(read_volume(final)[0], percentile_normalize(read_volume(pair[0])[0]),
                                atol=1e-4)

@@ -1,12 +1,12 @@
-"""Input-only robustness augmentations (fmc.robustness) and their config checks."""
+"""Input-only robustness augmentations (fmc.data.robustness) and their config checks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fmc.errors import FmcConfigError
-from fmc.robustness import KINDS, RobustnessAugment
+from fmc.core.errors import FmcConfigError
+from fmc.data.robustness import KINDS, RobustnessAugment
 
 
 def _patch() -> np.ndarray:
@@ -52,8 +52,8 @@ def test_config_errors_name_the_key():
 
 
 def test_training_patches_change_the_view_only(h5_root):
-    from fmc.dataset import PatchDataset
-    from fmc.splits import read_list
+    from fmc.data.dataset import PatchDataset
+    from fmc.preprocessing.splits import read_list
 
     pairs = read_list(h5_root / "lists" / "study1_nucleus_train.csv", h5_root)
     common = dict(channels=["raw_image", "surface_distance"], patch_size=(8, 16, 16), seed=4)
@@ -75,7 +75,7 @@ def test_training_patches_change_the_view_only(h5_root):
 
 
 def test_resample_z_keeps_constants_and_ramps():
-    from fmc.robustness import resample_z
+    from fmc.data.robustness import resample_z
 
     constant = np.full((2, 12, 4, 4), 3.0, np.float32)
     np.testing.assert_allclose(resample_z(constant, 6), 3.0, rtol=1e-6)
@@ -89,8 +89,8 @@ def test_resample_z_keeps_constants_and_ramps():
 def test_anisotropy_resamples_view_and_target_alike(h5_root):
     import torch
 
-    from fmc.dataset import PatchDataset
-    from fmc.splits import read_list
+    from fmc.data.dataset import PatchDataset
+    from fmc.preprocessing.splits import read_list
 
     pairs = read_list(h5_root / "lists" / "study1_nucleus_train.csv", h5_root)
     common = dict(channels=["raw_image", "surface_distance"], patch_size=(8, 16, 16), seed=1,

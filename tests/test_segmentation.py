@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from fmc.errors import FmcConfigError
-from fmc.io import VolumeMeta, write_volume
-from fmc.scoring import (
+from fmc.core.errors import FmcConfigError
+from fmc.evaluation.scoring import (
     PER_IMAGE_COLUMNS,
     SUMMARY_COLUMNS,
     EvaluationResult,
@@ -23,7 +22,7 @@ from fmc.scoring import (
     summarize,
     write_tables,
 )
-from fmc.segmentation import (
+from fmc.evaluation.segmentation import (
     CellposeSegmenter,
     IouReference,
     ProxySegmenter,
@@ -34,6 +33,7 @@ from fmc.segmentation import (
     n_iou,
     resample,
 )
+from fmc.io.tiff import VolumeMeta, write_volume
 from tests.conftest import assert_user_error, fused_as_predictions, run_command
 
 SPACING = (2.0, 0.5, 0.5)

@@ -1,4 +1,5 @@
-"""Tests of the synthetic pair generator (fmc.synth, fmc.specimen, fmc.lightsheet, fmc.studies)."""
+"""Tests of the synthetic pair generator (fmc.simulation.synth, .specimen, .lightsheet;
+fmc.core.studies)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from fmc.errors import FmcConfigError
-from fmc.io import read_volume
-from fmc.lightsheet import OpticsParams
-from fmc.metrics import ssim_against
-from fmc.specimen import render_specimen
-from fmc.studies import STUDIES, get_profile
-from fmc.synth import (
+from fmc.core.errors import FmcConfigError
+from fmc.core.studies import STUDIES, get_profile
+from fmc.evaluation.metrics import ssim_against
+from fmc.io.tiff import read_volume
+from fmc.simulation.lightsheet import OpticsParams
+from fmc.simulation.specimen import render_specimen
+from fmc.simulation.synth import (
     GENERATOR_VERSION,
     VERSION_FILE,
     SynthSettings,
@@ -80,7 +81,7 @@ def test_far_half_is_worse_and_near_half_is_the_input(study):
     assert ssim_far < ssim_near - 0.1
     # Attenuation: on the far half the view holds less signal (above the offset) than the
     # fusion, which takes it from the opposite view there; on the near half they agree.
-    from fmc.synth import study_params
+    from fmc.simulation.synth import study_params
 
     offset = study_params(study)[1].offset_adu  # study 4 has another camera
 
@@ -159,7 +160,7 @@ def test_default_dataset_is_created_once(tmp_path, caplog):
 def test_studies_have_their_own_specimen_and_optics_and_overrides_win():
     from omegaconf import OmegaConf
 
-    from fmc.synth import settings_from_config, study_params
+    from fmc.simulation.synth import settings_from_config, study_params
 
     specimen, optics = study_params(3)
     assert optics.attenuation_length_um == STUDIES[3].synthetic_optics["attenuation_length_um"]
@@ -208,7 +209,7 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path, args, message):
 def test_a_small_volume_is_the_middle_of_a_specimen_of_the_studys_size():
     """field_of_view=inside: a volume smaller than the study's specimen is the centred crop of
     the pair simulated at the specimen's extent, so even a small recording holds many cells."""
-    from fmc.synth import simulation_box
+    from fmc.simulation.synth import simulation_box
 
     profile = get_profile(1)
     shape, spacing = resolve_geometry(1, (24, 48, 48), 3.0)

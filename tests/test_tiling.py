@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmc.tiling import importance_map, sliding_window_predict, tile_starts
+from fmc.inference.tiling import importance_map, sliding_window_predict, tile_starts
 
 
 @pytest.mark.parametrize("length,patch", [(100, 32), (33, 32), (32, 32), (20, 32), (257, 64)])
@@ -48,7 +48,7 @@ def test_gaussian_map_peaks_in_the_centre():
 
 
 def test_unet_prediction_runs_batched():
-    from fmc.unet3d import UNet3D
+    from fmc.models.unet3d import UNet3D
 
     net = UNet3D(in_channels=2, features=4, depth=2, residual=True).eval()
     volume = np.random.default_rng(1).random((2, 20, 40, 36)).astype(np.float32)
@@ -64,7 +64,7 @@ class RecordingSource:
     """An ArraySource that remembers the largest slab it was asked for."""
 
     def __init__(self, channels):
-        from fmc.tiling import ArraySource
+        from fmc.inference.tiling import ArraySource
 
         self.inner = ArraySource(channels)
         self.shape = self.inner.shape
@@ -102,7 +102,7 @@ def test_volumes_smaller_than_the_tile_along_any_axis(shape):
 
 
 def test_slabs_are_streamed_in_order_and_the_source_is_read_a_tile_high_at_a_time():
-    from fmc.tiling import iter_predicted_slabs
+    from fmc.inference.tiling import iter_predicted_slabs
 
     volume = np.random.default_rng(2).random((1, 50, 20, 20)).astype(np.float32)
     source = RecordingSource(volume)
@@ -116,7 +116,7 @@ def test_slabs_are_streamed_in_order_and_the_source_is_read_a_tile_high_at_a_tim
 
 
 def test_roof_window_is_the_seeds_fading_map():
-    from fmc.tiling import roof_window
+    from fmc.inference.tiling import roof_window
 
     weights = roof_window((64, 256, 256), (5, 15, 15))
     assert weights.max() == pytest.approx(1.0)
@@ -132,7 +132,7 @@ def test_roof_window_is_the_seeds_fading_map():
 def test_every_flip_combination_inverts(axes):
     import torch
 
-    from fmc.tiling import flip_combinations, with_flips
+    from fmc.inference.tiling import flip_combinations, with_flips
 
     combos = flip_combinations(axes)
     assert len(combos) == 2 ** len(axes) and combos[0] == ()
@@ -156,7 +156,7 @@ def test_tta_through_the_sliding_window_keeps_the_identity():
 
 
 def test_bad_tta_axis_is_refused():
-    from fmc.tiling import flip_combinations
+    from fmc.inference.tiling import flip_combinations
 
     with pytest.raises(ValueError, match="use z, y or x"):
         flip_combinations(["w"])

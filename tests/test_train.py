@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from fmc.cli import CONFIG_DIR
+from fmc.core.cli import CONFIG_DIR
 from tests.conftest import assert_user_error, run_command
 
 TINY_RUN = ["study=1", "content=nucleus", "logger=csv", "cpu_profile.enabled=false",
@@ -29,7 +29,7 @@ def compose_train(*overrides: str):
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in Path(CONFIG_DIR, "experiment")
                                               .glob("*.yaml")))
 def test_every_experiment_composes_and_builds(experiment):
-    from fmc.training import build_module, check_config
+    from fmc.training.fit import build_module, check_config
 
     cfg = compose_train(f"experiment={experiment}", "study=3", "content=membrane")
     check_config(cfg)
@@ -40,8 +40,8 @@ def test_every_experiment_composes_and_builds(experiment):
 
 
 def test_rwth_ge_is_the_seed_network():
-    from fmc.training import build_module
-    from fmc.unet3d import UNet3D
+    from fmc.models.unet3d import UNet3D
+    from fmc.training.fit import build_module
 
     cfg = compose_train("experiment=rwth_ge")
     module = build_module(cfg, {})
@@ -55,7 +55,7 @@ def test_rwth_ge_is_the_seed_network():
 
 
 def test_cpu_profile_shrinks_defaults_but_keeps_a_named_experiment():
-    from fmc.training import apply_cpu_profile
+    from fmc.training.fit import apply_cpu_profile
 
     cfg = compose_train()
     apply_cpu_profile(cfg, gpu_available=False)
@@ -78,7 +78,7 @@ def test_fit_writes_self_contained_checkpoints_and_resumes(h5_root: Path, tmp_pa
     assert hparams["channels"] == ["raw_image", "surface_distance"]
     assert hparams["patch_size"] == [16, 32, 32] and hparams["study"] == 1
     assert hparams["content"] == "nucleus" and hparams["spacing_zyx"] is not None
-    from fmc.module import FusionModule
+    from fmc.models.module import FusionModule
 
     model = FusionModule.load_from_checkpoint(last, map_location="cpu", weights_only=True)
     assert model.net.depth == 2
@@ -189,7 +189,7 @@ def test_wandb_offline_run_has_name_group_flat_config_and_panel(h5_root: Path, t
 
 
 def test_channels_last_changes_the_layout_not_the_numbers(tmp_path: Path):
-    from fmc.module import FusionModule
+    from fmc.models.module import FusionModule
     from tests.conftest import save_tiny_checkpoint
 
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fmc.unet3d import NORMS, OUT_ACTIVATIONS, UNet3D, parameter_count
+from fmc.models.unet3d import NORMS, OUT_ACTIVATIONS, UNet3D, parameter_count
 
 
 def test_seed_configuration_has_the_seed_parameter_count():

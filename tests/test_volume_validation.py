@@ -1,4 +1,5 @@
-"""Whole-volume scoring during and after training (fmc.volume_scoring, fmc.volume_validation)."""
+"""Whole-volume scoring during and after training (fmc.evaluation.volume_scoring,
+fmc.training.volume_validation)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmc.splits import read_list
+from fmc.preprocessing.splits import read_list
 from tests.conftest import run_command, save_tiny_checkpoint
 from tests.test_train import TINY_RUN
 
@@ -17,8 +18,8 @@ from tests.test_train import TINY_RUN
 def test_identity_model_scores_zero_and_matches_evaluate_on_the_tiffs(raw_and_h5, tmp_path: Path):
     import lightning as L
 
-    from fmc.prediction import load_model
-    from fmc.volume_scoring import score_h5_pairs, summarize_scores
+    from fmc.evaluation.volume_scoring import score_h5_pairs, summarize_scores
+    from fmc.inference.prediction import load_model
 
     raw, h5_root = raw_and_h5
     pairs = read_list(h5_root / "lists" / "study1_nucleus_test.csv", h5_root)
@@ -111,7 +112,7 @@ def test_patch_proxy_selection_still_available(h5_root: Path, tmp_path: Path):
 
 
 def test_an_epoch_is_a_number_of_steps(h5_root: Path):
-    from fmc.data import FmcDataModule
+    from fmc.data.datamodule import FmcDataModule
 
     module = FmcDataModule(root=h5_root, train_list="study1_nucleus_train.csv",
                            val_list="study1_nucleus_val.csv", channels=["raw_image"],

@@ -1,0 +1,218 @@
+"""Pure patch functions: channel scaling, patch placement, padding, flips and rotations.
+
+No HDF5 and no torch here, so every rule of :mod:`fmc.data.datamodule` can be tested on small arrays. Axes
+are ZYX (0, 1, 2) everywhere; a patch origin is the ZYX index of its first voxel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmc.core.errors import FmcConfigError
+from fmc.core.studies import AXIS_NAMES, get_profile
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """An input channel: its H5 dataset (in the angle file) and how it is scaled."""
+
+    dataset: str
+    scaling: str
+    default_scale_um: float | None
+    description: str
+
+
+# The input channels fmc knows, named by their dataset name in the angle H5 file
+# (fmc.io.h5). The target is always data/raw_image of the fused file.
+CHANNELS: dict[str, ChannelSpec] = {
+    "raw_image": ChannelSpec("data/raw_image", "none", None,
+                             "the view, percentile-normalised (2, 99.8), passed unchanged"),
+    "surface_distance": ChannelSpec("data/surface_distance", "tanh", 50.0,
+                                    "signed distance to the specimen hull (µm, + inside) → "
+                                    "tanh(d / 50 µm): ±1 far inside/outside, 0 on the hull"),
+    "light_map": ChannelSpec("data/light_map", "tanh", 100.0,
+                             "distance from the lit border (µm) → tanh(d / 100 µm): 0 where the "
+                             "light enters, → 1 deep in the specimen"),
+}
+TARGET_DATASET = "data/raw_image"
+
+
+def channel_name(name: str) -> str:
+    """``'data/surface_distance'`` or ``'surface_distance'`` → ``'surface_distance'``.
+
+    Raises
+    ------
+    FmcConfigError
+        If the name is not one of :data:`CHANNELS`.
+    """
+    short = str(name).removeprefix("data/")
+    if short not in CHANNELS:
+        raise FmcConfigError(f"unknown input channel {name!r}: valid channels are "
+                             f"{', '.join(CHANNELS)} (data.channels)")
+    return short
+
+
+def scale_channel(name: str, array: np.ndarray, scale_um: float | None = None) -> np.ndarray:
+    """Scale one input channel to the range the network expects (float32).
+
+    The seed fed distances of ± hundreds of µm next to a [0, 1] image; a tanh keeps the sign and
+    the detail near the hull (or the lit border), where it matters, in about [-1, 1].
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`CHANNELS` (or its dataset path).
+    array : numpy.ndarray
+        The channel as stored in the H5 file (µm for distances).
+    scale_um : float, optional
+        Length in µm that maps to tanh(1) ≈ 0.76; default: the channel's ``default_scale_um``.
+        Ignored for ``raw_image``.
+    """
+    spec = CHANNELS[channel_name(name)]
+    array = np.asarray(array, dtype=np.float32)
+    if spec.scaling == "none":
+        return array
+    scale = spec.default_scale_um if scale_um is None else float(scale_um)
+    if not scale > 0:
+        raise FmcConfigError(f"scale for channel {name!r} must be > 0 µm, got {scale_um!r}")
+    return np.tanh(array / np.float32(scale))
+
+
+def centred_origin(centre: Sequence[int], patch: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """Origin of a patch centred on ``centre`` and clamped inside the volume.
+
+    Along an axis where the volume is smaller than the patch the origin is 0 (the patch is padded
+    at the end, see :func:`pad_to_patch`).
+    """
+    centre, patch, shape = (np.asarray(v, dtype=np.int64) for v in (centre, patch, shape))
+    return np.clip(centre - patch // 2, 0, np.maximum(shape - patch, 0))
+
+
+def uniform_origin(rng: np.random.Generator, patch: Sequence[int], shape: Sequence[int]
+                   ) -> np.ndarray:
+    """A uniform origin in ``[0, dim - patch]`` per axis, the last start included.
+
+    (The seed drew from ``[0, dim - patch)`` and never reached the far border.)
+    """
+    high = np.maximum(np.asarray(shape, np.int64) - np.asarray(patch, np.int64), 0)
+    return rng.integers(0, high + 1)
+
+
+def draw_origin(rng: np.random.Generator, patch: Sequence[int], shape: Sequence[int],
+                foreground: np.ndarray | None, foreground_share: float) -> np.ndarray:
+    """Origin of one patch: centred on a random foreground voxel with probability
+    ``foreground_share`` (if the volume has any), else uniform."""
+    use_foreground = rng.random() < foreground_share
+    if use_foreground and foreground is not None and len(foreground):
+        centre = foreground[rng.integers(len(foreground))]
+        return centred_origin(centre, patch, shape)
+    return uniform_origin(rng, patch, shape)
+
+
+def patch_window(origin: Sequence[int], patch: Sequence[int], shape: Sequence[int]
+                 ) -> tuple[slice, ...]:
+    """The slices to read: the patch, cut at the volume's end where it is too small."""
+    return tuple(slice(int(o), int(min(o + p, s))) for o, p, s in zip(origin, patch, shape, strict=True))
+
+
+def pad_to_patch(array: np.ndarray, patch: Sequence[int]) -> np.ndarray:
+    """Pad the last three axes of ``array`` at their end up to ``patch`` by reflection.
+
+    A one-voxel axis cannot be reflected; numpy then repeats the edge, and any other case reflect
+    refuses falls back to ``edge`` explicitly.
+    """
+    missing = [max(0, int(p) - s) for p, s in zip(patch, array.shape[-3:], strict=True)]
+    if not any(missing):
+        return array
+    widths = [(0, 0)] * (array.ndim - 3) + [(0, m) for m in missing]
+    try:
+        return np.pad(array, widths, mode="reflect")
+    except ValueError:
+        return np.pad(array, widths, mode="edge")
+
+
+def axis_indices(axes: Sequence[int | str] | str | None) -> tuple[int, ...]:
+    """Axes given as names (``"ZY"``, ``["Y", "X"]``) or indices → sorted unique indices."""
+    if axes is None:
+        return ()
+    indices = set()
+    for axis in axes:
+        if isinstance(axis, str):
+            if axis.upper() not in AXIS_NAMES:
+                raise FmcConfigError(f"unknown axis {axis!r}: use Z, Y, X or 0, 1, 2")
+            indices.add(AXIS_NAMES.index(axis.upper()))
+        elif int(axis) in (0, 1, 2):
+            indices.add(int(axis))
+        else:
+            raise FmcConfigError(f"unknown axis {axis!r}: use Z, Y, X or 0, 1, 2")
+    return tuple(sorted(indices))
+
+
+def plane_indices(planes: Sequence[Sequence[int | str] | str] | None) -> tuple[tuple[int, int], ...]:
+    """Planes given as ``"YX"`` or ``(1, 2)`` → sorted index pairs."""
+    result = set()
+    for plane in planes or ():
+        pair = axis_indices(plane)
+        if len(pair) != 2:
+            raise FmcConfigError(f"rot90 plane {plane!r} must name two different axes, e.g. 'YX'")
+        result.add(pair)
+    return tuple(sorted(result))
+
+
+def default_augment_axes(study: int | str | None) -> tuple[int, ...]:
+    """Axes (0=Z, 1=Y, 2=X) along which flipping is safe for ``study``.
+
+    The study's degradation axes are left out: a view gets worse with depth along them, and a flip
+    would teach the network that light comes from either side. An unknown study (``None``) gets no
+    flips at all.
+    """
+    if study is None:
+        return ()
+    degraded = get_profile(study).degradation_axis_indices
+    return tuple(axis for axis in range(3) if axis not in degraded)
+
+
+def default_rot90_planes(allowed_axes: Sequence[int], patch: Sequence[int]
+                         ) -> tuple[tuple[int, int], ...]:
+    """Planes of two allowed axes whose patch sides are equal (a rotation keeps the shape)."""
+    allowed = sorted(set(allowed_axes))
+    return tuple((a, b) for i, a in enumerate(allowed) for b in allowed[i + 1:]
+                 if int(patch[a]) == int(patch[b]))
+
+
+def check_rot90_planes(planes: Sequence[tuple[int, int]], patch: Sequence[int]) -> None:
+    """Raise if a rot90 plane has unequal patch sides (the patch would change shape)."""
+    for a, b in planes:
+        if int(patch[a]) != int(patch[b]):
+            raise FmcConfigError(
+                f"rot90 in the {AXIS_NAMES[a]}{AXIS_NAMES[b]} plane needs equal patch sides, got "
+                f"patch_size {list(patch)}: drop the plane from data.rot90_planes or make the sides equal")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One draw of geometric augmentation: axes to flip, then quarter turns per plane."""
+
+    flips: tuple[int, ...] = ()
+    rotations: tuple[tuple[tuple[int, int], int], ...] = ()
+
+
+def draw_augmentation(rng: np.random.Generator, flip_axes: Sequence[int],
+                      rot90_planes: Sequence[tuple[int, int]]) -> Augmentation:
+    """Flip each allowed axis with probability 1/2; turn each plane by k·90°, k uniform in 0..3."""
+    flips = tuple(axis for axis in flip_axes if rng.random() < 0.5)
+    rotations = tuple((tuple(plane), int(rng.integers(4))) for plane in rot90_planes)
+    return Augmentation(flips, tuple((p, k) for p, k in rotations if k))
+
+
+def apply_augmentation(array: np.ndarray, augmentation: Augmentation) -> np.ndarray:
+    """Apply ``augmentation`` to the last three (ZYX) axes of ``array``; contiguous result."""
+    offset = array.ndim - 3
+    for axis in augmentation.flips:
+        array = np.flip(array, axis=offset + axis)
+    for (a, b), k in augmentation.rotations:
+        array = np.rot90(array, k=k, axes=(offset + a, offset + b))
+    return np.ascontiguousarray(array)

@@ -1,0 +1,139 @@
+"""Score a model on whole prepared volumes with the challenge's N_SSIM (training-time selection
+and the end-of-training test).
+
+The patch proxy (:mod:`fmc.models.patch_metric`) is cheap but is not the score the challenge ranks by.
+This module predicts whole volumes with the same streaming sliding window as ``fmc.predict``
+(:func:`fmc.inference.tiling.iter_predicted_slabs` over
+:class:`fmc.inference.network_input.NetworkInput`) and scores
+them with :func:`fmc.evaluation.metrics.n_ssim` (percentile normalisation, 7-voxel uniform window, the
+volumes' own range). Inputs are ``fmc.prepare``'s H5 pairs: their ``data/raw_image`` holds the
+view and the fusion percentile-normalised without clipping, an affine map that the metric's own
+normalisation undoes, so the score equals the one ``fmc.evaluate`` gives on the TIFFs (tested to
+1e-5).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmc.evaluation.metrics import n_ssim
+from fmc.inference.network_input import NetworkInput, open_volume
+from fmc.inference.tiling import iter_predicted_slabs
+from fmc.io.h5 import RAW_IMAGE, read_attrs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VolumeScore:
+    """Challenge N_SSIM of one predicted volume."""
+
+    name: str
+    study: int | None
+    n_ssim: float
+
+
+def predict_h5_volume(model, angle_path: str | Path, overlap: float = 0.5, batch_size: int = 2,
+                      patch: Sequence[int] | None = None, fallback: str = "auto") -> np.ndarray:
+    """Predict one prepared angle file in memory (float32 ZYX), as ``fmc.predict`` would.
+
+    ``model`` is a :class:`fmc.models.module.FusionModule` (its channels, scales and training patch are
+    used); it is put in eval mode for the pass and restored afterwards. ``fallback`` as in
+    ``fmc.predict`` (``auto``: the checkpoint's own, :mod:`fmc.models.fallback`).
+    """
+    from fmc.models.fallback import apply_in_memory, resolve_fallback
+
+    hp = model.hparams
+    opened = open_volume(angle_path)
+    was_training = model.training
+    model.eval()
+    try:
+        network_input = NetworkInput(opened, hp.channels, hp.get("channel_scales_um"),
+                                     fallback_study=hp.get("study"))
+        device = next(model.parameters()).device
+        slabs = iter_predicted_slabs(network_input, model, tuple(patch or hp.patch_size),
+                                     overlap=overlap, batch_size=batch_size, device=device)
+        prediction = np.concatenate([planes for _, planes in slabs], axis=0)
+        kind = resolve_fallback(fallback, hp)
+        if kind == "none":
+            return prediction
+        return apply_in_memory(kind, network_input.raw(0, prediction.shape[0]), prediction, hp)
+    finally:
+        opened.close()
+        model.train(was_training)
+
+
+def score_h5_pairs(model, pairs: Sequence[tuple[Path, Path]], overlap: float = 0.5,
+                   batch_size: int = 2, fallback: str = "auto") -> list[VolumeScore]:
+    """Predict each (angle, fused) H5 pair and score it with the challenge's N_SSIM."""
+    import h5py
+
+    scores = []
+    for angle_path, fused_path in pairs:
+        prediction = predict_h5_volume(model, angle_path, overlap=overlap, batch_size=batch_size,
+                                       fallback=fallback)
+        with h5py.File(angle_path, "r") as angle, h5py.File(fused_path, "r") as fused:
+            value = n_ssim(prediction, fused[RAW_IMAGE], angle[RAW_IMAGE])
+        study = read_attrs(fused_path).get("study")
+        scores.append(VolumeScore(Path(angle_path).name,
+                                  int(study) if study is not None else None, float(value)))
+    return scores
+
+
+def summarize_scores(scores: Sequence[VolumeScore], prefix: str) -> dict[str, float]:
+    """``{prefix: mean, prefix/worst: min, prefix/study<k>: mean per study}`` (NaNs ignored)."""
+    values = [s.n_ssim for s in scores if not math.isnan(s.n_ssim)]
+    if not values:
+        return {}
+    summary = {prefix: float(np.mean(values)), f"{prefix}/worst": float(np.min(values))}
+    for study in sorted({s.study for s in scores if s.study is not None}):
+        per_study = [s.n_ssim for s in scores if s.study == study and not math.isnan(s.n_ssim)]
+        if per_study:
+            summary[f"{prefix}/study{study}"] = float(np.mean(per_study))
+    return summary
+
+
+def calibrate_change_limit_on(model, pairs: Sequence[tuple[Path, Path]], overlap: float = 0.5,
+                              batch_size: int = 2, percentile: float = 99.0) -> float:
+    """``change_limit`` of ``model`` (:class:`fmc.models.fallback.ChangeLimit`) from volumes it knows.
+
+    Predicts each pair's angle volume without fallback and takes the ``percentile`` of the
+    local change over all coarse nodes (:func:`fmc.models.fallback.calibrate_change_limit`).
+    """
+    from fmc.models.fallback import DifferenceWeighting, calibrate_change_limit
+
+    changes = []
+    for angle_path, _ in pairs:
+        prediction = predict_h5_volume(model, angle_path, overlap=overlap, batch_size=batch_size,
+                                       fallback="none")
+        opened = open_volume(angle_path)
+        try:
+            view = NetworkInput(opened, ["raw_image"]).raw(0, prediction.shape[0])
+        finally:
+            opened.close()
+        weighting = DifferenceWeighting(prediction.shape)
+        weighting.add(0, view, prediction)
+        changes.append(weighting.coarse_change())
+    return calibrate_change_limit(changes, percentile)
+
+
+class Stopwatch:
+    """Seconds spent in a block, accumulated (what whole-volume validation costs a run)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds += time.perf_counter() - self._start
+

@@ -1,0 +1,293 @@
+"""Apply a trained checkpoint to whole volumes (used by ``python -m fmc.predict`` and ``fmc.challenge``).
+
+Everything comes from the checkpoint, never from defaults (the seed took its inference settings
+from argparse defaults): input channels and their scaling, normalisation, tile size, and the
+study whose illuminated axes the light map needs. Volumes stream through in z-slabs
+(:mod:`fmc.inference.network_input` → :mod:`fmc.inference.tiling` →
+:func:`fmc.io.tiff.write_volume_slabs`), so memory
+grows with the tile, not with the volume.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmc.core.errors import FmcConfigError, FmcInputError
+from fmc.core.files import remove_stale_parts, writable_folder
+from fmc.inference.network_input import NetworkInput, open_volume
+from fmc.inference.tiling import SEED_ROOF_CROP, WEIGHTINGS, flip_combinations, iter_predicted_slabs
+from fmc.models.fallback import FALLBACK_CHOICES, PlaneBuffer, make_fallback, resolve_fallback
+
+log = logging.getLogger(__name__)
+
+OUTPUT_DTYPES = ("float32", "uint16")
+TIFF_SUFFIXES = (".tif", ".tiff")
+H5_SUFFIXES = (".h5", ".hdf5")
+
+
+def load_model(path: str | Path, device: str = "cpu"):
+    """The FusionModule of a checkpoint, loaded as data (``weights_only=True``), in eval mode.
+
+    Raises
+    ------
+    FmcInputError
+        If the file is missing, holds pickled code, is not an fmc checkpoint, or its weights or
+        stored channels do not match its network (see :mod:`fmc.models.checkpoint`).
+    """
+    from fmc.models.checkpoint import describe_load_error, read_checkpoint
+    from fmc.models.module import FusionModule
+
+    path = Path(path)
+    if not path.is_file():
+        raise FmcInputError(f"ckpt={path}: no such checkpoint")
+    read_checkpoint(path)  # the clear refusals first: code, bare state_dicts, other files
+    try:
+        model = FusionModule.load_from_checkpoint(path, map_location=device, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure means "not a usable checkpoint"
+        raise FmcInputError(f"{path}: {describe_load_error(error)}") from None
+    first = next(iter(model.net.parameters()))
+    if first.ndim == 5 and first.shape[1] != len(model.hparams.channels):
+        raise FmcInputError(f"{path}: the network takes {first.shape[1]} input channels but the "
+                            f"checkpoint lists {len(model.hparams.channels)} "
+                            f"({', '.join(model.hparams.channels)})")
+    return model.eval()
+
+
+@dataclass
+class PredictSettings:
+    """How to predict; ``patch`` None takes the checkpoint's training patch.
+
+    Attributes
+    ----------
+    patch : tuple of 3 ints or None
+        Tile (ZYX).
+    overlap : float
+        Fraction of a tile shared with its neighbours (0.5 by default).
+    batch_size : int
+        Tiles per forward pass.
+    weighting : str
+        ``gaussian`` (default), ``constant`` or ``roof`` (the seed's window, with ``roof_crop``).
+    tta : tuple of str
+        Axes ('z', 'y', 'x') whose flip combinations are averaged (test-time augmentation).
+    fallback : str
+        ``auto`` (the checkpoint's own, default), ``none``, ``difference`` or ``calibrated``
+        (blend toward the input, :mod:`fmc.models.fallback`).
+    output_dtype : str
+        ``float32`` (normalised intensities) or ``uint16`` (mapped back to the input's range).
+    buffer_threshold_gb : float
+        Above this size the fallback's second pass reads the prediction from a temporary file.
+    progress : bool
+        Progress bar over tiles.
+    """
+
+    patch: tuple[int, int, int] | None = None
+    overlap: float = 0.5
+    batch_size: int = 2
+    weighting: str = "gaussian"
+    roof_crop: tuple[int, int, int] = SEED_ROOF_CROP
+    tta: tuple[str, ...] = field(default_factory=tuple)
+    fallback: str = "auto"
+    output_dtype: str = "float32"
+    buffer_threshold_gb: float = 2.0
+    progress: bool = True
+
+    def check(self) -> PredictSettings:
+        """Raise :class:`FmcConfigError` naming the first invalid key."""
+        if self.patch is not None and (len(self.patch) != 3 or min(self.patch) < 1):
+            raise FmcConfigError(f"patch={list(self.patch)}: give [Z, Y, X] positive sizes or null")
+        if not 0 <= self.overlap < 1:
+            raise FmcConfigError(f"overlap={self.overlap}: give a fraction in [0, 1)")
+        if self.batch_size < 1:
+            raise FmcConfigError(f"batch_size={self.batch_size}: give at least 1")
+        for key, value, choices in (("weighting", self.weighting, WEIGHTINGS),
+                                    ("fallback", self.fallback, FALLBACK_CHOICES),
+                                    ("output_dtype", self.output_dtype, OUTPUT_DTYPES)):
+            if value not in choices:
+                raise FmcConfigError(f"{key}={value!r}: choose one of {', '.join(choices)}")
+        try:
+            flip_combinations(self.tta)
+        except ValueError as error:
+            raise FmcConfigError(str(error)) from None
+        if len(self.roof_crop) != 3 or min(self.roof_crop) < 0:
+            raise FmcConfigError(f"roof_crop={list(self.roof_crop)}: give 3 voxel counts >= 0")
+        return self
+
+
+def _tile_for(model, settings: PredictSettings) -> tuple[int, int, int]:
+    patch = tuple(int(p) for p in (settings.patch or model.hparams.patch_size))
+    divisor = model.net.required_divisor
+    if any(p % divisor for p in patch):
+        raise FmcConfigError(f"patch={list(patch)}: each side must be a multiple of {divisor} "
+                             "(the network halves the tile that many times)")
+    if settings.weighting == "roof" and any(2 * c >= p for c, p in
+                                            zip(settings.roof_crop, patch, strict=True)):
+        raise FmcConfigError(f"roof_crop={list(settings.roof_crop)}: each crop must be below half "
+                             f"the tile {list(patch)}")
+    return patch
+
+
+def predict_file(model, source: str | Path, output: str | Path, settings: PredictSettings,
+                 name: str | None = None) -> Path:
+    """Predict one volume (TIFF or prepared H5) and write a TIFF with the input's name and metadata.
+
+    Parameters
+    ----------
+    model : FusionModule
+        From :func:`load_model`.
+    source : path
+        A TIFF view, or an fmc H5 file (its ``data/raw_image`` and stored channels are used).
+    output : path
+        Output folder (created).
+    settings : PredictSettings
+    name : str, optional
+        Output file name (default: the input's TIFF name).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file. It appears only when complete (temporary name, then rename).
+    """
+    source = Path(source)
+    opened = open_volume(source)
+    try:
+        network_input = NetworkInput(opened, model.hparams.channels,
+                                     model.hparams.get("channel_scales_um"),
+                                     fallback_study=model.hparams.get("study"))
+        _warn_on_mismatch(model, opened.meta, source)
+        patch = _tile_for(model, settings)
+        device = next(model.parameters()).device
+        slabs = iter_predicted_slabs(
+            network_input, model, patch, overlap=settings.overlap,
+            batch_size=settings.batch_size, weighting=settings.weighting,
+            progress=settings.progress, device=device, tta_axes=settings.tta,
+            roof_crop=settings.roof_crop)
+        output = Path(output)
+        fallback = resolve_fallback(settings.fallback, model.hparams)
+        if fallback != "none":
+            slabs = _with_fallback(slabs, network_input, output, settings.buffer_threshold_gb,
+                                   make_fallback(fallback, network_input.shape, model.hparams))
+        target = output / _safe_name(name or opened.output_name)
+        converted = (_convert(planes, settings.output_dtype, network_input) for _, planes in slabs)
+        from fmc.io.tiff import write_volume_slabs
+
+        return write_volume_slabs(target, converted, network_input.shape, settings.output_dtype,
+                                  network_input.output_meta(settings.output_dtype))
+    finally:
+        opened.close()
+
+
+def _safe_name(name: str) -> str:
+    """A bare file name: metadata or list entries must not steer a write outside the folder."""
+    base = Path(str(name).replace("\\", "/")).name
+    if base in ("", ".", "..") or base.startswith("."):
+        raise FmcInputError(f"output name {name!r} is not a plain file name")
+    return base
+
+
+def _warn_on_mismatch(model, meta, source: Path) -> None:
+    trained = model.hparams.get("content")
+    if meta.content and trained and meta.content != trained:
+        log.warning("%s: a %s volume predicted with a model trained on %s", source, meta.content,
+                    trained)
+
+
+def _with_fallback(slabs: Iterator[tuple[int, np.ndarray]], network_input: NetworkInput,
+                   folder: Path, threshold_gb: float, weighting) -> Iterator[tuple[int, np.ndarray]]:
+    """Two passes: record the change while predicting, then blend toward the input."""
+    shape = network_input.shape
+    folder.mkdir(parents=True, exist_ok=True)
+    with PlaneBuffer(shape, threshold_gb * 1e9, folder) as buffer:
+        for z0, planes in slabs:
+            buffer.write(z0, planes)
+            weighting.add(z0, network_input.raw(z0, z0 + planes.shape[0]), planes)
+        weighting.finish()
+        step = 16
+        for z0 in range(0, shape[0], step):
+            z1 = min(z0 + step, shape[0])
+            yield z0, weighting.blend(z0, network_input.raw(z0, z1), buffer.read(z0, z1))
+
+
+def _convert(planes: np.ndarray, dtype: str, network_input: NetworkInput) -> np.ndarray:
+    """float32 as predicted, or uint16 on the input's intensity scale (rounded, clipped)."""
+    if dtype == "float32":
+        return planes.astype(np.float32, copy=False)
+    stats = network_input.intensity_stats
+    if stats is None:
+        raise FmcInputError(f"{network_input.opened.output_name}: output_dtype=uint16 needs the "
+                            "input's intensity percentiles, which this file does not store")
+    result = np.empty(planes.shape, np.uint16)
+    for z in range(planes.shape[0]):  # plane by plane: a float64 slab would double the memory
+        values = planes[z].astype(np.float64) * stats.scale + stats.offset
+        result[z] = np.clip(np.rint(values), 0, 65535)
+    return result
+
+
+def input_files(path: str | Path) -> list[Path]:
+    """The volumes named by ``input=``.
+
+    A TIFF or H5 file; a folder (its TIFFs except ``*_fused`` ground truths, or, when it holds no
+    TIFF, its H5 files except fused ones); or a split list (``.csv``/``.txt``, the angle column).
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() in (".csv", ".txt"):
+            from fmc.preprocessing.splits import read_list
+
+            files = [angle for angle, _ in read_list(path)]
+            if not files:
+                raise FmcInputError(f"input={path}: the list names no file")
+            return files
+        if path.suffix.lower() not in TIFF_SUFFIXES + H5_SUFFIXES:
+            raise FmcInputError(f"input={path}: expected a .tif/.tiff or .h5 file, a folder or a "
+                                "split list (.csv)")
+        return [path]
+    if not path.is_dir():
+        raise FmcInputError(f"input={path}: no such file or folder")
+    for suffixes in (TIFF_SUFFIXES, H5_SUFFIXES):
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file()
+                       and "_fused." not in p.name.lower() and not p.name.startswith("."))
+        if files:
+            return files
+    raise FmcInputError(f"input={path}: no .tif/.tiff (or .h5) file to predict")
+
+
+def check_output_folder(folder: str | Path) -> Path:
+    """Create ``folder``, prove it writable, and clear what killed runs left in it.
+
+    A run killed while writing leaves only a hidden ``.<name>.<pid>-<random>.part`` file (never
+    a file under the final name); those of processes that are gone are removed here.
+    """
+    folder = writable_folder(folder, "output")
+    for stale in remove_stale_parts(folder):
+        log.info("removed %s, left by a killed run", stale.name)
+    return folder
+
+
+def device_for(choice: str) -> str:
+    """'auto' → cuda when available, else cpu."""
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise FmcConfigError(f"device={choice}: no CUDA device here; use device=cpu or auto")
+    return choice
+
+
+def settings_from(cfg) -> PredictSettings:
+    """:class:`PredictSettings` from a config node with fmc.predict's keys."""
+    patch = cfg.get("patch")
+    return PredictSettings(
+        patch=None if patch is None else tuple(int(p) for p in patch),
+        overlap=float(cfg.get("overlap", 0.5)), batch_size=int(cfg.get("batch_size", 2)),
+        weighting=str(cfg.get("weighting", "gaussian")),
+        roof_crop=tuple(int(c) for c in cfg.get("roof_crop", SEED_ROOF_CROP)),
+        tta=tuple(str(a) for a in (cfg.get("tta") or ())),
+        fallback=str(cfg.get("fallback", "auto")),
+        output_dtype=str(cfg.get("output_dtype", "float32")),
+        buffer_threshold_gb=float(cfg.get("buffer_threshold_gb", 2.0)),
+        progress=bool(cfg.get("progress", True))).check()

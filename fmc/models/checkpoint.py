@@ -1,0 +1,153 @@
+"""Reading checkpoints as data, never as code, and saying clearly why one is refused.
+
+A checkpoint is a pickle: loaded without restriction it can run any code it names. fmc loads
+every checkpoint with ``torch.load(..., weights_only=True)`` (tensors and plain containers
+only), passed explicitly so that ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot turn it off, and
+never instantiates anything a checkpoint names: its hyper-parameters are keyword arguments of
+:class:`fmc.models.module.FusionModule`, not Hydra ``_target_`` configs.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+from fmc.core.errors import FmcInputError
+
+# The keys a Lightning checkpoint written by fmc.train holds besides the weights.
+REQUIRED_KEYS = ("state_dict", "hyper_parameters")
+RESUME_KEYS = ("optimizer_states", "loops")
+# Hyper-parameters that decide the network's shape (named in mismatch messages).
+NETWORK_KEYS = ("channels", "out_channels", "features", "depth", "norm", "residual",
+                "out_activation", "confidence")
+
+
+def describe_load_error(error: BaseException) -> str:
+    """Why a checkpoint failed to load, in words (without torch's advice to drop weights_only)."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            return (f"refused: it holds pickled Python objects (it names {found.group(1)}), not "
+                    "only tensors and plain data; loading them could run code, and fmc loads "
+                    "checkpoints as data only")
+        if "Unsupported operand" not in text:
+            return ("refused: it holds objects other than tensors and plain data, and fmc loads "
+                    "checkpoints as data only")
+    if isinstance(error, pickle.UnpicklingError) or "zip archive" in text or \
+            isinstance(error, EOFError):
+        return ("not an fmc checkpoint: not a file torch.save wrote, or a truncated one "
+                f"({type(error).__name__})")
+    if "Error(s) in loading state_dict" in text:
+        details = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+        detail = f": {details[0][:200]}" if details else ""
+        return f"its weights do not fit the network its hyper-parameters describe{detail}"
+    first = text.splitlines()[0][:200] if text else ""
+    return f"not an fmc checkpoint ({type(error).__name__}: {first})"
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by ``fmc.train``, loaded as data (``weights_only=True``) on the CPU.
+
+    Raises
+    ------
+    FmcInputError
+        If the file is missing, holds pickled code, is not a PyTorch file, or is not a Lightning
+        checkpoint with weights and hyper-parameters (e.g. a bare ``state_dict``).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FmcInputError(f"{path}: no such checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - every failure is "cannot use this file"
+        raise FmcInputError(f"{path}: {describe_load_error(error)}") from None
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
+        raise FmcInputError(f"{path}: not an fmc checkpoint ({_holds(checkpoint)}; fmc.train's "
+                            f"checkpoints hold {' and '.join(REQUIRED_KEYS)})")
+    if not isinstance(checkpoint["hyper_parameters"], dict):
+        raise FmcInputError(f"{path}: not an fmc checkpoint (its hyper_parameters are not a "
+                            "mapping)")
+    return checkpoint
+
+
+def set_hyperparameter(path: str | Path, key: str, value: Any) -> None:
+    """Set one hyperparameter of a checkpoint file in place (rewritten atomically)."""
+    import torch
+
+    from fmc.core.files import atomic_path
+
+    checkpoint = read_checkpoint(path)
+    checkpoint["hyper_parameters"][key] = value
+    with atomic_path(path) as part:
+        torch.save(checkpoint, part)
+
+
+def check_resumable(path: str | Path, checkpoint: dict[str, Any], module) -> None:
+    """Raise unless ``checkpoint`` can resume training of ``module`` (same network, full state).
+
+    Raises
+    ------
+    FmcInputError
+        If the checkpoint holds weights only, or its network differs from ``module``'s (the
+        message names the first differing tensor and the differing hyper-parameters).
+    """
+    missing = [key for key in RESUME_KEYS if key not in checkpoint]
+    if missing:
+        raise FmcInputError(f"ckpt_path={path}: holds no training state ({', '.join(missing)} "
+                            "missing), so training cannot resume from it; start a new run instead")
+    stored = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items()
+              if hasattr(value, "shape")}
+    expected = {name: tuple(value.shape) for name, value in module.state_dict().items()}
+    if stored == expected:
+        return
+    first = next(iter(sorted(set(stored) ^ set(expected))), None)
+    if first is not None:
+        where = "only in the checkpoint" if first in stored else "missing from the checkpoint"
+        tensor = f"{first} is {where}"
+    else:
+        first = next(name for name in sorted(expected) if stored[name] != expected[name])
+        tensor = (f"{first} is {list(stored[first])} in the checkpoint, {list(expected[first])} "
+                  "in this run")
+    hparams = checkpoint["hyper_parameters"]
+    differ = [f"{key}={_plain(hparams.get(key))!r} (this run: {_plain(module.hparams.get(key))!r})"
+              for key in NETWORK_KEYS
+              if key in hparams and _plain(hparams.get(key)) != _plain(module.hparams.get(key))]
+    settings = f"; the checkpoint has {', '.join(differ)}" if differ else ""
+    raise FmcInputError(f"ckpt_path={path}: its network differs from this run's ({tensor}"
+                        f"{settings}); resume with the settings it was trained with")
+
+
+def _plain(value: Any) -> Any:
+    """Lists for tuples, so that ('a', 'b') from a default equals ['a', 'b'] from a config."""
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _holds(value: Any) -> str:
+    if isinstance(value, dict):
+        if value and all(hasattr(v, "shape") for v in value.values()):
+            return "it holds a bare state_dict: weights without the settings of their network"
+        return f"it holds a mapping with keys {sorted(map(str, value))[:6]}"
+    return f"it holds a {type(value).__name__}"
+
+
+# Training names its best checkpoints ``epoch0003-step40-nssim0.1234.ckpt`` (fmc.training.fit).
+_SCORE_IN_NAME = re.compile(r"nssim(-?\d+(?:\.\d+)?)")
+
+
+def best_checkpoint_in(folder: Path) -> Path | None:
+    """The checkpoint of a run's ``checkpoints/`` folder with the highest ``nssim`` in its name,
+    else ``last.ckpt``, else None."""
+    scored = []
+    for path in folder.glob("*.ckpt") if folder.is_dir() else []:
+        match = _SCORE_IN_NAME.search(path.stem)
+        if match:
+            scored.append((float(match.group(1)), path.name, path))
+    if scored:
+        return max(scored)[2]
+    last = folder / "last.ckpt"
+    return last if last.is_file() else None

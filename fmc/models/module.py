@@ -1,0 +1,202 @@
+"""The LightningModule: a 3D U-Net trained to turn one view into the fusion.
+
+It takes plain keyword arguments and builds its network itself, so that
+``FusionModule.load_from_checkpoint(path)`` alone rebuilds it (docs/design.md decision 1): everything
+prediction needs -- input channels and their scaling, normalisation, patch size, training spacing,
+study, content -- is stored in the checkpoint's hyperparameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+
+from fmc.models.losses import build_loss
+from fmc.models.patch_metric import PooledPatchNSSIM
+from fmc.models.unet3d import UNet3D
+
+OPTIMIZERS = ("radam", "adam", "adamw")
+CONFIDENCES = ("none", "head")
+SCHEDULERS = ("none", "cosine", "plateau")
+
+
+class FusionModule(L.LightningModule):
+    """Train, validate and checkpoint a :class:`fmc.models.unet3d.UNet3D`.
+
+    Parameters
+    ----------
+    channels : sequence of str
+        H5 datasets fed to the network, in order (``raw_image`` first).
+    features, depth, norm, out_activation, residual, negative_slope :
+        Network settings (see :class:`fmc.models.unet3d.UNet3D`).
+    loss : {'ssim_l1', 'nssim_l1', 'l1'}
+        Training loss; ``loss_kwargs`` go to :func:`fmc.models.losses.build_loss`.
+    optimizer : {'radam', 'adam', 'adamw'}
+    lr, weight_decay : float
+    scheduler : {'none', 'cosine', 'plateau'}
+        Cosine decays over ``max_steps`` (or epochs); plateau halves the rate when ``val/n_ssim``
+        stalls.
+    channel_scales_um : dict
+        Scale (µm) of the tanh applied to each distance channel before the network.
+    patch_size : sequence of 3 ints
+        Training patch (ZYX); prediction uses it as its default tile.
+    spacing_zyx, study, content : optional
+        What the model was trained on (for the model registry and for checks at prediction).
+    normalization : str
+        How intensities were normalised (prediction repeats it).
+    channels_last : bool
+        Keep the network's weights and activations in the ``channels_last_3d`` memory format
+        (the same numbers, a different layout): 1.5x faster training steps on the CPU profile
+        (scripts/bench_step.py). Predictions follow the checkpoint's choice.
+    confidence : {'none', 'head'}
+        ``head``: the network has a second output, a per-voxel confidence logit g, and the
+        output is ``view + sigmoid(g) * (prediction - view)``: it falls back to the input view
+        where the network is not sure. The head learns, besides the main loss on the blended
+        output, where the prediction beats the view: a binary cross-entropy (weight
+        ``confidence_weight``) against ``|prediction - target| < |view - target|`` (local means
+        over 3×5×5 voxels, the prediction detached).
+    fallback : {'none', 'difference', 'calibrated'}
+        The input fallback ``fmc.predict`` and whole-volume scoring apply by default
+        (:mod:`fmc.models.fallback`).
+    change_limit : float, optional
+        For ``fallback=calibrated``: the largest local change the network made on its
+        validation volumes (set at the end of training).
+    """
+
+    def __init__(self, channels: Sequence[str] = ("raw_image", "surface_distance"),
+                 out_channels: int = 1, features: int = 16, depth: int = 3,
+                 norm: str = "instance", out_activation: str = "none", residual: bool = False,
+                 negative_slope: float = 0.2, loss: str = "ssim_l1",
+                 loss_kwargs: dict | None = None, optimizer: str = "radam", lr: float = 1e-3,
+                 weight_decay: float = 0.0, scheduler: str = "none",
+                 channel_scales_um: dict | None = None,
+                 patch_size: Sequence[int] = (64, 256, 256),
+                 spacing_zyx: Sequence[float] | None = None, study: int | None = None,
+                 content: str | None = None,
+                 normalization: str = "percentile (2, 99.8) per volume, not clipped",
+                 image_panel: bool = True, channels_last: bool = False,
+                 confidence: str = "none", confidence_weight: float = 0.1,
+                 fallback: str = "none", change_limit: float | None = None):
+        super().__init__()
+        if confidence not in CONFIDENCES:
+            raise ValueError(f"confidence={confidence!r}: choose one of {', '.join(CONFIDENCES)}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler={scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
+        self.save_hyperparameters()
+        self.net = UNet3D(in_channels=len(channels),
+                          out_channels=out_channels + (confidence == "head"), features=features,
+                          depth=depth, norm=norm, negative_slope=negative_slope,
+                          out_activation=out_activation, residual=residual)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last_3d)
+        self.loss_fn = build_loss(loss, **(loss_kwargs or {}))
+        self.val_n_ssim = PooledPatchNSSIM()
+        self.test_n_ssim = PooledPatchNSSIM()
+        self._panel_batch: dict[str, torch.Tensor] | None = None
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels the network expects."""
+        return len(self.hparams.channels)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.forward_parts(inputs)[0]
+
+    def forward_parts(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                            torch.Tensor | None]:
+        """The output, and with a confidence head the raw prediction and the confidence logit."""
+        if self.hparams.get("channels_last") and inputs.ndim == 5:
+            inputs = inputs.contiguous(memory_format=torch.channels_last_3d)
+        out = self.net(inputs)
+        if self.hparams.get("confidence", "none") != "head":
+            return out, None, None
+        view = inputs[:, :1]
+        prediction, logit = out[:, :1], out[:, 1:2]
+        if self.net.residual:  # UNet3D adds the view to every output channel
+            logit = logit - view
+        blended = view + torch.sigmoid(logit) * (prediction - view)
+        return blended, prediction, logit
+
+    def _confidence_loss(self, prediction: torch.Tensor, logit: torch.Tensor,
+                         target: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """BCE of the confidence logit against "the prediction beats the view here"."""
+        def local(values: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.avg_pool3d(values, (3, 5, 5), stride=1, padding=(1, 2, 2),
+                                                  count_include_pad=False)
+
+        with torch.no_grad():
+            better = (local((prediction.detach() - target).abs())
+                      < local((view - target).abs())).float()
+        return torch.nn.functional.binary_cross_entropy_with_logits(logit.float(), better)
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        inputs, target = batch["input"], batch["target"]
+        prediction, raw_prediction, logit = self.forward_parts(inputs)
+        loss, parts = self.loss_fn(prediction, target, inputs[:, :1])
+        if logit is not None:
+            confidence_loss = self._confidence_loss(raw_prediction, logit, target, inputs[:, :1])
+            loss = loss + float(self.hparams.confidence_weight) * confidence_loss
+            parts = {**parts, "confidence_bce": confidence_loss.detach()}
+        batch_size = inputs.shape[0]
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
+                 batch_size=batch_size, sync_dist=stage != "train")
+        for name, value in parts.items():
+            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True,
+                     batch_size=batch_size, sync_dist=stage != "train")
+        if stage != "train":
+            # Pooled patch N_SSIM with the training SSIM (fmc.models.patch_metric): a cheap stand-in
+            # for the challenge metric to select checkpoints with.
+            metric = self.val_n_ssim if stage == "val" else self.test_n_ssim
+            metric.update(prediction, target, inputs[:, :1])
+            self.log(f"{stage}/n_ssim", metric, on_step=False, on_epoch=True, prog_bar=True,
+                     batch_size=batch_size)
+            if stage == "val" and self._panel_batch is None:
+                self._panel_batch = {"input": inputs[:1, :1].detach().cpu(),
+                                     "prediction": prediction[:1].detach().float().cpu(),
+                                     "target": target[:1].detach().cpu()}
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._panel_batch = None
+
+    def on_validation_epoch_end(self) -> None:
+        if self._panel_batch is None or not self.hparams.image_panel or self.trainer.sanity_checking:
+            return
+        from fmc.models.panels import log_image_panel
+
+        log_image_panel(self.trainer.loggers, self._panel_batch, step=self.global_step,
+                        epoch=self.current_epoch)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        optimizer_class = {"radam": torch.optim.RAdam, "adam": torch.optim.Adam,
+                           "adamw": torch.optim.AdamW}[hp.optimizer]
+        optimizer = optimizer_class(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
+            return optimizer
+        if hp.scheduler == "cosine":
+            total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 \
+                else max(1, self.trainer.estimated_stepping_batches)
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(total))
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                               patience=10)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/n_ssim",
+                                 "interval": "epoch"}}

@@ -1,0 +1,310 @@
+"""TIFF → training-ready H5: normalisation, auxiliary channels, foreground coordinates.
+
+Used by ``python -m fmc.prepare``; importable without Hydra. See :mod:`fmc.io.h5` for the layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import warnings
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fmc import __version__
+from fmc.core.errors import FmcError, FmcInputError
+from fmc.core.files import natural_key, remove_stale_parts, writable_folder
+from fmc.core.normalization import PERCENTILE_HIGH, PERCENTILE_LOW, volume_stats
+from fmc.core.studies import STUDIES
+from fmc.io.h5 import (
+    COMPRESSION,
+    FOREGROUND,
+    LIGHT_MAP,
+    RAW_IMAGE,
+    SURFACE_DISTANCE,
+    h5_name,
+    is_complete,
+    write_h5,
+)
+from fmc.io.tiff import VolumeMeta, read_volume
+from fmc.preprocessing.channels import WORKING_SPACING_UM, light_map, surface_distance
+
+log = logging.getLogger(__name__)
+
+TIFF_PATTERN = re.compile(r"\.(tif|tiff)$", re.IGNORECASE)
+KIND_PATTERN = re.compile(r"_(angle|fused)\.(tif|tiff)$", re.IGNORECASE)
+DEFAULT_MAX_FOREGROUND = 100_000
+FOREGROUND_RULE = "normalised fused voxels >= the volume's mean (the seed's foreground rule)"
+
+
+@dataclass
+class ConversionResult:
+    """What happened to one TIFF."""
+
+    source: Path
+    output: Path | None
+    status: str  # 'written' | 'skipped' | 'failed'
+    message: str = ""
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def file_kind(path: Path) -> str:
+    """'fused' for ``*_fused.tif``, else 'angle' (a single view, paired or not)."""
+    match = KIND_PATTERN.search(path.name)
+    return match.group(1).lower() if match else "angle"
+
+
+def resolve_spacing(meta: VolumeMeta, source: Path) -> tuple[tuple[float, float, float], str]:
+    """The volume's spacing, else its study's typical spacing, else 1 µm (with the reason)."""
+    if meta.spacing_zyx is not None:
+        return meta.spacing_zyx, "metadata"
+    if meta.study in STUDIES:
+        log.warning("%s: no voxel size in the metadata; using study %d's %s µm", source,
+                    meta.study, STUDIES[meta.study].spacing_zyx)
+        return STUDIES[meta.study].spacing_zyx, f"study {meta.study} default"
+    log.warning("%s: no voxel size and no known study; assuming 1 µm voxels", source)
+    return (1.0, 1.0, 1.0), "assumed 1 µm"
+
+
+def normalize_float32(volume: np.ndarray, low: float, high: float, slab: int = 32) -> np.ndarray:
+    """``(volume - low) / (high - low)`` as float32, slab by slab; unchanged if high == low."""
+    scale = (high - low) if high != low else 1.0
+    offset = low if high != low else 0.0
+    result = np.empty(volume.shape, np.float32)
+    for z0 in range(0, volume.shape[0], slab):
+        block = volume[z0:z0 + slab].astype(np.float64)
+        result[z0:z0 + slab] = (block - offset) / scale
+    return result
+
+
+def foreground_coordinates(normalized: np.ndarray, max_count: int, seed: int
+                           ) -> tuple[np.ndarray, float, int]:
+    """A uniform random subset of the voxels at or above the mean, as uint16 ZYX rows.
+
+    Two passes over z-slabs (count, then Bernoulli-sample at the rate that keeps about
+    ``max_count``), so no index array of the whole foreground is ever built.
+
+    Returns
+    -------
+    coordinates : numpy.ndarray
+        ``(N, 3)`` uint16, sorted, N ≤ about ``max_count``.
+    threshold : float
+        The mean used as threshold.
+    total : int
+        Number of foreground voxels.
+    """
+    threshold = float(normalized.mean(dtype=np.float64))
+    slab = 16
+    total = sum(int(np.count_nonzero(normalized[z:z + slab] >= threshold))
+                for z in range(0, normalized.shape[0], slab))
+    rng = np.random.default_rng(seed)
+    rate = min(1.0, max_count / total) if total else 0.0
+    pieces = []
+    for z0 in range(0, normalized.shape[0], slab):
+        index = np.flatnonzero(normalized[z0:z0 + slab] >= threshold)
+        if rate < 1.0:
+            index = index[rng.random(len(index)) < rate]
+        coordinates = np.stack(np.unravel_index(index, normalized[z0:z0 + slab].shape), axis=1)
+        coordinates[:, 0] += z0
+        pieces.append(coordinates)
+    coordinates = np.concatenate(pieces) if pieces else np.zeros((0, 3), np.int64)
+    if len(coordinates) > max_count:  # the Bernoulli draw can overshoot slightly
+        coordinates = coordinates[np.sort(rng.choice(len(coordinates), max_count, replace=False))]
+    return coordinates.astype(np.uint16), threshold, total
+
+
+def convert_tiff(source: str | Path, out_dir: str | Path, *, overwrite: bool = False,
+                 max_foreground: int = DEFAULT_MAX_FOREGROUND,
+                 working_spacing_um: float = WORKING_SPACING_UM,
+                 compression: str | None = COMPRESSION) -> ConversionResult:
+    """Convert one TIFF into one H5 in ``out_dir`` (see :mod:`fmc.io.h5`).
+
+    A complete H5 of the same name is skipped unless ``overwrite``. Errors the user can fix
+    (unreadable file, NaN voxels, ...) give a result with ``status='failed'``.
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    output = out_dir / h5_name(source.name)
+    started = time.perf_counter()
+    if not overwrite and is_complete(output):
+        return ConversionResult(source, output, "skipped", "already complete")
+    caught: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as recorded:
+            warnings.simplefilter("always")
+            datasets, attrs = _convert(source, max_foreground, working_spacing_um)
+            caught = [str(w.message) for w in recorded]
+        write_h5(output, datasets, attrs, compression=compression)
+    except FmcError as error:
+        return ConversionResult(source, None, "failed", str(error),
+                                time.perf_counter() - started, caught)
+    return ConversionResult(source, output, "written", "", time.perf_counter() - started, caught)
+
+
+def _convert(source: Path, max_foreground: int, working_spacing_um: float):
+    volume, meta = read_volume(source)
+    kind = file_kind(source)
+    spacing, spacing_source = resolve_spacing(meta, source)
+    stats = volume_stats(volume, name=str(source))
+    if stats.high == stats.low:
+        warnings.warn(f"{source}: constant volume (p{PERCENTILE_LOW:g} == p{PERCENTILE_HIGH:g} "
+                      f"== {stats.low:g}); intensities left unnormalised", stacklevel=2)
+    normalized = normalize_float32(volume, stats.low, stats.high)
+    datasets = {RAW_IMAGE: normalized}
+    attrs = {
+        "kind": kind, "source": source.name, "study": meta.study, "content": meta.content,
+        "spacing_zyx": list(spacing), "spacing_source": spacing_source,
+        "shape": list(volume.shape), "dtype": str(volume.dtype),
+        "normalization": f"percentile ({PERCENTILE_LOW:g}, {PERCENTILE_HIGH:g}), not clipped",
+        "percentile_low": stats.low, "percentile_high": stats.high,
+        "fmc_version": __version__, "metadata": meta.original,
+    }
+    if kind == "angle":
+        datasets[SURFACE_DISTANCE] = surface_distance(volume, spacing, working_spacing_um)
+        axes = STUDIES[meta.study].degradation_axis_indices if meta.study in STUDIES else None
+        datasets[LIGHT_MAP], light_info = light_map(volume, spacing, axes, working_spacing_um)
+        attrs.update(light_direction=light_info["direction"], lit_sides=light_info["lit_sides"],
+                     light_axes="study" if axes else "strongest gradient")
+    else:
+        seed = zlib.crc32(source.name.encode())
+        coordinates, threshold, total = foreground_coordinates(normalized, max_foreground, seed)
+        datasets[FOREGROUND] = coordinates
+        attrs.update(foreground_rule=FOREGROUND_RULE, foreground_threshold=threshold,
+                     foreground_voxels=total)
+    return datasets, attrs
+
+
+def find_tiffs(input_dir: str | Path) -> list[Path]:
+    """TIFF files directly in ``input_dir``, sorted; warns about angle/fused files without partner.
+
+    Raises
+    ------
+    FmcInputError
+        If the folder is missing or holds no TIFF.
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise FmcInputError(f"{input_dir}: input folder does not exist")
+    files = sorted((p for p in input_dir.iterdir() if p.is_file() and TIFF_PATTERN.search(p.name)
+                    and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+    if not files:
+        raise FmcInputError(f"{input_dir}: no .tif/.tiff file found")
+    names = {p.name.lower() for p in files}
+    for path in files:
+        match = KIND_PATTERN.search(path.name)
+        if not match:
+            continue
+        other = "fused" if match.group(1).lower() == "angle" else "angle"
+        partner = KIND_PATTERN.sub(f"_{other}.{match.group(2)}", path.name)
+        if partner.lower() not in names and not any(
+                partner.lower().rsplit(".", 1)[0] + ext in names for ext in (".tif", ".tiff")):
+            log.warning("%s has no partner (%s missing): converted alone, not listed for "
+                        "training", path, partner)
+    return files
+
+
+def convert_folder(input_dir: str | Path, out_dir: str | Path, *, workers: int = 1,
+                   overwrite: bool = False, max_foreground: int = DEFAULT_MAX_FOREGROUND,
+                   working_spacing_um: float = WORKING_SPACING_UM,
+                   compression: str | None = COMPRESSION, progress: bool = True
+                   ) -> list[ConversionResult]:
+    """Convert every TIFF of ``input_dir`` into ``out_dir`` with ``workers`` processes."""
+    files = find_tiffs(input_dir)
+    out_dir = writable_folder(out_dir, "output")
+    for stale in remove_stale_parts(out_dir):
+        log.info("removed %s, left by a killed run", stale.name)
+    kwargs = dict(overwrite=overwrite, max_foreground=max_foreground,
+                  working_spacing_um=working_spacing_um, compression=compression)
+    bar = _progress_bar(len(files), progress)
+    results: list[ConversionResult] = []
+    try:
+        if workers <= 1:
+            for path in files:
+                results.append(_report(convert_tiff(path, out_dir, **kwargs), bar))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(convert_tiff, path, out_dir, **kwargs) for path in files]
+                for future in as_completed(futures):
+                    results.append(_report(future.result(), bar))
+    finally:
+        if bar is not None:
+            bar.close()
+    order = {path: i for i, path in enumerate(files)}
+    return sorted(results, key=lambda r: order[r.source])
+
+
+def _report(result: ConversionResult, bar) -> ConversionResult:
+    for message in result.warnings:
+        log.warning("%s: %s", result.source.name, message)
+    if result.status == "failed":
+        log.error("%s", result.message)
+    else:
+        log.debug("%s %s (%.1f s)", result.status, result.source.name, result.seconds)
+    if bar is not None:
+        bar.update(1)
+    return result
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="preparing", unit="file", file=sys.stderr, leave=False)
+
+
+DEFAULT_H5_ROOT = Path("data/synthetic_h5")
+
+
+def prune_default_h5(source: Path) -> list[Path]:
+    """Remove H5 files of the default folder whose TIFF is no longer in ``source``.
+
+    The embedded dataset's plan can change between versions; this folder belongs to fmc. All
+    of them go when the TIFFs come from another generator version than the H5 files.
+    """
+    from fmc.io.h5 import h5_name
+    from fmc.simulation.synth import dataset_version
+
+    expected = {h5_name(p.name) for p in source.glob("image_*_*.tif")}
+    same_version = dataset_version(DEFAULT_H5_ROOT) == dataset_version(source)
+    stale = [p for p in DEFAULT_H5_ROOT.glob("*.h5")
+             if p.name not in expected or not same_version] \
+        if DEFAULT_H5_ROOT.is_dir() else []
+    for path in stale:
+        path.unlink()
+    return stale
+
+
+def prepare_default_dataset(workers: int = 1, progress: bool = False) -> Path:
+    """The embedded synthetic dataset as H5 files and split lists, made on first use.
+
+    Synthesizes ``data/synthetic`` if needed (:func:`fmc.simulation.synth.ensure_default_dataset`), converts
+    what is missing into ``data/synthetic_h5`` (see :func:`prune_default_h5`) and writes the
+    split lists.
+    """
+    from fmc.io.h5 import h5_name, is_complete
+    from fmc.preprocessing.splits import write_lists
+    from fmc.simulation.synth import VERSION_FILE, dataset_version, ensure_default_dataset
+
+    source = ensure_default_dataset()
+    stale = prune_default_h5(source)
+    incomplete = [p for p in sorted(source.glob("image_*_*.tif"))
+                  if not is_complete(DEFAULT_H5_ROOT / h5_name(p.name))]
+    if stale or incomplete or not (DEFAULT_H5_ROOT / "lists").is_dir():
+        log.info("no data root given: preparing %s into %s", source, DEFAULT_H5_ROOT)
+        results = convert_folder(source, DEFAULT_H5_ROOT, workers=workers, progress=progress)
+        failed = [r.message for r in results if r.status == "failed"]
+        if failed:
+            raise FmcInputError("preparing the default dataset failed: " + "; ".join(failed[:3]))
+        write_lists(DEFAULT_H5_ROOT)
+        version = dataset_version(source)
+        if version is not None:
+            (DEFAULT_H5_ROOT / VERSION_FILE).write_text(f"{version}\n")
+    return DEFAULT_H5_ROOT

@@ -1,0 +1,155 @@
+"""Whole-volume validation during training, by the challenge's own score (``val/volume_n_ssim``).
+
+Every ``every_n_steps`` optimizer steps or ``every_minutes`` minutes of training (whichever
+comes first), and once more when training ends (so the last weights of a run stopped by
+``trainer.max_time`` are judged too), the callback predicts the validation volumes with the
+streaming sliding window and scores them with the challenge N_SSIM
+(:mod:`fmc.evaluation.volume_scoring`). With ``select=True`` it keeps the best weights as
+``checkpoints/best-step<N>-vnssim<score>.ckpt`` (the previous best is removed), which is what
+``fmc.predict``, the registry and ``fmc.report`` then pick (:func:`fmc.models.checkpoint.best_checkpoint_in`).
+
+The cost is logged as ``val/volume_seconds`` (cumulative) and counts in ``trainer.max_time``:
+a run that validates more trains less, as it should for a fair comparison at equal time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from fmc.evaluation.volume_scoring import Stopwatch, score_h5_pairs, summarize_scores
+
+log = logging.getLogger(__name__)
+
+METRIC = "val/volume_n_ssim"
+HISTORY_FILE = "volume_validation.json"
+
+
+class VolumeValidation(L.Callback):
+    """Score whole validation volumes every N steps or minutes; optionally keep the best weights.
+
+    Parameters
+    ----------
+    pairs : sequence of (angle_h5, fused_h5)
+        Validation pairs (prepared by ``fmc.prepare``).
+    every_n_steps : int, optional
+        Validate after this many optimizer steps since the last validation.
+    every_minutes : float, optional
+        Validate after this many minutes of training since the last validation (the clock
+        starts with training; validation time itself is not counted towards the next one).
+    at_end : bool
+        Validate the final weights when training ends (unless just validated).
+    select : bool
+        Save the best-scoring weights to ``dirpath`` (else only log).
+    dirpath : path
+        The run's ``checkpoints/`` folder.
+    overlap, batch_size : float, int
+        Sliding-window settings (as ``fmc.predict``).
+    history_path : path, optional
+        Where every validation is appended as JSON (step, seconds, score, per-volume scores).
+    """
+
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], every_n_steps: int | None = None,
+                 every_minutes: float | None = None, at_end: bool = True, select: bool = True,
+                 dirpath: str | Path = "checkpoints", overlap: float = 0.5, batch_size: int = 4,
+                 history_path: str | Path | None = None):
+        super().__init__()
+        if every_n_steps is None and every_minutes is None and not at_end:
+            raise ValueError("volume validation needs every_n_steps, every_minutes or at_end")
+        self.pairs = [(Path(a), Path(f)) for a, f in pairs]
+        self.every_n_steps = None if every_n_steps is None else max(1, int(every_n_steps))
+        self.every_seconds = None if every_minutes is None else float(every_minutes) * 60.0
+        self.at_end, self.select = bool(at_end), bool(select)
+        self.dirpath = Path(dirpath)
+        self.overlap, self.batch_size = float(overlap), int(batch_size)
+        self.history_path = None if history_path is None else Path(history_path)
+        self.best_score: float | None = None
+        self.best_path: Path | None = None
+        self.history: list[dict] = []
+        self.cost = Stopwatch()
+        self._last_step = -1
+        self._clock = 0.0
+
+    # -- cadence ------------------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._clock = time.perf_counter()
+        self._last_step = trainer.global_step
+
+    def _due(self, step: int) -> bool:
+        if step <= self._last_step:
+            return False
+        if self.every_n_steps is not None and step - self._last_step >= self.every_n_steps:
+            return True
+        return self.every_seconds is not None and time.perf_counter() - self._clock >= self.every_seconds
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs,
+                           batch, batch_idx: int) -> None:
+        if self._due(trainer.global_step):
+            self.validate(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_end and trainer.global_step > self._last_step:
+            self.validate(trainer, pl_module)
+
+    # -- the work -----------------------------------------------------------------------------
+    def validate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
+        """Score the validation volumes now; log, record and (if best) save the weights."""
+        step = trainer.global_step
+        score = float("nan")
+        per_volume: dict[str, float] = {}
+        summary: dict[str, float] = {}
+        with self.cost:
+            if trainer.is_global_zero:
+                scores = score_h5_pairs(pl_module, self.pairs, overlap=self.overlap,
+                                        batch_size=self.batch_size)
+                summary = summarize_scores(scores, METRIC)
+                per_volume = {s.name: s.n_ssim for s in scores}
+                score = summary.get(METRIC, float("nan"))
+            # Every rank must agree on the score: checkpoint saving is collective under DDP.
+            score = float(trainer.strategy.broadcast(score, src=0))
+        self._last_step = step
+        self._clock = time.perf_counter()
+        summary.update({METRIC: score, "val/volume_seconds": self.cost.seconds})
+        trainer.callback_metrics[METRIC] = torch.tensor(score)
+        trainer.callback_metrics["val/volume_seconds"] = torch.tensor(self.cost.seconds)
+        for logger in trainer.loggers:
+            logger.log_metrics(summary, step=step)
+        log.info("step %d: %s = %.4f (%d volumes, %.0f s of validation so far)", step, METRIC,
+                 score, len(self.pairs), self.cost.seconds)
+        improved = score == score and (self.best_score is None or score > self.best_score)
+        if improved:
+            self.best_score = score
+            if self.select:
+                self._save_best(trainer, step, score)
+        self.history.append({"step": step, "score": score, "seconds": round(self.cost.seconds, 2),
+                             "best": improved, "volumes": per_volume})
+        if self.history_path is not None and trainer.is_global_zero:
+            from fmc.core.files import write_text_atomic
+
+            write_text_atomic(self.history_path, json.dumps(self.history, indent=1) + "\n")
+        return score
+
+    def _save_best(self, trainer: L.Trainer, step: int, score: float) -> None:
+        path = self.dirpath / f"best-step{step}-vnssim{score:.4f}.ckpt"
+        trainer.save_checkpoint(str(path), weights_only=False)
+        previous, self.best_path = self.best_path, path
+        if previous is not None and previous != path and trainer.is_global_zero:
+            previous.unlink(missing_ok=True)
+
+    # -- resume -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"best_score": self.best_score,
+                "best_path": None if self.best_path is None else str(self.best_path),
+                "history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best_score = state_dict.get("best_score")
+        best = state_dict.get("best_path")
+        self.best_path = None if best is None else Path(best)
+        self.history = list(state_dict.get("history") or [])
