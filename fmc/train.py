@@ -2,10 +2,13 @@
 
 Thin entry point: configuration in ``conf/train.yaml`` and its groups; the network and training
 step in :mod:`fmc.models.module`, the data in :mod:`fmc.data.datamodule`, the run's assembly in
-:mod:`fmc.training.fit`.
+:mod:`fmc.training.fit`. ``profile=auto`` (the default) becomes ``profile=cpu`` or ``profile=gpu``
+before Hydra starts (:mod:`fmc.training.profile`), so ``--cfg job`` shows what will train.
 """
 
 from __future__ import annotations
+
+import sys
 
 from omegaconf import DictConfig
 
@@ -21,4 +24,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from fmc.training.profile import with_profile
+
+    sys.argv = with_profile(sys.argv)
     main()

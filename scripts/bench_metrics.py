@@ -27,7 +27,8 @@ import numpy as np
 from benchtools import machine, run_measured
 from scipy import ndimage
 
-from fmc.io.tiff import VolumeMeta, write_volume
+from fmc.io.metadata import VolumeMeta
+from fmc.io.tiff import write_volume
 
 STUDY5 = VolumeMeta(study=5, content="nucleus", spacing_zyx=(1.01, 0.388, 0.388))
 

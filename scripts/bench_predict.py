@@ -29,7 +29,8 @@ from benchtools import machine, run_measured  # noqa: E402
 
 from fmc.core.studies import STUDIES  # noqa: E402
 from fmc.inference.tiling import tile_count  # noqa: E402
-from fmc.io.tiff import VolumeMeta, write_volume  # noqa: E402
+from fmc.io.metadata import VolumeMeta  # noqa: E402
+from fmc.io.tiff import write_volume  # noqa: E402
 
 STUDY5_SHAPE = (309, 1920, 1920)
 STUDY5 = VolumeMeta(study=5, content="nucleus", spacing_zyx=(1.01, 0.388, 0.388))

@@ -33,7 +33,8 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, Delaunay
 
 from fmc.io.tiff import read_volume
-from fmc.preprocessing.channels import fill_hull, specimen_hull, specimen_mask, surface_distance
+from fmc.preprocessing.channels import surface_distance
+from fmc.preprocessing.hull import fill_hull, specimen_hull, specimen_mask
 
 
 def seed_hull_and_distance(view: np.ndarray, spacing: tuple[float, float, float]):

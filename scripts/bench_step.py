@@ -36,11 +36,11 @@ def composed(extra: list[str]):
     from hydra import compose, initialize_config_dir
 
     from fmc.core.cli import CONFIG_DIR
-    from fmc.training.fit import apply_cpu_profile
+    from fmc.training.profile import choose_profile
 
+    profile = f"profile={choose_profile(extra)}"
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=extra)
-    apply_cpu_profile(cfg, torch.cuda.is_available())
+        cfg = compose(config_name="train", overrides=[profile, *extra])
     return cfg
 
 
@@ -53,7 +53,7 @@ def bare_loop(cfg, seconds: float, channels_last: bool | None = None, threads: i
     """
     from omegaconf import open_dict
 
-    from fmc.training.fit import build_module
+    from fmc.training.builders import build_module
 
     previous_threads = torch.get_num_threads()
     if threads is not None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmc.io.tiff import VolumeMeta, write_volume
+from fmc.io.metadata import VolumeMeta
+from fmc.io.tiff import write_volume
 
 REPO = Path(__file__).resolve().parent.parent
 

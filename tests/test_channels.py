@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from fmc.core.grids import block_mean, resize_linear
-from fmc.preprocessing.channels import ChannelWarning, fill_hull, light_map, specimen_hull, surface_distance
+from fmc.preprocessing.channels import ChannelWarning, surface_distance
+from fmc.preprocessing.hull import fill_hull, specimen_hull
+from fmc.preprocessing.light import light_map
 
 
 def sphere(shape, spacing, radius_um, centre_um=None):

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmc.io.tiff import VolumeMeta, read_volume, write_volume
+from fmc.io.metadata import VolumeMeta
+from fmc.io.tiff import read_volume, write_volume
 from tests.conftest import assert_user_error, fused_as_predictions, run_command
 
 

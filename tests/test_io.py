@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from fmc.io import tiff as fio
 from fmc.core.errors import FmcInputError
-from fmc.io.tiff import TiffVolume, VolumeMeta, read_volume, write_volume
+from fmc.io import tiff as fio
+from fmc.io.metadata import VolumeMeta, to_json
+from fmc.io.tiff import TiffVolume, read_volume, write_volume
 
 ARRAY = (np.arange(9 * 40 * 50) % 4099).reshape(9, 40, 50).astype(np.uint16)
 SPACING = (1.01, 0.388, 0.388)
@@ -177,7 +178,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_meta_json_is_serialisable() -> None:
     meta = VolumeMeta(study=1, content="nucleus", spacing_zyx=SPACING, original={"a": 1})
-    assert json.loads(fio.to_json(meta))["spacing_zyx"] == list(SPACING)
+    assert json.loads(to_json(meta))["spacing_zyx"] == list(SPACING)
 
 
 def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:

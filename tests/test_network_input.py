@@ -12,7 +12,7 @@ from fmc.data.patches import scale_channel
 from fmc.inference.network_input import NetworkInput, open_volume
 from fmc.inference.registry import ModelRegistry, RegistryEntry
 from fmc.io.h5 import LIGHT_MAP, RAW_IMAGE, SURFACE_DISTANCE
-from fmc.io.tiff import VolumeMeta
+from fmc.io.metadata import VolumeMeta
 from fmc.models.fallback import DifferenceWeighting, PlaneBuffer
 from fmc.preprocessing.conversion import convert_tiff
 from fmc.simulation.synth import write_pair

@@ -19,7 +19,8 @@ from fmc.io.h5 import (
     is_complete,
     read_attrs,
 )
-from fmc.io.tiff import VolumeMeta, write_volume
+from fmc.io.metadata import VolumeMeta
+from fmc.io.tiff import write_volume
 from fmc.preprocessing.splits import read_list, split_counts
 from fmc.simulation.synth import write_pair
 from tests.conftest import assert_user_error, run_command

@@ -34,7 +34,8 @@ import tifffile
 import torch
 
 from fmc.io.h5 import is_complete, read_attrs
-from fmc.io.tiff import VolumeMeta, read_volume, write_volume
+from fmc.io.metadata import VolumeMeta
+from fmc.io.tiff import read_volume, write_volume
 from fmc.preprocessing.conversion import convert_tiff
 from fmc.simulation.synth import write_pair
 from tests.conftest import REPO, assert_user_error, run_command, save_tiny_checkpoint

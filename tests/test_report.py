@@ -15,15 +15,12 @@ import numpy as np
 import pytest
 
 from fmc.evaluation.scoring import SUMMARY_COLUMNS
-from fmc.io.tiff import VolumeMeta, write_volume
+from fmc.io.metadata import VolumeMeta
+from fmc.io.tiff import write_volume
+from fmc.reporting.evaluate_runs import evaluation_commands, hydra_override
 from fmc.reporting.montage import MontageImage, image_panels, montage_array, panel_shapes
-from fmc.reporting.report import (
-    best_checkpoint,
-    evaluation_commands,
-    hydra_override,
-    inspect_run,
-    read_test_scores,
-)
+from fmc.reporting.report import inspect_run
+from fmc.reporting.runs import best_checkpoint, read_test_scores
 from tests.conftest import assert_user_error, run_command, save_tiny_checkpoint
 
 SPACING = (3.0, 0.5, 0.5)  # a 6x coarser z step, as in light-sheet stacks

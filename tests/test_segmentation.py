@@ -13,6 +13,8 @@ import pytest
 from scipy import ndimage
 
 from fmc.core.errors import FmcConfigError
+from fmc.evaluation.iou import IouReference, matched_iou, n_iou
+from fmc.evaluation.isotropic import isotropic, isotropic_grid, resample
 from fmc.evaluation.scoring import (
     PER_IMAGE_COLUMNS,
     SUMMARY_COLUMNS,
@@ -22,18 +24,9 @@ from fmc.evaluation.scoring import (
     summarize,
     write_tables,
 )
-from fmc.evaluation.segmentation import (
-    CellposeSegmenter,
-    IouReference,
-    ProxySegmenter,
-    isotropic,
-    isotropic_grid,
-    make_segmenter,
-    matched_iou,
-    n_iou,
-    resample,
-)
-from fmc.io.tiff import VolumeMeta, write_volume
+from fmc.evaluation.segmentation import CellposeSegmenter, ProxySegmenter, make_segmenter
+from fmc.io.metadata import VolumeMeta
+from fmc.io.tiff import write_volume
 from tests.conftest import assert_user_error, fused_as_predictions, run_command
 
 SPACING = (2.0, 0.5, 0.5)

@@ -8,11 +8,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from fmc.core.cli import CONFIG_DIR
 from tests.conftest import assert_user_error, run_command
 
-TINY_RUN = ["study=1", "content=nucleus", "logger=csv", "cpu_profile.enabled=false",
+TINY_RUN = ["study=1", "content=nucleus", "logger=csv",
             "model.features=4", "model.depth=2", "data.patch_size=[16,32,32]",
             "data.batch_size=1", "data.epoch_steps=1", "trainer.accelerator=cpu",
             "trainer.max_steps=2",
@@ -29,7 +30,8 @@ def compose_train(*overrides: str):
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in Path(CONFIG_DIR, "experiment")
                                               .glob("*.yaml")))
 def test_every_experiment_composes_and_builds(experiment):
-    from fmc.training.fit import build_module, check_config
+    from fmc.training.builders import build_module
+    from fmc.training.config_checks import check_config
 
     cfg = compose_train(f"experiment={experiment}", "study=3", "content=membrane")
     check_config(cfg)
@@ -41,7 +43,7 @@ def test_every_experiment_composes_and_builds(experiment):
 
 def test_rwth_ge_is_the_seed_network():
     from fmc.models.unet3d import UNet3D
-    from fmc.training.fit import build_module
+    from fmc.training.builders import build_module
 
     cfg = compose_train("experiment=rwth_ge")
     module = build_module(cfg, {})
@@ -54,15 +56,86 @@ def test_rwth_ge_is_the_seed_network():
     assert default.model.residual and default.trainer.gradient_clip_val == 1.0
 
 
-def test_cpu_profile_shrinks_defaults_but_keeps_a_named_experiment():
-    from fmc.training.fit import apply_cpu_profile
+def test_profiles_are_configuration():
+    cpu = compose_train("profile=cpu")
+    assert cpu.model.features == 8 and list(cpu.data.patch_size) == [16, 64, 64]
+    assert cpu.data.batch_size == 2
+    gpu = compose_train("profile=gpu")
+    assert gpu.model.features == 16 and list(gpu.data.patch_size) == [64, 256, 256]
+    # An experiment keeps its network and batch; a key on the command line wins.
+    seed = compose_train("profile=cpu", "experiment=rwth_ge")
+    assert seed.model.features == 16 and seed.data.batch_size == 1
+    assert list(seed.data.patch_size) == [16, 64, 64]
+    assert compose_train("profile=cpu", "model.features=12").model.features == 12
 
-    cfg = compose_train()
-    apply_cpu_profile(cfg, gpu_available=False)
-    assert cfg.model.features == 8 and list(cfg.data.patch_size) == [16, 64, 64]
-    cfg = compose_train()
-    apply_cpu_profile(cfg, gpu_available=True)
-    assert cfg.model.features == 16 and list(cfg.data.patch_size) == [64, 256, 256]
+
+def test_auto_profile_is_decided_on_the_command_line():
+    from fmc.training.profile import with_profile
+
+    def no_gpu():
+        return False
+
+    def gpu():
+        return True
+
+    assert with_profile(["fmc.train", "study=1"], no_gpu)[-1] == "profile=cpu"
+    assert with_profile(["fmc.train", "profile=auto"], gpu) == ["fmc.train", "profile=gpu"]
+    assert with_profile(["fmc.train", "trainer=cpu"], gpu)[-1] == "profile=cpu"
+    assert with_profile(["fmc.train", "profile=gpu"], no_gpu) == ["fmc.train", "profile=gpu"]
+    assert with_profile(["fmc.train", "profile=cpu,gpu"], gpu) == ["fmc.train", "profile=cpu,gpu"]
+
+
+def test_cfg_job_prints_the_network_that_trains():
+    result = run_command("fmc.train", "--cfg", "job", "trainer=cpu")
+    assert result.returncode == 0, result.stderr
+    assert "features: 8" in result.stdout and "- 16\n  - 64\n  - 64" in result.stdout
+
+
+# One bad value per enumerated key: one line naming the key, the valid values and where.
+BAD_CHOICES = [("model.optimizer=sgd", "model.optimizer=sgd: choose one of radam, adam, adamw"),
+               ("model.scheduler=step", "model.scheduler=step: choose one of none, cosine"),
+               ("model.norm=layer", "model.norm=layer: choose one of instance, group"),
+               ("model.out_activation=gelu", "model.out_activation=gelu: choose one of none"),
+               ("model.confidence=net", "model.confidence=net: choose one of none, head"),
+               ("model.fallback=always", "model.fallback=always: choose one of none, difference"),
+               ("loss.name=l2", "loss.name=l2: choose one of ssim_l1, nssim_l1, l1"),
+               ("logger.kind=tensorboard", "logger.kind=tensorboard: choose one of wandb, csv"),
+               ("callbacks.checkpoint.monitor=val/loss",
+                "callbacks.checkpoint.monitor=val/loss: choose one of val/volume_n_ssim"),
+               ("test_volumes=maybe", "test_volumes=maybe: choose one of auto, true, false"),
+               ("+loss.kwargs.window=box", "loss.kwargs.window=box: choose one of gaussian"),
+               ("+loss.kwargs.ssim_wieght=1", "loss.kwargs.ssim_wieght: loss ssim_l1 does not"),
+               ("channels.list=[raw_image,dapi]", "channels.list=['raw_image', 'dapi']: the first"),
+               ("channels.list=[surface_distance]", "the first must be raw_image"),
+               ("+model.dropout=0.1", "model.dropout: FusionModule takes no such argument")]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_CHOICES,
+                         ids=[o.split("=")[0] for o, _ in BAD_CHOICES])
+def test_every_enumerated_key_is_checked_before_training(override, message):
+    from fmc.core.errors import FmcConfigError
+    from fmc.training.config_checks import check_config
+
+    cfg = compose_train("profile=cpu", override)
+    with pytest.raises(FmcConfigError) as caught:
+        check_config(cfg)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_every_model_key_reaches_the_module():
+    """conf/model's keys are FusionModule arguments: adding one is one YAML line and one
+    argument, and its value lands in the checkpoint's hyperparameters."""
+    from fmc.training.builders import build_module
+
+    cfg = compose_train("profile=cpu", "model.confidence_weight=0.25", "model.depth=2")
+    module = build_module(cfg, {})
+    for key, value in cfg.model.items():
+        assert module.hparams[key] == value, key
+
+
+def test_a_bad_choice_is_one_line_and_exit_2():
+    result = run_command("fmc.train", "model.optimizer=sgd", "logger=none")
+    assert_user_error(result, "model.optimizer=sgd: choose one of radam, adam, adamw")
 
 
 def test_fit_writes_self_contained_checkpoints_and_resumes(h5_root: Path, tmp_path: Path):
@@ -166,8 +239,11 @@ def test_every_experiment_smoke_runs(h5_root: Path, tmp_path: Path, experiment: 
                          "trainer.max_steps=1", "trainer.enable_progress_bar=false",
                          "trainer.num_sanity_val_steps=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
-    # On a CPU a named experiment keeps its network and only its patch shrinks (logged).
-    assert "no GPU: training patch" in result.stdout + result.stderr
+    # On a CPU a named experiment keeps its network and only its patch shrinks; the run's
+    # config says so, and the log names the profile.
+    assert "profile=cpu" in result.stdout + result.stderr
+    saved = OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml")
+    assert list(saved.data.patch_size) == [16, 64, 64] and saved.model.features == 16
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 

@@ -1,7 +1,7 @@
 """``python -m fmc.evaluate``: score predictions or baselines with the challenge's N_SSIM.
 
 Thin entry point: configuration in ``conf/evaluate.yaml``, logic in :mod:`fmc.evaluation.scoring`.
-``iou=proxy|cellpose`` adds an N_IoU-like segmentation score (:mod:`fmc.evaluation.segmentation`; not the
+``iou=proxy|cellpose`` adds an N_IoU-like segmentation score (:mod:`fmc.evaluation.iou`; not the
 challenge's N_IoU, whose verified segmentations are not public).
 """
 
@@ -18,22 +18,25 @@ from omegaconf import DictConfig, OmegaConf
 from fmc import __version__
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import writable_folder, write_text_atomic
+from fmc.evaluation.iou import IOU_SETTINGS
 from fmc.evaluation.metrics import METRIC_SETTINGS
-from fmc.evaluation.scoring import (
-    EvaluationResult,
+from fmc.evaluation.pairs import (
     Method,
-    best_per_content,
     check_predictions,
     find_pairs,
-    format_table,
     gaussian_label,
     parse_sigma,
     restrict_to_list,
+)
+from fmc.evaluation.scoring import (
+    EvaluationResult,
+    best_per_content,
+    format_table,
     score_pair,
     summarize,
     write_tables,
 )
-from fmc.evaluation.segmentation import IOU_CHOICES, IOU_SETTINGS, make_segmenter
+from fmc.evaluation.segmentation import IOU_CHOICES, make_segmenter
 
 log = logging.getLogger("fmc.evaluate")
 

@@ -1,19 +1,9 @@
-"""An N_IoU-like segmentation score: isotropic resampling, segmentation backends, object IoU.
+"""Segmentation backends for the N_IoU-like score: a classical proxy and the organisers' Cellpose.
 
-The Fuse My Cells challenge's second metric compares segmentations. The organisers made verified
-segmentations of the ground truth (GT) and of the input, and segment the prediction with Cellpose
-(``nuclei`` for nucleus, ``cyto3`` for membrane) on volumes made isotropic by linear
-interpolation, with the diameter estimated on the GT::
-
-    n_iou = (prediction_iou - reference_iou) / (best_iou - reference_iou)
-
-Their verified segmentations are not public, so this module **cannot reproduce the official
-number**. What it computes instead, with one backend for all three volumes:
-
-* ``iou_input`` (reference) = IoU(seg(input), seg(GT)),
-* ``iou_pred`` = IoU(seg(prediction), seg(GT)),
-* ``n_iou = (iou_pred - iou_input) / (1 - iou_input)``: best_iou is taken as 1, since the GT's
-  segmentation is compared with itself.
+The organisers of the Fuse My Cells challenge segment with Cellpose (``nuclei`` for nucleus,
+``cyto3`` for membrane) on volumes made isotropic by linear interpolation, with the diameter
+estimated on the GT. The score built on these backends is :mod:`fmc.evaluation.iou`; a backend
+(:class:`Segmenter`) estimates a diameter on the isotropic GT and segments isotropic volumes.
 
 Backends:
 
@@ -27,240 +17,25 @@ Backends:
     The organisers' models (:class:`CellposeSegmenter`) when ``cellpose`` (< 4) is installed and
     its weights are available; still not the official number (best_iou = 1, no verified
     segmentations).
-
-IoU (:func:`matched_iou`): objects of the two label volumes are matched one to one when their
-IoU exceeds 0.5; the score is the sum of the matched IoUs over the number of objects in either
-volume (matched pairs counted once). See that function for why.
-
-Memory: the isotropic volumes are held whole (float32, plus labels and a distance map during
-segmentation), so their size is capped by ``max_voxels`` (:func:`isotropic_grid`): above it the
-common isotropic spacing is coarsened, a deviation from the organisers' full-resolution
-resampling that is logged. Reading the anisotropic source is done in z-chunks.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import ndimage
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 
-if TYPE_CHECKING:
-    from scipy import sparse
-
 log = logging.getLogger(__name__)
 
 IOU_CHOICES = ("none", "proxy", "cellpose")
-# 16 M isotropic voxels: a float32 volume of 64 MB, segmentation temporaries (distance maps,
-# labels, watershed queues) below 1 GB, and about half a minute per proxy segmentation on 2
-# cores. A 1920×1920 recording then has ~0.6 µm voxels: nuclei still span ~10 voxels.
-DEFAULT_MAX_VOXELS = 16_000_000
-# Output planes resampled at a time: bounds the anisotropic planes held while resampling.
-CHUNK_PLANES = 16
-MATCH_THRESHOLD = 0.5
-IOU_SETTINGS = ("volumes resampled to isotropic voxels (linear interpolation, block mean where the "
-                "max_voxels guard coarsens an axis); object IoU: one-to-one matches at IoU > 0.5, "
-                "sum of matched IoUs / objects in either volume; n_iou = (iou_pred - iou_input) / "
-                "(1 - iou_input), best_iou taken as 1 (no verified segmentations)")
 
 
-# ----------------------------------------------------------------------------------------------
-# Isotropic resampling
-# ----------------------------------------------------------------------------------------------
-def isotropic_grid(shape: Sequence[int], spacing_zyx: Sequence[float],
-                   max_voxels: int | None = DEFAULT_MAX_VOXELS) -> tuple[tuple[int, int, int], float]:
-    """Shape and spacing of the isotropic grid covering the same field of view as ``shape``.
-
-    The spacing is the finest of ``spacing_zyx`` unless the grid would exceed ``max_voxels``,
-    in which case it is coarsened until it fits.
-
-    Parameters
-    ----------
-    shape : sequence of 3 ints
-        ZYX shape of the source volume.
-    spacing_zyx : sequence of 3 floats
-        Voxel size of the source (any unit; only ratios matter).
-    max_voxels : int or None
-        Largest isotropic grid allowed; None for no limit.
-
-    Returns
-    -------
-    shape : tuple of 3 ints
-    spacing : float
-        Nominal isotropic voxel size, in the unit of ``spacing_zyx``.
-
-    Raises
-    ------
-    FmcInputError
-        If a spacing is not a positive finite number.
-    """
-    spacing = [float(s) for s in spacing_zyx]
-    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise FmcInputError(f"voxel spacing {tuple(spacing_zyx)}: need three positive numbers")
-    step = min(spacing)
-
-    def grid(step_: float) -> tuple[int, int, int]:
-        z, y, x = (max(1, round(n * s / step_)) for n, s in zip(shape, spacing, strict=True))
-        return (z, y, x)
-
-    out = grid(step)
-    if max_voxels is not None and math.prod(out) > max_voxels:
-        step *= (math.prod(out) / max_voxels) ** (1 / 3)
-        # Rounding can leave the grid slightly above the cap: coarsen by 1 % until it fits.
-        while math.prod(out := grid(step)) > max_voxels and max(out) > 1:
-            step *= 1.01
-    return out, step
-
-
-def _axis_weights(n_in: int, n_out: int) -> sparse.csr_matrix:
-    """``(n_out, n_in)`` resampling matrix of one axis, with centre-aligned voxels.
-
-    Upsampling (and equal sizes) interpolates linearly with clamped edges, as the organisers'
-    linear interpolation; downsampling averages the input voxels of each output cell instead,
-    because sampling a much finer grid at points would alias noise into the segmentation.
-    """
-    from scipy import sparse  # here: importing fmc.evaluation.scoring must not pay for it when iou=none
-
-    if n_out >= n_in:
-        position = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-        lo = np.floor(position).astype(np.intp)
-        hi = np.minimum(lo + 1, n_in - 1)
-        frac = position - lo
-        rows = np.concatenate([np.arange(n_out), np.arange(n_out)])
-        matrix = sparse.coo_matrix((np.concatenate([1 - frac, frac]), (rows, np.concatenate([lo, hi]))),
-                                   shape=(n_out, n_in))
-    else:
-        edges = np.linspace(0, n_in, n_out + 1).round().astype(np.intp)
-        cell = np.repeat(np.arange(n_out), np.diff(edges))
-        matrix = sparse.coo_matrix((1.0 / np.diff(edges)[cell], (cell, np.arange(n_in))),
-                                   shape=(n_out, n_in))
-    return matrix.astype(np.float32).tocsr()  # duplicates (clamped edges) are summed
-
-
-def resample(volume: Any, shape: Sequence[int]) -> np.ndarray:
-    """Resample a ZYX volume onto ``shape`` (see :func:`_axis_weights`), in float32.
-
-    ``volume`` may be a numpy array or anything read in z-slabs (``volume[z0:z1]``, e.g.
-    :class:`fmc.io.tiff.TiffVolume`): only the source planes needed by :data:`CHUNK_PLANES` output
-    planes are read at a time. The output is held whole.
-    """
-    n_in = tuple(int(n) for n in volume.shape)
-    if len(n_in) != 3:
-        raise FmcInputError(f"expected a 3D ZYX volume, got shape {n_in}")
-    wz, wy, wx = (_axis_weights(a, b) for a, b in zip(n_in, shape, strict=True))
-    wx_t = wx.T.tocsr()
-    out = np.empty(tuple(shape), np.float32)
-    for z0 in range(0, shape[0], CHUNK_PLANES):
-        rows = wz[z0:z0 + CHUNK_PLANES]
-        used = rows.indices
-        lo, hi = int(used.min()), int(used.max()) + 1
-        planes = np.asarray(volume[lo:hi], dtype=np.float32)
-        # Y and X on the source planes first: fewer planes than output planes when z is
-        # upsampled (the usual case), so the lateral work is done once per source plane.
-        lateral = planes if planes.shape[1:] == tuple(shape[1:]) else \
-            np.stack([(wy @ plane) @ wx_t for plane in planes])
-        flat = rows[:, lo:hi] @ lateral.reshape(hi - lo, -1)
-        out[z0:z0 + rows.shape[0]] = np.asarray(flat, dtype=np.float32).reshape(rows.shape[0], *shape[1:])
-    return out
-
-
-def isotropic(volume: Any, spacing_zyx: Sequence[float],
-              max_voxels: int | None = DEFAULT_MAX_VOXELS) -> np.ndarray:
-    """A ZYX volume resampled to isotropic voxels of its finest spacing (float32).
-
-    Linear interpolation, read in z-chunks; the result is held whole, so a grid above
-    ``max_voxels`` is coarsened (logged): see :func:`isotropic_grid`.
-
-    Parameters
-    ----------
-    volume : numpy.ndarray or volume-like
-        Indexable along Z with a ``shape``.
-    spacing_zyx : sequence of 3 floats
-        Source voxel size.
-    max_voxels : int or None
-        Cap on the output's voxel count; None for none (real volumes then take tens of GB).
-    """
-    shape, step = isotropic_grid(volume.shape, spacing_zyx, max_voxels)
-    if step > min(spacing_zyx) * 1.0001:
-        log.info("isotropic: %s voxels at %.3g instead of %.3g to stay under max_voxels=%d",
-                 "×".join(map(str, shape)), step, min(spacing_zyx), max_voxels)
-    return resample(volume, shape)
-
-
-# ----------------------------------------------------------------------------------------------
-# IoU between label volumes
-# ----------------------------------------------------------------------------------------------
-def matched_iou(labels_a: np.ndarray, labels_b: np.ndarray,
-                threshold: float = MATCH_THRESHOLD) -> float:
-    """Object IoU of two label volumes: one-to-one matches above ``threshold``, misses count 0.
-
-    Objects ``i`` of ``a`` and ``j`` of ``b`` match when ``IoU(i, j) > threshold``; with the
-    default 0.5 a match is unique (an object cannot overlap two disjoint objects by more than
-    half its union each), so no assignment problem is solved. The score is::
-
-        sum of the matched IoUs / (n_a + n_b - n_matched)
-
-    i.e. the mean IoU over all objects of either volume, an unmatched (missed, spurious, split
-    or merged) object counting 0. It is 1 only when both volumes hold the same objects (up to
-    label values) and is symmetric. Unlike a foreground IoU, which would barely see two touching
-    nuclei merged or a membrane missing between cells, it measures the instance segmentation.
-
-    Parameters
-    ----------
-    labels_a, labels_b : numpy.ndarray
-        Integer label volumes of one shape; 0 is background.
-    threshold : float
-        Match threshold, at least 0.5 for the uniqueness argument above.
-
-    Returns
-    -------
-    float
-        In [0, 1]; 1.0 when neither volume holds an object.
-    """
-    if labels_a.shape != labels_b.shape:
-        raise ValueError(f"label volumes differ in shape: {labels_a.shape} vs {labels_b.shape}")
-    if threshold < 0.5:
-        raise ValueError("threshold below 0.5 would allow one object to match several")
-    a = labels_a.ravel()
-    b = labels_b.ravel()
-    ids_a, area_a = np.unique(a[a > 0], return_counts=True)
-    ids_b, area_b = np.unique(b[b > 0], return_counts=True)
-    n_objects = len(ids_a) + len(ids_b)
-    if n_objects == 0:
-        return 1.0
-    both = (a > 0) & (b > 0)
-    # One key per (label_a, label_b) pair: its count is the pair's intersection.
-    base = int(b.max()) + 1
-    keys = a[both].astype(np.int64) * base + b[both].astype(np.int64)
-    pairs, intersection = np.unique(keys, return_counts=True)
-    ia = np.searchsorted(ids_a, pairs // base)
-    ib = np.searchsorted(ids_b, pairs % base)
-    iou = intersection / (area_a[ia] + area_b[ib] - intersection)
-    matched = iou[iou > threshold]
-    return float(matched.sum() / (n_objects - len(matched)))
-
-
-def n_iou_from(iou_pred: float, iou_input: float) -> float:
-    """``(iou_pred - iou_input) / (1 - iou_input)``; NaN when the input already scores 1.
-
-    1 for a prediction segmented like the GT, 0 for one segmented as well as the input, and
-    unbounded below: with an input that already scores high, or few objects (each one a large
-    step of the IoU), a worse prediction gives large negative values.
-    """
-    if not iou_input < 1.0:
-        return math.nan
-    return (iou_pred - iou_input) / (1.0 - iou_input)
-
-
-# ----------------------------------------------------------------------------------------------
-# Segmentation backends
-# ----------------------------------------------------------------------------------------------
 class Segmenter(Protocol):
     """A segmentation backend for isotropic volumes."""
 
@@ -390,7 +165,7 @@ class ProxySegmenter:
         """
         normalised = _normalise(volume)
         smooth = ndimage.gaussian_filter(normalised, self.sigma)
-        if _check_content(content) == "nucleus":
+        if check_content(content) == "nucleus":
             return 2 * _typical_radius(_otsu_mask(smooth))
         membrane, specimen = self._membrane_masks(normalised, smooth)
         return 2 * _typical_radius(specimen & ~membrane)
@@ -403,7 +178,7 @@ class ProxySegmenter:
         radius = max(diameter / 2, 1.0)
         normalised = _normalise(volume)
         smooth = ndimage.gaussian_filter(normalised, self.sigma)
-        if _check_content(content) == "nucleus":
+        if check_content(content) == "nucleus":
             # Specks much smaller than a nucleus are noise above the threshold.
             return _split_by_distance(_drop_small(_otsu_mask(smooth), radius), radius)
         _, specimen = self._membrane_masks(normalised, smooth)
@@ -467,7 +242,7 @@ class CellposeSegmenter:
         self._models: dict[str, Any] = {}
 
     def _model(self, content: str) -> Any:
-        model_type = self.MODELS[_check_content(content)]
+        model_type = self.MODELS[check_content(content)]
         if model_type not in self._models:
             try:
                 self._models[model_type] = self._models_module.Cellpose(gpu=self._gpu,
@@ -504,7 +279,8 @@ class CellposeSegmenter:
         return np.asarray(result[0]).astype(np.int32, copy=False)
 
 
-def _check_content(content: str | None) -> str:
+def check_content(content: str | None) -> str:
+    """``content`` if it is 'nucleus' or 'membrane'; otherwise raise FmcInputError."""
     if content not in ("nucleus", "membrane"):
         raise FmcInputError(f"content {content!r}: segmentation needs 'nucleus' or 'membrane'")
     return content
@@ -526,103 +302,3 @@ def make_segmenter(backend: str | Segmenter) -> Segmenter:
     if name == "cellpose":
         return CellposeSegmenter()
     raise FmcConfigError(f"segmentation backend {backend!r}: choose proxy or cellpose")
-
-
-# ----------------------------------------------------------------------------------------------
-# N_IoU
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class IouScore:
-    """Segmentation scores of one prediction (see the module doc: not the official N_IoU).
-
-    Attributes
-    ----------
-    iou_input : float
-        IoU(seg(input), seg(GT)), the reference.
-    iou_pred : float
-        IoU(seg(prediction), seg(GT)).
-    n_iou : float
-        ``(iou_pred - iou_input) / (1 - iou_input)``; NaN if ``iou_input`` is 1.
-    backend : str
-        Segmentation backend, e.g. ``proxy``.
-    """
-
-    iou_input: float
-    iou_pred: float
-    n_iou: float
-    backend: str
-
-
-class IouReference:
-    """Segmentations of a GT and its input, against which several predictions are scored.
-
-    The GT is resampled and segmented once, its object diameter estimated on it, and the input
-    scored; :meth:`score` then costs one resampling and one segmentation per prediction.
-
-    Parameters
-    ----------
-    target, input_view : numpy.ndarray or volume-like
-        Ground truth and input view, same ZYX shape.
-    spacing_zyx : sequence of 3 floats
-        Their voxel size.
-    content : {'nucleus', 'membrane'}
-    backend : str or Segmenter
-        ``proxy``, ``cellpose`` or a backend object.
-    max_voxels : int or None
-        Cap on the isotropic grid (see :func:`isotropic_grid`).
-    """
-
-    def __init__(self, target: Any, input_view: Any, spacing_zyx: Sequence[float], content: str,
-                 backend: str | Segmenter = "proxy", max_voxels: int | None = DEFAULT_MAX_VOXELS):
-        if tuple(target.shape) != tuple(input_view.shape):
-            raise FmcInputError(f"input shape {tuple(input_view.shape)} differs from the ground "
-                                f"truth's {tuple(target.shape)}")
-        self.content = _check_content(content)
-        self.segmenter = make_segmenter(backend)
-        self.shape_in = tuple(target.shape)
-        self.grid, step = isotropic_grid(self.shape_in, spacing_zyx, max_voxels)
-        if step > min(spacing_zyx) * 1.0001:
-            log.info("N_IoU (%s): segmenting on %s voxels of %.3g instead of %.3g "
-                     "(max_voxels=%d)", self.segmenter.name, "×".join(map(str, self.grid)), step,
-                     min(spacing_zyx), max_voxels)
-        target_iso = resample(target, self.grid)
-        self.diameter = self.segmenter.estimate_diameter(target_iso, self.content)
-        self.target_labels = self.segmenter.segment(target_iso, self.content, self.diameter)
-        del target_iso
-        self.iou_input = matched_iou(self.labels(input_view), self.target_labels)
-
-    def labels(self, volume: Any) -> np.ndarray:
-        """Label volume of ``volume`` on this reference's isotropic grid."""
-        if tuple(volume.shape) != self.shape_in:
-            raise FmcInputError(f"shape {tuple(volume.shape)} differs from the ground truth's "
-                                f"{self.shape_in}")
-        return self.segmenter.segment(resample(volume, self.grid), self.content, self.diameter)
-
-    def score(self, prediction: Any) -> IouScore:
-        """IoU of ``prediction``'s segmentation with the GT's, and its N_IoU."""
-        iou_pred = matched_iou(self.labels(prediction), self.target_labels)
-        return IouScore(self.iou_input, iou_pred, n_iou_from(iou_pred, self.iou_input),
-                        self.segmenter.name)
-
-
-def n_iou(prediction: Any, target: Any, input_view: Any, spacing: Sequence[float], content: str,
-          backend: str | Segmenter = "proxy", max_voxels: int | None = DEFAULT_MAX_VOXELS) -> IouScore:
-    """N_IoU-like score of one prediction (best_iou = 1; not the challenge's number).
-
-    Parameters
-    ----------
-    prediction, target, input_view : numpy.ndarray or volume-like
-        Same ZYX shape.
-    spacing : sequence of 3 floats
-        Voxel size, ZYX.
-    content : {'nucleus', 'membrane'}
-    backend : str or Segmenter
-        ``proxy`` (classical, see :class:`ProxySegmenter`) or ``cellpose``.
-    max_voxels : int or None
-        Cap on the isotropic grid.
-
-    Returns
-    -------
-    IouScore
-    """
-    return IouReference(target, input_view, spacing, content, backend, max_voxels).score(prediction)

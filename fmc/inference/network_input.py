@@ -24,9 +24,11 @@ from fmc.core.normalization import VolumeStats, volume_stats
 from fmc.core.studies import STUDIES, parse_content, parse_study
 from fmc.data.patches import scale_channel
 from fmc.io.h5 import LIGHT_MAP, RAW_IMAGE, SURFACE_DISTANCE
-from fmc.io.tiff import TiffVolume, VolumeMeta
-from fmc.preprocessing.channels import ChannelWarning, LightField, SurfaceDistanceField
+from fmc.io.metadata import VolumeMeta
+from fmc.io.tiff import TiffVolume
+from fmc.preprocessing.channels import ChannelWarning, SurfaceDistanceField
 from fmc.preprocessing.conversion import resolve_spacing
+from fmc.preprocessing.light import LightField
 
 log = logging.getLogger(__name__)
 

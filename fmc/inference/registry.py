@@ -32,7 +32,7 @@ import yaml
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.studies import STUDIES, parse_content, parse_study
-from fmc.io.tiff import VolumeMeta
+from fmc.io.metadata import VolumeMeta
 from fmc.models.checkpoint import best_checkpoint_in
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.inference.network_input import open_volume
 from fmc.inference.prediction import PredictSettings, device_for, load_model, predict_file
 from fmc.inference.registry import ModelRegistry
-from fmc.io.tiff import describe
+from fmc.io.metadata import describe
 
 log = logging.getLogger(__name__)
 

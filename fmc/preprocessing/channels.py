@@ -1,4 +1,4 @@
-"""Auxiliary input channels computed from one view: surface distance and light map.
+"""The surface-distance input channel of one view, and the coarse grid the channels are computed on.
 
 Pure functions on numpy arrays (no HDF5, no Hydra); spacing is ZYX in µm everywhere.
 
@@ -6,14 +6,12 @@ Pure functions on numpy arrays (no HDF5, no Hydra); spacing is ZYX in µm everyw
 specimen's convex hull -- positive inside, 0 on the hull surface, negative outside. The specimen is
 found on a coarse grid of about 1 µm voxels (anti-aliased by block averaging, :mod:`fmc.core.grids`):
 Gaussian smoothing, threshold at the mean, opening, largest component, convex hull of its surface
-points. The hull is
+points (:mod:`fmc.preprocessing.hull`). The hull is
 filled row by row from its facet planes (each row of voxels crosses a convex body in one interval),
 the signed distance is computed on the coarse grid with the true voxel spacing, and interpolated
 back to full resolution linearly.
 
-*Light map*: the distance in µm from the border the light comes from, along the study's
-illuminated axes. The side is estimated as in the seed: the centroid of the brightest voxels (above
-the 90th percentile) lies nearer the lit side than the centroid of the voxels above the median.
+The other auxiliary channel, the light map, is in :mod:`fmc.preprocessing.light`.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 
 from fmc.core.grids import (
     block_mean,
@@ -33,6 +30,7 @@ from fmc.core.grids import (
     coarse_shape,
     resize_linear_planes,
 )
+from fmc.preprocessing.hull import fill_hull, specimen_hull, specimen_mask
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +41,6 @@ WORKING_SPACING_UM = 1.0
 # many nodes (study 5: ~2.8 µm): at 168 M nodes the distance transform alone took several GB
 # (study-5 prediction peaked at 10.8 GB, 6.4 GB with the cap; docs/benchmarks.md).
 MAX_WORKING_NODES = 8_000_000
-# A component holding this share of the thresholded voxels is "the specimen"; otherwise every
-# component of at least COMPARABLE_SHARE of the largest one's size is kept (see specimen_mask).
-FRAGMENTED_SHARE = 0.5
-COMPARABLE_SHARE = 0.05
 
 
 class ChannelWarning(UserWarning):
@@ -71,113 +65,6 @@ def working_grid(shape: Sequence[int], spacing_zyx: Sequence[float],
         step *= (nodes / max_nodes) ** (1 / 3)
         coarse = coarse_shape(shape, spacing_zyx, step)
     return tuple(min(int(n), max(c, 4)) for n, c in zip(shape, coarse, strict=True))
-
-
-# ----------------------------------------------------------------------------------------------
-# Specimen mask and convex hull
-# ----------------------------------------------------------------------------------------------
-def specimen_mask(volume: np.ndarray, sigma: float = 0.5) -> np.ndarray:
-    """The specimen as the largest connected bright region (the seed's recipe).
-
-    Gaussian smoothing (``sigma`` voxels), threshold at the mean, binary opening, largest
-    26-connected component -- or, when no component holds half of the mask (separate nuclei),
-    every component at least 5 % the size of the largest. Returns an empty mask for a constant
-    or empty volume.
-
-    The seed smoothed with σ = 1 voxel of a strided (not averaged) grid. Here the grid is
-    already block-averaged, which suppresses the noise; a wider blur would only push the mean
-    threshold outwards (σ = 1 moved a sphere's hull ~2 µm out at 2 µm voxels, σ = 0.5 ~0.9 µm).
-    """
-    smoothed = ndimage.gaussian_filter(np.asarray(volume, dtype=np.float32), sigma,
-                                       mode="nearest")
-    threshold = float(smoothed.mean())
-    mask = smoothed > threshold
-    if not mask.any():
-        return mask
-    mask = ndimage.binary_opening(mask)
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-    if count == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    largest = int(np.argmax(sizes))
-    if sizes[largest] >= FRAGMENTED_SHARE * sizes.sum():
-        return labels == largest
-    # No dominant component: a specimen of separate bright objects (nuclei without a
-    # cytoplasmic signal). The largest alone would give the hull of one cluster; keep every
-    # object of comparable size instead (small specks were removed by the opening).
-    return np.isin(labels, np.flatnonzero(sizes >= COMPARABLE_SHARE * sizes[largest]))
-
-
-def specimen_hull(mask: np.ndarray, coordinates_um: Sequence[np.ndarray]) -> ConvexHull | None:
-    """Convex hull (in µm) of a mask's surface voxels; None if the mask is empty or flat.
-
-    Only surface voxels are passed to Qhull: the hull of a set is that of its boundary.
-    ``hull.equations`` rows ``(nz, ny, nx, offset)`` hold unit outward normals: a point ``p`` is
-    inside when ``n · p + offset <= 0`` for every row.
-    """
-    if not mask.any():
-        return None
-    surface = mask & ~ndimage.binary_erosion(mask)
-    index = np.nonzero(surface)
-    points = np.stack([coordinates_um[axis][index[axis]] for axis in range(3)], axis=1)
-    if len(points) < 4:
-        return None
-    try:
-        return ConvexHull(points)
-    except (QhullError, ValueError):
-        return None
-
-
-def fill_hull(hull: ConvexHull, coordinates_um: Sequence[np.ndarray]) -> np.ndarray:
-    """Boolean mask of a convex hull on the grid with these axis coordinates (µm).
-
-    Exact and fast: each z-plane cuts the hull in a convex polygon (the 2D hull of where the
-    hull's edges cross the plane), and each row of that plane crosses the polygon in one
-    interval whose ends follow from the polygon's sides. The cost is planes × rows × sides, not
-    voxels × facets (the seed tested every voxel against a Delaunay triangulation).
-    """
-    z, y, x = (np.asarray(c, dtype=np.float64) for c in coordinates_um)
-    inside = np.zeros((len(z), len(y), len(x)), dtype=bool)
-    points = hull.points
-    pairs = np.concatenate([hull.simplices[:, [0, 1]], hull.simplices[:, [1, 2]],
-                            hull.simplices[:, [0, 2]]])
-    edges = np.unique(np.sort(pairs, axis=1), axis=0)
-    start, end = points[edges[:, 0]], points[edges[:, 1]]
-    z_low = np.minimum(start[:, 0], end[:, 0])
-    z_high = np.maximum(start[:, 0], end[:, 0])
-    for plane, z0 in enumerate(z):
-        crossing = (z_low <= z0) & (z_high >= z0)
-        if not crossing.any():
-            continue
-        a, b = start[crossing], end[crossing]
-        height = b[:, 0] - a[:, 0]
-        flat = height == 0  # an edge lying in the plane: both its ends are on the section
-        t = np.where(flat, 0.0, (z0 - a[:, 0]) / np.where(flat, 1.0, height))
-        section = np.concatenate([a[:, 1:] + t[:, None] * (b[:, 1:] - a[:, 1:]),
-                                  b[flat, 1:]])
-        inside[plane] = _fill_polygon_rows(section, y, x)
-    return inside
-
-
-def _fill_polygon_rows(section: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Rows × columns mask of the convex polygon spanned by ``section`` (YX points, µm)."""
-    try:
-        polygon = ConvexHull(section)
-    except (QhullError, ValueError):
-        return np.zeros((len(y), len(x)), bool)  # a point or a segment: no area in this plane
-    normal_y, normal_x, offset = polygon.equations.T
-    rest = y[:, None] * normal_y + offset  # (rows, sides)
-    tolerance = 1e-9
-    steep = np.abs(normal_x) > 1e-12
-    bound = -rest[:, steep] / normal_x[steep]
-    positive = normal_x[steep] > 0
-    upper = np.min(np.where(positive, bound, np.inf), axis=1, initial=np.inf)
-    lower = np.max(np.where(~positive, bound, -np.inf), axis=1, initial=-np.inf)
-    excluded = np.any(rest[:, ~steep] > tolerance, axis=1)  # sides parallel to X
-    rows = (x[None, :] >= lower[:, None] - tolerance) & (x[None, :] <= upper[:, None] + tolerance)
-    rows &= ~excluded[:, None]
-    return rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,102 +209,3 @@ def border_distance(shape: Sequence[int], spacing_zyx: Sequence[float],
         along = along.reshape(view_shape)
         result = along if result is None else np.minimum(result, along)
     return np.broadcast_to(result, (z1 - z0, *tuple(shape)[1:])).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------------------------
-# Light map
-# ----------------------------------------------------------------------------------------------
-def light_direction(volume: np.ndarray, low_percentile: float = 50.0,
-                    high_percentile: float = 90.0) -> np.ndarray:
-    """Unit vector (ZYX, voxel units) from the median-bright centroid to the brightest centroid.
-
-    The brightest voxels crowd the side the light enters from, so the vector points towards it.
-    Returns zeros for a volume without a contrast.
-    """
-    volume = np.asarray(volume, dtype=np.float32)
-    low, high = np.percentile(volume, (low_percentile, high_percentile))
-    centroids = []
-    for threshold in (low, high):
-        index = np.nonzero(volume > threshold)
-        if len(index[0]) == 0:
-            return np.zeros(3)
-        centroids.append(np.array([i.mean() for i in index]))
-    direction = centroids[1] - centroids[0]
-    norm = float(np.linalg.norm(direction))
-    return direction / norm if norm > 0 else np.zeros(3)
-
-
-def light_map(volume: np.ndarray, spacing_zyx: Sequence[float], axes: Sequence[int] | None,
-              working_spacing_um: float = WORKING_SPACING_UM) -> tuple[np.ndarray, dict]:
-    """Distance (µm) from the lit border along the illuminated ``axes`` (nearest lit face).
-
-    Parameters
-    ----------
-    volume : numpy.ndarray
-        One view, ZYX.
-    spacing_zyx : sequence of 3 floats
-        Voxel size in µm.
-    axes : sequence of int or None
-        Illuminated axes (0 = Z, 1 = Y, 2 = X), e.g. the study's degradation axes. None or empty
-        (unknown study): the axis along which the brightness shifts most is used.
-    working_spacing_um : float
-        The direction is estimated on a block-averaged copy of about this voxel size.
-
-    Returns
-    -------
-    light : numpy.ndarray
-        float32 ZYX map: 0 on the first plane of the lit side(s), growing inwards in µm.
-    info : dict
-        ``direction`` (unit ZYX vector) and ``lit_sides``: for each axis used, 'start' or 'end'.
-    """
-    volume = np.asarray(volume)
-    field = LightField.from_volume(volume, spacing_zyx, axes, working_spacing_um)
-    return field.planes(0, volume.shape[0]), field.info
-
-
-class LightField:
-    """The light map of one volume: its lit sides, and the depth map built plane range by range.
-
-    ``light_map(volume, ...)[0]`` equals ``planes(0, depth)``; prediction asks for z-slabs only.
-    """
-
-    def __init__(self, shape: Sequence[int], spacing_zyx: Sequence[float],
-                 lit_at_start: dict[int, bool], direction: Sequence[float]):
-        self.shape = tuple(int(n) for n in shape)
-        self.spacing = tuple(float(s) for s in spacing_zyx)
-        self.lit_at_start = dict(lit_at_start)
-        self.info = {"direction": [float(d) for d in direction],
-                     "lit_sides": {"ZYX"[a]: "start" if first else "end"
-                                   for a, first in self.lit_at_start.items()}}
-
-    @classmethod
-    def from_volume(cls, volume, spacing_zyx: Sequence[float], axes: Sequence[int] | None,
-                    working_spacing_um: float = WORKING_SPACING_UM) -> LightField:
-        """Estimate the lit sides from a volume in memory or read in z-slabs."""
-        spacing = tuple(float(s) for s in spacing_zyx)
-        grid = working_grid(volume.shape, spacing, working_spacing_um)
-        coarse = block_mean(volume, grid) if isinstance(volume, np.ndarray) \
-            else block_mean_streamed(volume, grid)
-        direction = light_direction(coarse)
-        if not axes:
-            # Compare shifts in µm: a voxel step differs between axes.
-            physical = direction * np.asarray(spacing) * np.asarray(volume.shape) / np.asarray(grid)
-            axes = [int(np.argmax(np.abs(physical)))]
-        # Brightest voxels at low indices: the light comes from there.
-        return cls(volume.shape, spacing, {int(a): bool(direction[a] <= 0) for a in axes},
-                   direction)
-
-    def planes(self, z0: int, z1: int) -> np.ndarray:
-        """Depth from the lit side(s), planes ``z0:z1`` (float32, µm)."""
-        result = None
-        for axis, lit_at_start in self.lit_at_start.items():
-            length, step = self.shape[axis], self.spacing[axis]
-            index = np.arange(length, dtype=np.float32)
-            depth = (index if lit_at_start else (length - 1 - index)) * np.float32(step)
-            if axis == 0:
-                depth = depth[z0:z1]
-            view_shape = [1, 1, 1]
-            view_shape[axis] = len(depth)
-            depth = depth.reshape(view_shape)
-            result = depth if result is None else np.minimum(result, depth)
-        return np.broadcast_to(result, (z1 - z0, *self.shape[1:])).astype(np.float32)

@@ -31,8 +31,10 @@ from fmc.io.h5 import (
     is_complete,
     write_h5,
 )
-from fmc.io.tiff import VolumeMeta, read_volume
-from fmc.preprocessing.channels import WORKING_SPACING_UM, light_map, surface_distance
+from fmc.io.metadata import VolumeMeta
+from fmc.io.tiff import read_volume
+from fmc.preprocessing.channels import WORKING_SPACING_UM, surface_distance
+from fmc.preprocessing.light import light_map
 
 log = logging.getLogger(__name__)
 

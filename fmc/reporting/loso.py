@@ -13,9 +13,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fmc.reporting.runs import RunReport
 
 # A held-out volume scoring below this is "harmed": the output is worse than the input.
 HARM_LIMIT = -0.02
@@ -105,3 +108,12 @@ def write_loso_figure(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Pa
             for row in rows]
     return write_bar_chart(bars, path, legend=("mean", "worst volume"),
                            title="Leave one study out: N_SSIM on the unseen study; identity = 0")
+
+
+def loso_section(reports: Sequence[RunReport], out: Path) -> tuple[str, Path] | None:
+    """The leave-one-study-out table and figure of the runs trained with ``holdout``."""
+    scores = [s for s in (held_out_scores(r.label, r.metrics) for r in reports) if s is not None]
+    if not scores:
+        return None
+    rows = loso_rows(scores)
+    return loso_markdown(rows), write_loso_figure(rows, out / "report_loso.png")

@@ -23,7 +23,8 @@ import numpy as np
 
 from fmc.core.errors import FmcConfigError
 from fmc.core.studies import CONTENTS, STUDIES, check_content, get_profile
-from fmc.io.tiff import VolumeMeta, write_volume
+from fmc.io.metadata import VolumeMeta
+from fmc.io.tiff import write_volume
 from fmc.simulation.lightsheet import FusionParams, OpticsParams, blend_coordinate, simulate_pair, view_weight
 from fmc.simulation.specimen import SpecimenParams, render_specimen
 
@@ -145,7 +146,7 @@ def generate_pair(study: int, content: str, index: int = 0, shape=None, seed: in
     -------
     view, target : numpy.ndarray
         uint16 ZYX volumes.
-    meta : fmc.io.tiff.VolumeMeta
+    meta : fmc.io.metadata.VolumeMeta
         Study, content and spacing to write with both.
     """
     settings = settings or SynthSettings()

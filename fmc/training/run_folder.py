@@ -1,4 +1,4 @@
-"""A Hydra callback that checks the run (or sweep) folder before Hydra creates it.
+"""The run folder: checked before Hydra creates it, found, and locked while a run writes into it.
 
 Hydra makes ``hydra.run.dir`` before fmc's code runs; a folder it cannot make (a file in the
 way, a read-only place) would end in Hydra's own traceback. Registered in
@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from fmc.core.cli import EXIT_USER_ERROR
+from fmc.core.errors import FmcInputError
 
 
 def folder_problem(folder: Path) -> str | None:
@@ -56,3 +57,75 @@ def _check(config: DictConfig, key: str) -> None:
               f"give another with {key}=...", file=sys.stderr, flush=True)
         # SystemExit, not an exception: Hydra turns a callback's exceptions into warnings.
         sys.exit(EXIT_USER_ERROR)
+
+
+def output_folder() -> Path:
+    """This run's Hydra folder (the current folder outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except (ImportError, ValueError):
+        return Path.cwd()
+
+
+def is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ImportError, ValueError):
+        return False
+
+
+LOCK_FILE = ".fmc-train.lock"
+
+
+# This process's lock on its run folder: (folder, open file), held until the process ends.
+_run_lock: tuple[Path, Any] | None = None
+
+
+def lock_run_folder(folder: Path) -> None:
+    """Refuse a run folder that another live ``fmc.train`` is writing into.
+
+    Two runs started in the same second share the default folder (its name has a one-second
+    resolution), and a resume while the first run still trains would share it too: their
+    checkpoints would overwrite each other. An advisory lock (``flock``) held for the life of
+    the process says so instead; the system drops it when the process ends, even on SIGKILL,
+    so a killed run never blocks its resume. DDP ranks other than 0 work in rank 0's folder and
+    take no lock.
+
+    Raises
+    ------
+    FmcInputError
+        If another process holds the folder's lock.
+    """
+    global _run_lock
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform: unchecked, as before
+        return
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    folder = folder.resolve()
+    if rank_zero_only.rank != 0 or (_run_lock is not None and _run_lock[0] == folder):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 - held open on purpose
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise FmcInputError(f"hydra.run.dir={folder}: another fmc.train (pid {owner}) is writing "
+                            "into this run folder; give this run its own folder "
+                            "(hydra.run.dir=...) or wait for that one to end") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    if _run_lock is not None:
+        _run_lock[1].close()
+    _run_lock = (folder, handle)

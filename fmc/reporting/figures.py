@@ -1,0 +1,76 @@
+"""The report's figures: the N_SSIM bar chart (model vs best Gaussian per run) and the montage.
+
+The drawing itself is :mod:`fmc.reporting.montage`'s; this module picks what each figure shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from fmc.reporting.runs import PREDICTIONS_DIR, RunReport
+
+log = logging.getLogger("fmc.report")
+
+
+def montage_choices(runs: Sequence[RunReport], images: Sequence[str] | None, limit: int) -> list:
+    """The :class:`fmc.reporting.montage.MontageImage` list: ``images`` (file names) for every run that
+    predicted them, or each run's first test image; at most ``limit``. Images whose
+    prediction, input or target file is missing are skipped (logged).
+    """
+    from fmc.reporting.montage import MontageImage
+
+    chosen = []
+    for run in runs:
+        predictions = run.folder / PREDICTIONS_DIR
+        wanted = list(images) if images else [run.first_test_image] if run.first_test_image else []
+        for name in wanted:
+            name = name if name.lower().endswith((".tif", ".tiff")) else f"{name}.tif"
+            files = {"prediction": predictions / name,
+                     "input": run.raw / name if run.raw is not None else None,
+                     "target": run.raw / re.sub(r"_angle(?=\.tiff?$)", "_fused", name,
+                                                flags=re.IGNORECASE) if run.raw else None}
+            missing = [k for k, p in files.items() if p is None or not p.is_file()]
+            if missing:
+                if not images or files["prediction"].is_file():
+                    log.warning("montage: %s %s skipped, no %s file (%s)", run.label, name,
+                                " or ".join(missing), ", ".join(str(files[k]) for k in missing))
+                continue
+            chosen.append(MontageImage(f"run {run.label}: {name}", files["input"],
+                                       files["prediction"], files["target"]))
+    if len(chosen) > limit:
+        log.info("montage: showing %d of %d images (montage_max_images=%d)", limit, len(chosen),
+                 limit)
+    return chosen[:limit]
+
+
+def write_figures(runs: Sequence[RunReport], out: Path, montage: bool = True,
+                  images: Sequence[str] | None = None, max_images: int = 4,
+                  panel_px: int = 192) -> list[Path]:
+    """Write ``report_nssim.png`` (runs with test scores) and ``report_montage.png``."""
+    from fmc.reporting.montage import Bar, write_bar_chart, write_montage
+
+    written = []
+    bars = [Bar(f"{r.label}\n{_short(r)}", r.scores.model, r.scores.gaussian) for r in runs
+            if r.scores is not None and (math.isfinite(r.scores.model)
+                                         or math.isfinite(r.scores.gaussian))]
+    if bars:
+        written.append(write_bar_chart(bars, out / "report_nssim.png"))
+    else:
+        log.warning("no run has test scores: report_nssim.png not written")
+    if montage:
+        chosen = montage_choices(runs, images, max_images)
+        if chosen:
+            written.append(write_montage(chosen, out / "report_montage.png", panel_px=panel_px))
+        else:
+            log.warning("no test prediction to show: report_montage.png not written (predictions "
+                        "go to <run>/%s; input and target are read from raw=)", PREDICTIONS_DIR)
+    return written
+
+
+def _short(run: RunReport) -> str:
+    study = run.study if run.study in ("", "all") else f"S{run.study}"
+    return " ".join(x for x in (study, run.content) if x)

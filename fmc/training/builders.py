@@ -1,0 +1,148 @@
+"""Build the parts of a training run from its composed config: data module, model, callbacks,
+logger (each from its config group; :mod:`fmc.training.config_checks` has checked the keys).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from fmc.core.errors import FmcConfigError
+from fmc.training.config_checks import RUN_ARGUMENTS, SELECTION_METRICS, study_number
+
+
+def build_logger(cfg: DictConfig, output_dir: Path) -> Any:
+    """The configured Lightning logger (W&B offline by default), or False for none."""
+    kind = str(cfg.logger.kind)
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(output_dir), name="csv")
+    from lightning.pytorch.loggers import WandbLogger
+
+    mode = os.environ.get("WANDB_MODE") or ("offline" if cfg.logger.offline else "online")
+    return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, name=cfg.run_name,
+                       group=cfg.logger.group, tags=list(cfg.logger.tags), save_dir=str(output_dir),
+                       mode=mode, job_type="train")
+
+
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as ``{'model.lr': 0.001, ...}`` (filterable columns in W&B)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def degradation_axes(study: Any) -> list[str] | None:
+    """The study's degradation axes ('Z', 'Y', 'X'); None for all studies (taken from the data)."""
+    from fmc.core.studies import get_profile
+
+    number = study_number(study)
+    return None if number is None else list(get_profile(number).degradation_axes)
+
+
+def build_datamodule(cfg: DictConfig, root: Path):
+    """The data module of ``cfg`` over ``root`` (validated before training)."""
+    from fmc.data.datamodule import FmcDataModule
+
+    data = cfg.data
+    return FmcDataModule(
+        root=root, train_list=data.train_list, val_list=data.val_list, test_list=data.test_list,
+        channels=list(cfg.channels.list), patch_size=list(data.patch_size),
+        batch_size=int(data.batch_size), num_workers=int(data.num_workers),
+        foreground_share=float(data.foreground_share),
+        samples_per_volume=int(data.samples_per_volume),
+        val_samples_per_volume=int(data.val_samples_per_volume),
+        epoch_steps=None if data.get("epoch_steps") is None else int(data.epoch_steps),
+        augment=bool(data.augment), degradation_axes=degradation_axes(cfg.study),
+        seed=int(cfg.seed), distance_scale_um=float(data.distance_scale_um),
+        light_scale_um=float(data.light_scale_um),
+        robustness=OmegaConf.to_container(data.robustness) if data.get("robustness") else None)
+
+
+def build_module(cfg: DictConfig, info: dict[str, Any]):
+    """The LightningModule: every ``model.*`` key is a :class:`~fmc.models.module.FusionModule`
+    argument of the same name (no hand-copied list), plus what the data and the run give; it
+    carries everything prediction needs in its hyperparameters."""
+    from fmc.models.module import FusionModule
+
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    clash = sorted(set(model) & set(RUN_ARGUMENTS))
+    if clash:
+        raise FmcConfigError(f"model.{clash[0]}: set by fmc.train from the data and the run, "
+                             "not a model key (conf/model/unet3d.yaml)")
+    return FusionModule(
+        **model, channels=list(cfg.channels.list),
+        loss=str(cfg.loss.name), loss_kwargs=OmegaConf.to_container(cfg.loss.kwargs),
+        channel_scales_um={"surface_distance": float(cfg.data.distance_scale_um),
+                           "light_map": float(cfg.data.light_scale_um)},
+        patch_size=[int(p) for p in cfg.data.patch_size],
+        spacing_zyx=info.get("spacing_zyx"), study=info.get("study"),
+        content=info.get("content") or str(cfg.content))
+
+
+def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = None) -> list:
+    """Checkpointing (best by the selection metric, and last), volume validation, early stopping.
+
+    ``callbacks.checkpoint.monitor`` chooses the selection metric: ``val/volume_n_ssim`` (whole
+    validation volumes, the challenge's N_SSIM, :mod:`fmc.training.volume_validation`) or ``val/n_ssim``
+    (the patch proxy, every validation epoch).
+    """
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    checkpoint = cfg.callbacks.checkpoint
+    monitor = str(checkpoint.monitor)
+    assert monitor in SELECTION_METRICS, monitor  # checked by check_choices
+    folder = output_dir / "checkpoints"
+    volume = cfg.callbacks.get("volume_validation") or {}
+    by_volume = monitor == "val/volume_n_ssim"
+    callbacks: list = []
+    if by_volume or volume.get("enabled"):
+        if not val_pairs:
+            raise FmcConfigError(f"callbacks.checkpoint.monitor={monitor} needs validation "
+                                 "volumes: give data.val_list, or monitor val/n_ssim")
+        from fmc.training.volume_validation import HISTORY_FILE, VolumeValidation
+
+        callbacks.append(VolumeValidation(
+            val_pairs, every_n_steps=volume.get("every_n_steps"),
+            every_minutes=volume.get("every_minutes"), at_end=bool(volume.get("at_end", True)),
+            select=by_volume, dirpath=folder, overlap=float(volume.get("overlap", 0.5)),
+            batch_size=int(volume.get("batch_size", 4)), history_path=output_dir / HISTORY_FILE))
+    if not by_volume:
+        callbacks.append(ModelCheckpoint(
+            dirpath=str(folder), monitor=monitor, mode=checkpoint.mode,
+            save_top_k=int(checkpoint.save_top_k), every_n_epochs=int(checkpoint.every_n_epochs),
+            auto_insert_metric_name=False,
+            filename="epoch{epoch:04d}-step{step}-nssim{val/n_ssim:.4f}"))
+    if checkpoint.save_last:
+        # A callback of its own: ModelCheckpoint's save_last only refreshes last.ckpt when the
+        # monitored metric improved, so a run stopped after a worse epoch resumed from the past.
+        callbacks.append(ModelCheckpoint(dirpath=str(folder), filename="last", monitor=None,
+                                         save_top_k=1, save_on_train_epoch_end=True,
+                                         enable_version_counter=False))
+    if cfg.callbacks.get("early_stopping"):
+        if by_volume:
+            raise FmcConfigError("callbacks.early_stopping works with the patch proxy only: set "
+                                 "callbacks.checkpoint.monitor=val/n_ssim")
+        callbacks.append(EarlyStopping(monitor=monitor, mode=checkpoint.mode,
+                                       **OmegaConf.to_container(cfg.callbacks.early_stopping)))
+    from fmc.core.random_state import RandomState
+    from fmc.training.clock import TrainClock
+
+    # The generators' states in every checkpoint: a resumed run draws the patches an
+    # uninterrupted one would have (fmc.core.random_state).
+    callbacks += [RandomState(), TrainClock()]
+    return callbacks

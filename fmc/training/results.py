@@ -1,0 +1,136 @@
+"""What a finished training run leaves: the selected checkpoint, its calibrated fallback, the
+whole-volume test scores and ``metrics.json`` (read by ``fmc.report`` and the benchmarks).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from fmc.core.errors import FmcConfigError, FmcInputError
+from fmc.training.run_folder import output_folder
+
+log = logging.getLogger("fmc.train")
+
+
+METRICS_FILE = "metrics.json"
+
+
+def run_metrics(cfg: DictConfig, trainer, selection: dict[str, Any]) -> dict[str, Any]:
+    """What a finished run leaves on disk for reports (``metrics.json``), W&B or not.
+
+    The run's identity (study, content, channels, loss, run name), the selection metric with
+    its best value and checkpoint (``selection``: see :func:`best_selection`), its final logged
+    metrics, the step/epoch reached and the checkpoints.
+    """
+    from fmc.training.clock import TrainClock
+
+    final = {f"final/{key.replace('/', '_')}": float(value)
+             for key, value in trainer.callback_metrics.items() if value.numel() == 1}
+    clock = next((c for c in trainer.callbacks if isinstance(c, TrainClock)), None)
+    return {
+        "run_name": str(cfg.run_name), "study": cfg.study, "content": str(cfg.content),
+        "holdout": cfg.get("holdout"),
+        "channels": str(cfg.channels.name), "loss": str(cfg.loss.name),
+        "selection": selection["metric"],
+        "best/val_n_ssim": selection["score"],
+        "best/checkpoint": selection["checkpoint"],
+        **final,
+        "global_step": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+        **(clock.summary() if clock is not None else {}),
+        "last_checkpoint": str(output_folder() / "checkpoints" / "last.ckpt"),
+    }
+
+
+def best_selection(trainer) -> dict[str, Any]:
+    """The selection metric of the run, its best value and the checkpoint holding it.
+
+    Whole-volume validation (:class:`fmc.training.volume_validation.VolumeValidation` with ``select``)
+    when it chose, else the patch proxy's ModelCheckpoint.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from fmc.training.volume_validation import METRIC, VolumeValidation
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, VolumeValidation) and callback.select:
+            return {"metric": METRIC, "score": callback.best_score,
+                    "checkpoint": None if callback.best_path is None else str(callback.best_path)}
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor is not None:
+            score = callback.best_model_score
+            return {"metric": callback.monitor, "score": None if score is None else float(score),
+                    "checkpoint": callback.best_model_path or None}
+    return {"metric": None, "score": None, "checkpoint": None}
+
+
+def selected_model(selection: dict[str, Any], module):
+    """The selected checkpoint's model (on ``module``'s device), else ``module`` itself."""
+    if not selection.get("checkpoint"):
+        return module
+    from fmc.inference.prediction import load_model
+
+    return load_model(selection["checkpoint"], str(next(module.parameters()).device))
+
+
+def window_settings(cfg: DictConfig) -> dict[str, Any]:
+    """Sliding-window overlap and batch of whole-volume scoring (``callbacks.volume_validation``)."""
+    volume = cfg.callbacks.get("volume_validation") or {}
+    return {"overlap": float(volume.get("overlap", 0.5)),
+            "batch_size": int(volume.get("batch_size", 4))}
+
+
+def calibrate_fallback(cfg: DictConfig, selection: dict[str, Any], module,
+                       val_pairs: list | None) -> dict[str, Any]:
+    """With ``model.fallback=calibrated``: measure the change limit on the validation volumes
+    and store it in the selected checkpoint (and the last one), so that ``fmc.predict`` and
+    ``fmc.challenge`` apply it by default. Returns ``{"fallback/change_limit": value}``."""
+    if str(cfg.model.get("fallback", "none")) != "calibrated":
+        return {}
+    if not val_pairs:
+        log.warning("model.fallback=calibrated without validation volumes: no change limit, "
+                    "the checkpoint predicts without fallback")
+        return {}
+    from fmc.evaluation.volume_scoring import calibrate_change_limit_on
+    from fmc.models.checkpoint import set_hyperparameter
+
+    limit = calibrate_change_limit_on(selected_model(selection, module), val_pairs,
+                                      **window_settings(cfg))
+    for path in {selection.get("checkpoint"), str(output_folder() / "checkpoints" / "last.ckpt")}:
+        if path and Path(path).is_file():
+            set_hyperparameter(path, "change_limit", limit)
+    module.hparams["change_limit"] = limit
+    log.info("fallback=calibrated: change limit %.4f (99th percentile of the local change on "
+             "%d validation volumes)", limit, len(val_pairs))
+    return {"fallback/change_limit": limit}
+
+
+def score_test_volumes(cfg: DictConfig, datamodule, selection: dict[str, Any],
+                       module) -> dict[str, Any]:
+    """Predict and score the test list's whole volumes with the selected weights.
+
+    Returns ``{"test/n_ssim": mean, "test/n_ssim/worst": ..., "test/n_ssim/study<k>": ...,
+    "test/volumes": {name: score}}``, or ``{}`` when there is no test list (``test_volumes:
+    auto``) or scoring is off.
+    """
+    setting = str(cfg.get("test_volumes", "auto")).lower()
+    if setting in ("false", "off", "none"):
+        return {}
+    try:
+        pairs = datamodule.pairs("test")
+    except (FmcInputError, FmcConfigError) as error:
+        if setting == "auto":
+            log.info("no test volumes scored: %s", error)
+            return {}
+        raise
+    from fmc.evaluation.volume_scoring import score_h5_pairs, summarize_scores
+
+    scores = score_h5_pairs(selected_model(selection, module), pairs, **window_settings(cfg))
+    result: dict[str, Any] = summarize_scores(scores, "test/n_ssim")
+    result["test/volumes"] = {s.name: s.n_ssim for s in scores}
+    log.info("test N_SSIM (challenge metric, %d whole volumes): %.4f", len(scores),
+             result.get("test/n_ssim", float("nan")))
+    return result
