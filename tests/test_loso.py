@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmc.core.cli import lists_prefix
+from fmc.core.naming import lists_prefix
 from fmc.models.fallback import ChangeLimit, calibrate_change_limit, resolve_fallback
 from fmc.reporting.loso import HARM_LIMIT, held_out_scores, loso_markdown, loso_rows
 from tests.conftest import TINY_DATA, assert_user_error, run_command

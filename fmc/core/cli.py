@@ -19,18 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from fmc.core.errors import FmcError
+from fmc.core.naming import lists_prefix
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 EXIT_USER_ERROR = 2
-
-
-def lists_prefix(study: object, holdout: object = None) -> str:
-    """Split-list name prefix: ``study3`` for study 3, ``all`` for all studies, ``holdout3`` for
-    every study but 3 (leave-one-study-out: :func:`fmc.preprocessing.splits.write_lists`)."""
-    if holdout is not None and str(holdout).strip().lower() not in ("none", "null", ""):
-        return f"holdout{str(holdout).strip()}"
-    text = str(study).strip().lower()
-    return "all" if text in ("all", "none", "null", "synthetic", "") else f"study{text}"
 
 
 # Configs write ${lists_prefix:${study},${holdout}}; the resolver must exist before Hydra composes

@@ -102,11 +102,9 @@ def _iou_max_voxels(cfg: DictConfig) -> int | None:
 
 def raw_folder(cfg: DictConfig) -> Path:
     """``cfg.raw``, or the embedded synthetic dataset when it is not given."""
-    if cfg.raw is not None:
-        return Path(cfg.raw)
-    from fmc.simulation.synth import ensure_default_dataset
+    from fmc.preprocessing.embedded import raw_root_or_embedded
 
-    return ensure_default_dataset()
+    return raw_root_or_embedded(cfg.raw)
 
 
 def output_folder(cfg: DictConfig) -> Path:

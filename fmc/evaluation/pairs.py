@@ -9,7 +9,6 @@ truth by :mod:`fmc.evaluation.scoring`.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,11 @@ import numpy as np
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import natural_key
+from fmc.core.naming import ANGLE, FUSED, TIFF_SUFFIXES, is_tiff, pair_parts, split_list_rows
 from fmc.io.tiff import TiffVolume
 
 log = logging.getLogger(__name__)
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-_PAIR_NAME = re.compile(r"^(?P<stem>.+)_(?P<kind>angle|fused)\.(?:tif|tiff)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -75,13 +73,13 @@ def find_pairs(raw_dir: str | Path) -> list[RawPair]:
         raise FmcInputError(f"{raw_dir}: raw folder does not exist")
     by_stem: dict[str, dict[str, Path]] = {}
     for path in raw_dir.iterdir():
-        match = _PAIR_NAME.match(path.name)
-        if match and path.is_file():
-            by_stem.setdefault(match["stem"], {})[match["kind"].lower()] = path
+        parts = pair_parts(path.name)
+        if parts is not None and is_tiff(path.name) and path.is_file():
+            by_stem.setdefault(parts[0], {})[parts[1]] = path
     pairs, lonely = [], []
     for files in by_stem.values():
-        if "angle" in files and "fused" in files:
-            pairs.append(RawPair(files["angle"], files["fused"]))
+        if ANGLE in files and FUSED in files:
+            pairs.append(RawPair(files[ANGLE], files[FUSED]))
         else:
             lonely.append(next(iter(files.values())).name)
     if lonely:
@@ -103,13 +101,9 @@ def restrict_to_list(pairs: Sequence[RawPair], list_path: str | Path) -> list[Ra
     list_path = Path(list_path)
     if not list_path.is_file():
         raise FmcInputError(f"split_list={list_path}: no such file")
-    wanted = []
-    for line in list_path.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            angle = re.split(r"[;,]", line)[0].strip()
-            wanted.append(Path(angle).name.rsplit(".", 1)[0])
+    wanted = [Path(fields[0]).name.rsplit(".", 1)[0] for _, fields in split_list_rows(list_path)]
     by_stem = {pair.name.rsplit(".", 1)[0]: pair for pair in pairs}
-    unknown = [stem for stem in wanted if stem not in by_stem and stem.lower() != "angle"]
+    unknown = [stem for stem in wanted if stem not in by_stem]
     if unknown:
         raise FmcInputError(f"{list_path}: {len(unknown)} listed image(s) have no raw pair, e.g. "
                             f"{unknown[0]}")

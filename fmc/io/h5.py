@@ -118,9 +118,3 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
             value = value.item()
         decoded[key] = None if value == "none" else value
     return decoded
-
-
-def h5_name(tiff_name: str) -> str:
-    """``image_3_nucleus_angle.tif`` → ``image_3_nucleus_angle.h5``."""
-    stem = tiff_name.rsplit(".", 1)[0]
-    return f"{stem}.h5"

@@ -6,7 +6,6 @@ Used by ``python -m fmc.prepare``; importable without Hydra. See :mod:`fmc.io.h5
 from __future__ import annotations
 
 import logging
-import re
 import time
 import warnings
 import zlib
@@ -19,6 +18,7 @@ import numpy as np
 from fmc import __version__
 from fmc.core.errors import FmcError, FmcInputError
 from fmc.core.files import natural_key, remove_stale_parts, writable_folder
+from fmc.core.naming import ANGLE, file_kind, h5_name, is_tiff, partner_name
 from fmc.core.normalization import PERCENTILE_HIGH, PERCENTILE_LOW, volume_stats
 from fmc.core.studies import STUDIES
 from fmc.io.h5 import (
@@ -27,7 +27,6 @@ from fmc.io.h5 import (
     LIGHT_MAP,
     RAW_IMAGE,
     SURFACE_DISTANCE,
-    h5_name,
     is_complete,
     write_h5,
 )
@@ -38,8 +37,6 @@ from fmc.preprocessing.light import light_map
 
 log = logging.getLogger(__name__)
 
-TIFF_PATTERN = re.compile(r"\.(tif|tiff)$", re.IGNORECASE)
-KIND_PATTERN = re.compile(r"_(angle|fused)\.(tif|tiff)$", re.IGNORECASE)
 DEFAULT_MAX_FOREGROUND = 100_000
 FOREGROUND_RULE = "normalised fused voxels >= the volume's mean (the seed's foreground rule)"
 
@@ -54,12 +51,6 @@ class ConversionResult:
     message: str = ""
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
-
-
-def file_kind(path: Path) -> str:
-    """'fused' for ``*_fused.tif``, else 'angle' (a single view, paired or not)."""
-    match = KIND_PATTERN.search(path.name)
-    return match.group(1).lower() if match else "angle"
 
 
 def resolve_spacing(meta: VolumeMeta, source: Path) -> tuple[tuple[float, float, float], str]:
@@ -166,7 +157,7 @@ def _convert(source: Path, max_foreground: int, working_spacing_um: float):
         "percentile_low": stats.low, "percentile_high": stats.high,
         "fmc_version": __version__, "metadata": meta.original,
     }
-    if kind == "angle":
+    if kind == ANGLE:
         datasets[SURFACE_DISTANCE] = surface_distance(volume, spacing, working_spacing_um)
         axes = STUDIES[meta.study].degradation_axis_indices if meta.study in STUDIES else None
         datasets[LIGHT_MAP], light_info = light_map(volume, spacing, axes, working_spacing_um)
@@ -192,17 +183,15 @@ def find_tiffs(input_dir: str | Path) -> list[Path]:
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise FmcInputError(f"{input_dir}: input folder does not exist")
-    files = sorted((p for p in input_dir.iterdir() if p.is_file() and TIFF_PATTERN.search(p.name)
+    files = sorted((p for p in input_dir.iterdir() if p.is_file() and is_tiff(p.name)
                     and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
     if not files:
         raise FmcInputError(f"{input_dir}: no .tif/.tiff file found")
     names = {p.name.lower() for p in files}
     for path in files:
-        match = KIND_PATTERN.search(path.name)
-        if not match:
+        partner = partner_name(path.name)
+        if partner is None:
             continue
-        other = "fused" if match.group(1).lower() == "angle" else "angle"
-        partner = KIND_PATTERN.sub(f"_{other}.{match.group(2)}", path.name)
         if partner.lower() not in names and not any(
                 partner.lower().rsplit(".", 1)[0] + ext in names for ext in (".tif", ".tiff")):
             log.warning("%s has no partner (%s missing): converted alone, not listed for "
@@ -260,53 +249,3 @@ def _progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc="preparing", unit="file", file=sys.stderr, leave=False)
-
-
-DEFAULT_H5_ROOT = Path("data/synthetic_h5")
-
-
-def prune_default_h5(source: Path) -> list[Path]:
-    """Remove H5 files of the default folder whose TIFF is no longer in ``source``.
-
-    The embedded dataset's plan can change between versions; this folder belongs to fmc. All
-    of them go when the TIFFs come from another generator version than the H5 files.
-    """
-    from fmc.io.h5 import h5_name
-    from fmc.simulation.synth import dataset_version
-
-    expected = {h5_name(p.name) for p in source.glob("image_*_*.tif")}
-    same_version = dataset_version(DEFAULT_H5_ROOT) == dataset_version(source)
-    stale = [p for p in DEFAULT_H5_ROOT.glob("*.h5")
-             if p.name not in expected or not same_version] \
-        if DEFAULT_H5_ROOT.is_dir() else []
-    for path in stale:
-        path.unlink()
-    return stale
-
-
-def prepare_default_dataset(workers: int = 1, progress: bool = False) -> Path:
-    """The embedded synthetic dataset as H5 files and split lists, made on first use.
-
-    Synthesizes ``data/synthetic`` if needed (:func:`fmc.simulation.synth.ensure_default_dataset`), converts
-    what is missing into ``data/synthetic_h5`` (see :func:`prune_default_h5`) and writes the
-    split lists.
-    """
-    from fmc.io.h5 import h5_name, is_complete
-    from fmc.preprocessing.splits import write_lists
-    from fmc.simulation.synth import VERSION_FILE, dataset_version, ensure_default_dataset
-
-    source = ensure_default_dataset()
-    stale = prune_default_h5(source)
-    incomplete = [p for p in sorted(source.glob("image_*_*.tif"))
-                  if not is_complete(DEFAULT_H5_ROOT / h5_name(p.name))]
-    if stale or incomplete or not (DEFAULT_H5_ROOT / "lists").is_dir():
-        log.info("no data root given: preparing %s into %s", source, DEFAULT_H5_ROOT)
-        results = convert_folder(source, DEFAULT_H5_ROOT, workers=workers, progress=progress)
-        failed = [r.message for r in results if r.status == "failed"]
-        if failed:
-            raise FmcInputError("preparing the default dataset failed: " + "; ".join(failed[:3]))
-        write_lists(DEFAULT_H5_ROOT)
-        version = dataset_version(source)
-        if version is not None:
-            (DEFAULT_H5_ROOT / VERSION_FILE).write_text(f"{version}\n")
-    return DEFAULT_H5_ROOT

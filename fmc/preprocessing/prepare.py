@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.io.h5 import COMPRESSIONS
-from fmc.preprocessing.conversion import DEFAULT_H5_ROOT, ConversionResult, convert_folder, prune_default_h5
+from fmc.preprocessing.conversion import ConversionResult, convert_folder
+from fmc.preprocessing.embedded import DEFAULT_H5_ROOT, prune_default_h5, raw_root_or_embedded
 from fmc.preprocessing.splits import shape_mismatches, write_lists
 
 log = logging.getLogger("fmc.prepare")
@@ -22,9 +23,7 @@ log = logging.getLogger("fmc.prepare")
 def folders(cfg: DictConfig) -> tuple[Path, Path]:
     """Input and output folders from the config (embedded dataset when input is null)."""
     if cfg.input is None:
-        from fmc.simulation.synth import ensure_default_dataset
-
-        source = ensure_default_dataset()
+        source = raw_root_or_embedded(None)
         if cfg.output is None:
             prune_default_h5(source)  # the embedded dataset's own folder: drop older plans
         return source, Path(cfg.output) if cfg.output is not None else DEFAULT_H5_ROOT

@@ -12,7 +12,6 @@ selected on): how a model does on a study it has never seen.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,16 @@ import numpy as np
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import natural_key, write_text_atomic
+from fmc.core.naming import (
+    ANGLE,
+    LIST_DELIMITER,
+    SPLITS,
+    list_file_name,
+    lists_prefix,
+    partner_name,
+    split_list_rows,
+)
 from fmc.io.h5 import is_complete, read_attrs
-
-SPLITS = ("train", "val", "test")
-DELIMITER = ";"
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,8 @@ def shape_mismatches(h5_dir: str | Path) -> list[str]:
 def _scan_pairs(h5_dir: str | Path) -> tuple[list[PairEntry], list[str]]:
     h5_dir = Path(h5_dir)
     entries, mismatches = [], []
-    for angle in sorted(h5_dir.glob("*_angle.h5"), key=lambda p: natural_key(p.name)):
-        fused = angle.with_name(angle.name[: -len("_angle.h5")] + "_fused.h5")
+    for angle in sorted(h5_dir.glob(f"*_{ANGLE}.h5"), key=lambda p: natural_key(p.name)):
+        fused = angle.with_name(partner_name(angle.name))
         if not (fused.exists() and is_complete(angle) and is_complete(fused)):
             continue
         attrs = read_attrs(fused)
@@ -118,7 +123,7 @@ def assign_splits(entries: Sequence[PairEntry], fractions: Sequence[float], seed
 
 def list_text(entries: Sequence[PairEntry]) -> str:
     """The seed's CSV: ``angle;fused`` per line, no header."""
-    return "".join(f"{e.angle}{DELIMITER}{e.fused}\n" for e in entries)
+    return "".join(f"{e.angle}{LIST_DELIMITER}{e.fused}\n" for e in entries)
 
 
 def write_lists(h5_dir: str | Path, fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0,
@@ -138,11 +143,12 @@ def write_lists(h5_dir: str | Path, fractions: Sequence[float] = (0.7, 0.1, 0.2)
         for split in SPLITS:
             rows = [e for e in splits[split] if (e.study, e.content) == (study, content)]
             written.append(write_text_atomic(
-                lists_dir / f"study{study_name}_{content_name}_{split}.csv", list_text(rows)))
+                lists_dir / list_file_name(lists_prefix(study_name), content_name, split),
+                list_text(rows)))
     for content in sorted({e.content or "unknown" for e in entries}):
         for split in SPLITS:
             rows = [e for e in splits[split] if (e.content or "unknown") == content]
-            written.append(write_text_atomic(lists_dir / f"all_{content}_{split}.csv",
+            written.append(write_text_atomic(lists_dir / list_file_name("all", content, split),
                                              list_text(rows)))
         studies = sorted({e.study for e in entries
                           if (e.content or "unknown") == content and e.study is not None})
@@ -157,7 +163,8 @@ def write_lists(h5_dir: str | Path, fractions: Sequence[float] = (0.7, 0.1, 0.2)
                     rows = [e for e in splits[split] if e.study not in (held_out, None)
                             and (e.content or "unknown") == content]
                 written.append(write_text_atomic(
-                    lists_dir / f"holdout{held_out}_{content}_{split}.csv", list_text(rows)))
+                    lists_dir / list_file_name(lists_prefix("all", held_out), content, split),
+                    list_text(rows)))
     return written
 
 
@@ -180,15 +187,10 @@ def read_list(path: str | Path, root: str | Path | None = None) -> list[tuple[Pa
         root = path.parent.parent if path.parent.name == "lists" else path.parent
     root = Path(root)
     pairs = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = [p.strip() for p in re.split(r"[;,]", line)]
+    for number, parts in split_list_rows(path):
         if len(parts) != 2 or not all(parts):
-            raise FmcInputError(f"{path}:{number}: expected 'angle.h5;fused.h5', got {line!r}")
-        if number == 1 and parts[0].lower() in ("angle", "input", "image"):
-            continue
+            raise FmcInputError(f"{path}:{number}: expected 'angle.h5;fused.h5', got "
+                                f"{LIST_DELIMITER.join(parts)!r}")
         angle, fused = (Path(p) if Path(p).is_absolute() else root / p for p in parts)
         for listed in (angle, fused):
             if not listed.exists():

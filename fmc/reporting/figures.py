@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from fmc.core.naming import ANGLE, file_kind, is_tiff, partner_name
 from fmc.reporting.runs import PREDICTIONS_DIR, RunReport
 
 log = logging.getLogger("fmc.report")
@@ -28,11 +28,11 @@ def montage_choices(runs: Sequence[RunReport], images: Sequence[str] | None, lim
         predictions = run.folder / PREDICTIONS_DIR
         wanted = list(images) if images else [run.first_test_image] if run.first_test_image else []
         for name in wanted:
-            name = name if name.lower().endswith((".tif", ".tiff")) else f"{name}.tif"
+            name = name if is_tiff(name) else f"{name}.tif"
+            target = partner_name(name) if file_kind(name) == ANGLE else None
             files = {"prediction": predictions / name,
                      "input": run.raw / name if run.raw is not None else None,
-                     "target": run.raw / re.sub(r"_angle(?=\.tiff?$)", "_fused", name,
-                                                flags=re.IGNORECASE) if run.raw else None}
+                     "target": run.raw / target if run.raw and target else None}
             missing = [k for k, p in files.items() if p is None or not p.is_file()]
             if missing:
                 if not images or files["prediction"].is_file():

@@ -30,11 +30,11 @@ from typing import Any
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import write_text_atomic
+from fmc.core.naming import METRICS_FILE
 from fmc.reporting.evaluate_runs import evaluate_run, recorded_checkpoint
 from fmc.reporting.figures import write_figures
 from fmc.reporting.loso import loso_section
 from fmc.reporting.runs import (
-    METRICS_FILE,
     SCORES_DIR,
     RunReport,
     WholeVolumeScores,

@@ -19,9 +19,9 @@ from typing import Any
 
 from fmc.core.errors import FmcInputError
 from fmc.core.files import natural_key
+from fmc.core.naming import METRICS_FILE
 from fmc.models.checkpoint import best_checkpoint_in
 
-METRICS_FILE = "metrics.json"
 SCORES_DIR = "test_scores"
 PREDICTIONS_DIR = "test_predictions"
 _GAUSSIAN_LABEL = re.compile(r"^gaussian\(sigma=(?P<sigma>.+)\)$")
@@ -308,11 +308,9 @@ def run_test_list(run_cfg) -> Path:
     listed = config_value(run_cfg, "data.test_list")
     if listed is None:
         raise FmcInputError("the run's .hydra/config.yaml names no data.test_list")
-    root = config_value(run_cfg, "data.root")
-    if root is None:
-        from fmc.preprocessing.conversion import prepare_default_dataset
+    from fmc.preprocessing.embedded import h5_root_or_embedded
 
-        root = prepare_default_dataset()
+    root = h5_root_or_embedded(config_value(run_cfg, "data.root"))
     from fmc.data.datamodule import resolve_list
 
     return resolve_list(str(listed), root)

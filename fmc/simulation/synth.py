@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fmc.core.errors import FmcConfigError
+from fmc.core.naming import pair_file_names
 from fmc.core.studies import CONTENTS, STUDIES, check_content, get_profile
 from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import write_volume
@@ -191,8 +192,8 @@ def input_weight(study: int, content: str, index: int = 0, shape=None, seed: int
 
 def pair_paths(out: Path, index: int, content: str) -> tuple[Path, Path]:
     """The challenge's names: ``image_<i>_<content>_angle.tif`` and ``..._fused.tif``."""
-    stem = Path(out) / f"image_{index}_{content}"
-    return stem.with_name(stem.name + "_angle.tif"), stem.with_name(stem.name + "_fused.tif")
+    angle, fused = pair_file_names(index, content)
+    return Path(out) / angle, Path(out) / fused
 
 
 def write_pair(out: Path, study: int, content: str, index: int, **kwargs: Any):

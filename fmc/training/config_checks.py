@@ -120,7 +120,7 @@ def check_config(cfg: DictConfig) -> None:
 
 def study_number(value: Any) -> int | None:
     """``cfg.study`` as a study number, None for "all"; an unknown study lists the valid ones."""
-    from fmc.core.cli import lists_prefix
+    from fmc.core.naming import lists_prefix
     from fmc.core.studies import get_profile
 
     if lists_prefix(value) == "all":
@@ -130,7 +130,7 @@ def study_number(value: Any) -> int | None:
 
 def check_holdout(cfg: DictConfig) -> int | None:
     """``cfg.holdout`` as a study number (None when not set); it needs ``study=all``."""
-    from fmc.core.cli import lists_prefix
+    from fmc.core.naming import lists_prefix
     from fmc.core.studies import get_profile
 
     value = cfg.get("holdout")

@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmc.core.errors import FmcInputError
 from fmc.core.files import write_text_atomic
+from fmc.core.naming import METRICS_FILE
 from fmc.training.builders import build_callbacks, build_datamodule, build_logger, build_module, flat_config
 from fmc.training.config_checks import check_config, check_holdout, study_number
 from fmc.training.profile import profile_choice
 from fmc.training.results import (
-    METRICS_FILE,
     best_selection,
     calibrate_fallback,
     run_metrics,
@@ -53,15 +53,9 @@ def train(cfg: DictConfig) -> float | None:
     from fmc.core.studies import check_content
 
     check_content(str(cfg.content))
-    if cfg.data.root is not None:
-        root = Path(cfg.data.root)
-        if not root.is_dir():
-            raise FmcInputError(f"data.root={root}: no such folder (give the output folder of "
-                                "fmc.prepare)")
-    else:
-        from fmc.preprocessing.conversion import prepare_default_dataset
+    from fmc.preprocessing.embedded import h5_root_or_embedded
 
-        root = prepare_default_dataset()
+    root = h5_root_or_embedded(cfg.data.root)
     log.info("profile=%s: model.features=%s, data.patch_size=%s, data.batch_size=%s",
              profile_choice(), cfg.model.features, list(cfg.data.patch_size), cfg.data.batch_size)
     output_dir = output_folder()

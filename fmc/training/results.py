@@ -16,7 +16,6 @@ from fmc.training.run_folder import output_folder
 log = logging.getLogger("fmc.train")
 
 
-METRICS_FILE = "metrics.json"
 
 
 def run_metrics(cfg: DictConfig, trainer, selection: dict[str, Any]) -> dict[str, Any]:
