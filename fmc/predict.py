@@ -1,8 +1,8 @@
 """``python -m fmc.predict``: apply a checkpoint (or a registry of them) to volumes.
 
-See ``conf/predict.yaml``. Thin entry point; logic in :mod:`fmc.inference.prediction`,
-:mod:`fmc.inference.tiling`
-and :mod:`fmc.inference.registry`.
+See ``conf/predict.yaml`` (its sliding-window keys: ``conf/inference/default.yaml``). Thin entry
+point; logic in :mod:`fmc.inference.runner`, :mod:`fmc.inference.prediction`,
+:mod:`fmc.inference.tiling` and :mod:`fmc.inference.registry`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def main(cfg: DictConfig) -> None:
     check_inputs(files, Path(str(cfg.output)))
     picker = ModelPicker.from_config(str(cfg.ckpt), cfg.get("registry"), str(cfg.device))
     output = check_output_folder(cfg.output)
-    written = predict_files(files, picker, output, settings)
-    print(f"predicted {len(written)} volume(s) into {output}")
+    result = predict_files(files, picker, output, settings)  # on_error=fail: stops at the first
+    print(f"predicted {result.predicted} volume(s) into {output}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Thin entry point: configuration in ``conf/train.yaml`` and its groups; the network and training
 step in :mod:`fmc.models.module`, the data in :mod:`fmc.data.datamodule`, the run's assembly in
 :mod:`fmc.training.fit`. ``profile=auto`` (the default) becomes ``profile=cpu`` or ``profile=gpu``
-before Hydra starts (:mod:`fmc.training.profile`), so ``--cfg job`` shows what will train.
+before Hydra starts, and the facts of every known study join the config as ``study_facts``
+(:mod:`fmc.training.profile`), so ``--cfg job`` shows what will train and on what.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from fmc.training.profile import with_profile
+    from fmc.training.profile import with_profile, with_study_facts
 
-    sys.argv = with_profile(sys.argv)
+    sys.argv = with_study_facts(with_profile(sys.argv))
     main()

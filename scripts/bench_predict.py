@@ -118,11 +118,11 @@ def _forward_seconds(model, patch, batches: int, batch_size: int, channels: int)
 
 
 def bench_overhead(args) -> None:
-    from fmc.inference.prediction import PredictSettings, predict_file
+    from fmc.inference.prediction import default_settings, predict_file
 
     folder, source, model, _ = _model_and_input(args)
-    settings = PredictSettings(patch=tuple(args.patch), overlap=args.overlap,
-                               batch_size=args.batch_size, progress=False)
+    settings = default_settings(patch=tuple(args.patch), overlap=args.overlap,
+                                batch_size=args.batch_size, progress=False)
     predict_file(model, source, folder / "warm", settings)  # warm-up (allocator, caches)
     start = time.perf_counter()
     predict_file(model, source, folder / "pred", settings)

@@ -107,3 +107,40 @@ def test_dockerfile_runs_as_a_non_root_user_without_network_needs():
     assert "FROM pytorch/pytorch" in text and "cuda" in text
     assert "\nUSER user" in text and 'ENTRYPOINT ["python", "-m", "fmc.challenge"]' in text
     assert "WANDB_MODE=disabled" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# The shared per-file loop (fmc.inference.runner.predict_files) and its on_error option, in-process
+# ----------------------------------------------------------------------------------------------
+class _FailingPicker:
+    """Stands in for a ModelPicker whose every model choice fails."""
+
+    def pick(self, path):
+        raise RuntimeError(f"no model for {path.name}")
+
+
+def test_on_error_identity_writes_the_input_and_lists_unreadable_files(case: Path, tmp_path: Path):
+    from fmc.inference.prediction import default_settings
+    from fmc.inference.runner import predict_files
+
+    broken = tmp_path / "image_8.tif"
+    broken.write_bytes(b"not a tiff")
+    files = [case / "input" / "image_7.tif", broken]
+    out = tmp_path / "out"
+    out.mkdir()
+    result = predict_files(files, _FailingPicker(), out, default_settings(), on_error="identity")
+    assert result.written == [out / "image_7.tif"] and result.predicted == 0
+    assert (result.as_input, result.missing) == (["image_7.tif"], ["image_8.tif"])
+    np.testing.assert_array_equal(read_volume(out / "image_7.tif")[0],
+                                  read_volume(files[0])[0])
+    with pytest.raises(RuntimeError, match="no model for image_7.tif"):
+        predict_files(files, _FailingPicker(), tmp_path / "o2", default_settings(), on_error="fail")
+
+
+def test_bad_on_error_is_a_one_line_config_error():
+    from fmc.core.errors import FmcConfigError
+    from fmc.inference.runner import check_on_error
+
+    with pytest.raises(FmcConfigError) as caught:
+        check_on_error("skip")
+    assert str(caught.value) == "on_error='skip': choose one of identity, fail"

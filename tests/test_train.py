@@ -78,7 +78,12 @@ def test_auto_profile_is_decided_on_the_command_line():
     def gpu():
         return True
 
-    assert with_profile(["fmc.train", "study=1"], no_gpu)[-1] == "profile=cpu"
+    assert with_profile(["fmc.train", "study=1"], no_gpu) == ["fmc.train", "study=1", "profile=cpu"]
+    # Overrides stay one run after Hydra's options, whatever order the user wrote.
+    assert with_profile(["fmc.train", "study=1", "--cfg", "job", "seed=2"], no_gpu) == \
+        ["fmc.train", "--cfg", "job", "study=1", "seed=2", "profile=cpu"]
+    assert with_profile(["fmc.train", "--info", "x=1"], gpu) == ["fmc.train", "--info", "x=1",
+                                                                "profile=gpu"]
     assert with_profile(["fmc.train", "profile=auto"], gpu) == ["fmc.train", "profile=gpu"]
     assert with_profile(["fmc.train", "trainer=cpu"], gpu)[-1] == "profile=cpu"
     assert with_profile(["fmc.train", "profile=gpu"], no_gpu) == ["fmc.train", "profile=gpu"]
@@ -86,7 +91,7 @@ def test_auto_profile_is_decided_on_the_command_line():
 
 
 def test_cfg_job_prints_the_network_that_trains():
-    result = run_command("fmc.train", "--cfg", "job", "trainer=cpu")
+    result = run_command("fmc.train", "trainer=cpu", "--cfg", "job")  # options after overrides
     assert result.returncode == 0, result.stderr
     assert "features: 8" in result.stdout and "- 16\n  - 64\n  - 64" in result.stdout
 

@@ -1,14 +1,18 @@
 """Per-study facts of the Fuse My Cells data: voxel spacing, typical size, degradation axes.
 
-Source: docs/references.md §2 (reconstructed by peers from the challenge
-data: stegmaierj ``fmc_guess_dataset`` for sizes and spacings, ``get_fmc_gradient_info`` for the
-axes along which one view degrades). Importable without Hydra: prepare, train and synth share it.
+The facts live in YAML, one file per study (``conf/studies/study<N>.yaml``; sources:
+docs/references.md §2, reconstructed by peers from the challenge data: stegmaierj
+``fmc_guess_dataset`` for sizes and spacings, ``get_fmc_gradient_info`` for the axes along which
+one view degrades). Hydra shows them (``study_facts``) and the code that runs without Hydra
+(synth, prepare, registry, challenge) reads them here.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +57,8 @@ class StudyProfile:
         differ from their defaults. Real studies differ in organism (cell size, density,
         turbidity) and in microscope (sheet thickness, objective, camera, exposure), so a model
         that never saw a study meets a real domain shift (docs/synthetic.md, "Studies differ").
+    embedded : bool
+        One of the studies of the embedded synthetic dataset (the five challenge studies).
     """
 
     study: int
@@ -64,6 +70,7 @@ class StudyProfile:
     demo_scale: float
     synthetic_specimen: dict[str, Any] = field(default_factory=dict)
     synthetic_optics: dict[str, Any] = field(default_factory=dict)
+    embedded: bool = False
 
     @property
     def specimen_extent_um(self) -> tuple[float, float, float]:
@@ -86,48 +93,121 @@ class StudyProfile:
         return tuple(AXIS_NAMES.index(a) for a in self.degradation_axes)
 
 
-# Demo shapes keep the ZYX aspect (in µm) of the typical recording at about a third to half of its
-# extent; a full-size recording shrunk to ~128 pixels would need a Z step above 5 µm: cells of
-# 5-15 µm would then span one or two planes.
-# Per-study specimen and optics of the synthetic data, inside the ranges of docs/references.md
-# §6.3 (1/e attenuation at 50-150 µm, sheet FWHM 2-6 µm, depth broadening ℓ 50-100 µm, cells
-# 5-15 µm) and spread across them: which organism and microscope each real study used is not
-# published, so these are invented, chosen to differ as much as real studies plausibly do.
-# Study 1 keeps the generator's defaults.
-STUDIES: dict[int, StudyProfile] = {
-    1: StudyProfile(1, (1.0, 0.195, 0.195), (222, 731, 860), ("Z",), ("nucleus", "membrane"),
-                    (40, 112, 128), 3.0),
-    # A clear specimen of large cells, a thin sheet, a bright long exposure.
-    2: StudyProfile(2, (1.0, 0.195, 0.195), (264, 2008, 1091), ("Z",), ("nucleus",),
-                    (40, 128, 72), 3.0,
-                    synthetic_specimen={"cell_diameter_um": (9.0, 14.0)},
-                    synthetic_optics={"attenuation_length_um": 130.0, "psf_sigma_um": (1.0, 0.2),
-                                      "blur_growth_um": 90.0, "haze_fraction": 0.25,
-                                      "photons": 120.0}),
-    # A turbid specimen of small dense cells, a thicker sheet, dim: a strong depth gradient.
-    3: StudyProfile(3, (1.0, 0.39, 0.39), (891, 817, 817), ("X", "Y", "Z"),
-                    ("nucleus", "membrane"), (48, 112, 112), 3.0,
-                    synthetic_specimen={"cell_diameter_um": (5.0, 8.0),
-                                        "nucleus_to_cell": (0.55, 0.75)},
-                    synthetic_optics={"attenuation_length_um": 50.0, "psf_sigma_um": (1.8, 0.3),
-                                      "blur_growth_um": 50.0, "haze_fraction": 0.45,
-                                      "photons": 35.0}),
-    # Thick sheet (FWHM ~6 µm) with 3 µm planes, fairly clear tissue, another camera (offset, gain).
-    4: StudyProfile(4, (3.0, 0.33, 0.33), (80, 1920, 1920), ("X",), ("nucleus",),
-                    (24, 128, 128), 2.0,
-                    synthetic_specimen={"cell_diameter_um": (8.0, 13.0)},
-                    synthetic_optics={"attenuation_length_um": 90.0, "psf_sigma_um": (2.5, 0.25),
-                                      "blur_growth_um": 80.0, "photons": 200.0,
-                                      "read_noise_e": 3.0, "offset_adu": 400.0,
-                                      "gain_adu_per_e": 2.0}),
-    # Fast, low-light imaging: few photons, a wider lateral PSF, moderate turbidity.
-    5: StudyProfile(5, (1.01, 0.388, 0.388), (309, 1920, 1920), ("X",), ("nucleus",),
-                    (40, 128, 128), 3.0,
-                    synthetic_specimen={"cell_diameter_um": (6.0, 10.0)},
-                    synthetic_optics={"attenuation_length_um": 65.0, "psf_sigma_um": (1.5, 0.35),
-                                      "blur_growth_um": 70.0, "haze_fraction": 0.4,
-                                      "photons": 25.0, "background_photons": 4.0}),
-}
+# The studies fmc knows: one YAML file each, conf/studies/study<N>.yaml (the ones fmc ships), plus
+# the studies/ of every config folder named by FMC_CONFIG_DIRS (os.pathsep-separated; fmc.train
+# adds those folders to Hydra's search path): a new study is one file. Each file is a Hydra
+# config of the group `studies` whose package is study_facts.study<N> (its first line says so),
+# so that fmc.train's config shows the facts (fmc.training.profile.with_study_facts).
+CONFIG_ROOT = Path(__file__).resolve().parents[2] / "conf"
+STUDY_DIR = CONFIG_ROOT / "studies"
+CONFIG_DIRS_ENV = "FMC_CONFIG_DIRS"
+_FIELDS = ("study", "spacing_zyx", "typical_shape", "degradation_axes", "real_contents",
+           "demo_shape", "demo_scale")
+_OPTIONAL = ("embedded", "synthetic_specimen", "synthetic_optics")
+
+
+def _tuples(value: Any) -> Any:
+    """YAML lists as tuples, recursively (the profiles are frozen)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def read_study_file(path: Path) -> StudyProfile:
+    """One ``study<N>.yaml`` as a :class:`StudyProfile`.
+
+    Raises
+    ------
+    FmcConfigError
+        Naming the file and the key, for a missing or malformed key.
+    """
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+        facts = yaml.safe_load(text) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise FmcConfigError(f"{path}: cannot read the study file ({error})") from None
+    missing = [key for key in _FIELDS if key not in facts]
+    unknown = sorted(set(facts) - set(_FIELDS) - set(_OPTIONAL))
+    if missing or unknown:
+        raise FmcConfigError(f"{path}: " + (f"missing {', '.join(missing)}" if missing else
+                                            f"unknown key {unknown[0]}") +
+                             f"; a study file holds {', '.join(_FIELDS)} and optionally "
+                             f"{', '.join(_OPTIONAL)}")
+    header = f"# @package study_facts.study{facts['study']}"
+    if text.splitlines()[0].strip() != header:
+        raise FmcConfigError(f"{path}: its first line must be '{header}' (the Hydra package "
+                             "that shows the facts in fmc.train's config)")
+    try:
+        profile = StudyProfile(
+            study=int(facts["study"]),
+            spacing_zyx=tuple(float(s) for s in facts["spacing_zyx"]),
+            typical_shape=tuple(int(n) for n in facts["typical_shape"]),
+            degradation_axes=tuple(str(a).upper() for a in facts["degradation_axes"]),
+            real_contents=tuple(str(c) for c in facts["real_contents"]),
+            demo_shape=tuple(int(n) for n in facts["demo_shape"]),
+            demo_scale=float(facts["demo_scale"]),
+            synthetic_specimen=_tuples(facts.get("synthetic_specimen") or {}),
+            synthetic_optics=_tuples(facts.get("synthetic_optics") or {}),
+            embedded=bool(facts.get("embedded", False)))
+    except (TypeError, ValueError) as error:
+        raise FmcConfigError(f"{path}: {error}") from None
+    if len(profile.spacing_zyx) != 3 or len(profile.typical_shape) != 3 or \
+            len(profile.demo_shape) != 3:
+        raise FmcConfigError(f"{path}: spacing_zyx, typical_shape and demo_shape need 3 values "
+                             "(Z, Y, X)")
+    if not set(profile.degradation_axes) <= set(AXIS_NAMES) or \
+            not set(profile.real_contents) <= set(CONTENTS):
+        raise FmcConfigError(f"{path}: degradation_axes from {', '.join(AXIS_NAMES)}, "
+                             f"real_contents from {', '.join(CONTENTS)}")
+    return profile
+
+
+def extra_config_dirs() -> list[Path]:
+    """The config folders named by ``FMC_CONFIG_DIRS`` (their ``studies/`` add studies)."""
+    return [Path(p) for p in os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep) if p]
+
+
+def study_folders() -> list[Path]:
+    """conf/studies, then ``studies/`` of each folder named by ``FMC_CONFIG_DIRS``."""
+    return [STUDY_DIR, *(folder / "studies" for folder in extra_config_dirs())]
+
+
+def load_studies(folders: list[Path] | None = None) -> dict[int, StudyProfile]:
+    """Every ``study<N>.yaml`` of ``folders`` (default :func:`study_folders`), by study number."""
+    studies: dict[int, StudyProfile] = {}
+    for folder in folders if folders is not None else study_folders():
+        for path in sorted(Path(folder).glob("study*.yaml")):
+            profile = read_study_file(path)
+            if path.stem != f"study{profile.study}":
+                raise FmcConfigError(f"{path}: holds study {profile.study}; name it "
+                                     f"study{profile.study}.yaml")
+            studies[profile.study] = profile
+    return dict(sorted(studies.items()))
+
+
+STUDIES: dict[int, StudyProfile] = load_studies()
+# The studies of the embedded synthetic dataset (``embedded: true``), whatever else is added.
+EMBEDDED_STUDIES: tuple[int, ...] = tuple(n for n, p in STUDIES.items() if p.embedded)
+
+
+def study_facts(studies: Any = "all") -> dict[str, dict[str, Any]]:
+    """Plain facts of ``studies`` (numbers, or "all") by study number, for configs and loggers."""
+    from dataclasses import asdict
+
+    numbers = list(STUDIES) if str(studies).lower() == "all" else [int(s) for s in studies]
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return {str(n): plain(asdict(get_profile(n))) for n in numbers}
 
 
 def get_profile(study: int | str) -> StudyProfile:

@@ -12,23 +12,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fmc.core.cli import CONFIG_DIR
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import remove_stale_parts, writable_folder
+from fmc.core.naming import H5_SUFFIXES, TIFF_SUFFIXES, is_ground_truth
 from fmc.inference.network_input import NetworkInput, open_volume
-from fmc.inference.tiling import SEED_ROOF_CROP, WEIGHTINGS, flip_combinations, iter_predicted_slabs
+from fmc.inference.tiling import WEIGHTINGS, flip_combinations, iter_predicted_slabs
 from fmc.models.fallback import FALLBACK_CHOICES, PlaneBuffer, make_fallback, resolve_fallback
 
 log = logging.getLogger(__name__)
 
 OUTPUT_DTYPES = ("float32", "uint16")
-TIFF_SUFFIXES = (".tif", ".tiff")
-H5_SUFFIXES = (".h5", ".hdf5")
+# The defaults of PredictSettings (and of the commands' sliding-window keys).
+INFERENCE_DEFAULTS = Path(CONFIG_DIR) / "inference" / "default.yaml"
 
 
 def load_model(path: str | Path, device: str = "cpu"):
@@ -59,25 +61,49 @@ def load_model(path: str | Path, device: str = "cpu"):
     return model.eval()
 
 
-@dataclass
+def _ints(value) -> tuple[int, ...]:
+    return tuple(int(v) for v in value)
+
+
+def _ints_or_none(value) -> tuple[int, ...] | None:
+    return None if value is None else _ints(value)
+
+
+def _axes(value) -> tuple[str, ...]:
+    return tuple(str(a) for a in (value or ()))
+
+
+def _key(parse, expected: str):
+    """A settings field without a default (conf/inference/default.yaml holds it): how to read
+    the config's value, and what to ask for when that fails."""
+    return field(metadata={"parse": parse, "expected": expected})
+
+
+@dataclass(frozen=True)
 class PredictSettings:
-    """How to predict; ``patch`` None takes the checkpoint's training patch.
+    """How to predict: the keys of ``conf/inference/default.yaml``, the one home of their defaults.
+
+    Build it with :func:`settings_from` (a composed fmc.predict or fmc.challenge config) or
+    :func:`default_settings` (that file's values, some changed); fields have no defaults here so
+    that no default is stated twice.
 
     Attributes
     ----------
     patch : tuple of 3 ints or None
-        Tile (ZYX).
+        Tile (ZYX); None takes the checkpoint's training patch.
     overlap : float
-        Fraction of a tile shared with its neighbours (0.5 by default).
+        Fraction of a tile shared with its neighbours.
     batch_size : int
         Tiles per forward pass.
     weighting : str
-        ``gaussian`` (default), ``constant`` or ``roof`` (the seed's window, with ``roof_crop``).
+        ``gaussian``, ``constant`` or ``roof`` (the seed's window, with ``roof_crop``).
+    roof_crop : tuple of 3 ints
+        With ``weighting='roof'``: voxels zeroed at each tile face.
     tta : tuple of str
         Axes ('z', 'y', 'x') whose flip combinations are averaged (test-time augmentation).
     fallback : str
-        ``auto`` (the checkpoint's own, default), ``none``, ``difference`` or ``calibrated``
-        (blend toward the input, :mod:`fmc.models.fallback`).
+        ``auto`` (the checkpoint's own), ``none``, ``difference`` or ``calibrated`` (blend toward
+        the input, :mod:`fmc.models.fallback`).
     output_dtype : str
         ``float32`` (normalised intensities) or ``uint16`` (mapped back to the input's range).
     buffer_threshold_gb : float
@@ -86,19 +112,19 @@ class PredictSettings:
         Progress bar over tiles.
     """
 
-    patch: tuple[int, int, int] | None = None
-    overlap: float = 0.5
-    batch_size: int = 2
-    weighting: str = "gaussian"
-    roof_crop: tuple[int, int, int] = SEED_ROOF_CROP
-    tta: tuple[str, ...] = field(default_factory=tuple)
-    fallback: str = "auto"
-    output_dtype: str = "float32"
-    buffer_threshold_gb: float = 2.0
-    progress: bool = True
+    patch: tuple[int, int, int] | None = _key(_ints_or_none, "[Z, Y, X] or null")
+    overlap: float = _key(float, "a fraction")
+    batch_size: int = _key(int, "an integer")
+    weighting: str = _key(str, "a name")
+    roof_crop: tuple[int, int, int] = _key(_ints, "[Z, Y, X] voxel counts")
+    tta: tuple[str, ...] = _key(_axes, "a list of axes, e.g. [y, x]")
+    fallback: str = _key(str, "a name")
+    output_dtype: str = _key(str, "a name")
+    buffer_threshold_gb: float = _key(float, "a number")
+    progress: bool = _key(bool, "true or false")
 
     def check(self) -> PredictSettings:
-        """Raise :class:`FmcConfigError` naming the first invalid key."""
+        """Raise :class:`FmcConfigError` naming the first invalid key (and its valid values)."""
         if self.patch is not None and (len(self.patch) != 3 or min(self.patch) < 1):
             raise FmcConfigError(f"patch={list(self.patch)}: give [Z, Y, X] positive sizes or null")
         if not 0 <= self.overlap < 1:
@@ -112,7 +138,7 @@ class PredictSettings:
                 raise FmcConfigError(f"{key}={value!r}: choose one of {', '.join(choices)}")
         try:
             flip_combinations(self.tta)
-        except ValueError as error:
+        except ValueError as error:  # its message names the key: "tta axis 'w': use z, y or x"
             raise FmcConfigError(str(error)) from None
         if len(self.roof_crop) != 3 or min(self.roof_crop) < 0:
             raise FmcConfigError(f"roof_crop={list(self.roof_crop)}: give 3 voxel counts >= 0")
@@ -251,7 +277,7 @@ def input_files(path: str | Path) -> list[Path]:
         raise FmcInputError(f"input={path}: no such file or folder")
     for suffixes in (TIFF_SUFFIXES, H5_SUFFIXES):
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file()
-                       and "_fused." not in p.name.lower() and not p.name.startswith("."))
+                       and not is_ground_truth(p.name) and not p.name.startswith("."))
         if files:
             return files
     raise FmcInputError(f"input={path}: no .tif/.tiff (or .h5) file to predict")
@@ -279,15 +305,31 @@ def device_for(choice: str) -> str:
 
 
 def settings_from(cfg) -> PredictSettings:
-    """:class:`PredictSettings` from a config node with fmc.predict's keys."""
-    patch = cfg.get("patch")
-    return PredictSettings(
-        patch=None if patch is None else tuple(int(p) for p in patch),
-        overlap=float(cfg.get("overlap", 0.5)), batch_size=int(cfg.get("batch_size", 2)),
-        weighting=str(cfg.get("weighting", "gaussian")),
-        roof_crop=tuple(int(c) for c in cfg.get("roof_crop", SEED_ROOF_CROP)),
-        tta=tuple(str(a) for a in (cfg.get("tta") or ())),
-        fallback=str(cfg.get("fallback", "auto")),
-        output_dtype=str(cfg.get("output_dtype", "float32")),
-        buffer_threshold_gb=float(cfg.get("buffer_threshold_gb", 2.0)),
-        progress=bool(cfg.get("progress", True))).check()
+    """:class:`PredictSettings` from a config holding every key of ``conf/inference/default.yaml``
+    (fmc.predict's and fmc.challenge's configs include it), checked.
+
+    Raises
+    ------
+    FmcConfigError
+        Naming the first key that is missing, unreadable or invalid.
+    """
+    values = {}
+    for key in fields(PredictSettings):
+        if key.name not in cfg:
+            raise FmcConfigError(f"{key.name}: missing (its default is in {INFERENCE_DEFAULTS})")
+        try:
+            values[key.name] = key.metadata["parse"](cfg[key.name])
+        except (TypeError, ValueError):
+            raise FmcConfigError(f"{key.name}={cfg[key.name]!r}: give {key.metadata['expected']}"
+                                 ) from None
+    return PredictSettings(**values).check()
+
+
+def default_settings(**changes) -> PredictSettings:
+    """The settings of ``conf/inference/default.yaml`` with ``changes`` (field: value), checked.
+
+    For code that predicts without a composed config (benchmarks, tests).
+    """
+    from omegaconf import OmegaConf
+
+    return replace(settings_from(OmegaConf.load(INFERENCE_DEFAULTS)), **changes).check()

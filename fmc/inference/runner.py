@@ -1,7 +1,9 @@
 """Run predictions over a list of files with one checkpoint or a registry (predict, challenge).
 
 Checkpoints are loaded (and so validated) before the first volume is predicted: a bad checkpoint
-stops the run before any output is written.
+stops the run before any output is written. :func:`predict_files` is the one per-file loop of
+both commands; what a failing file does is its ``on_error`` option (fmc.predict stops,
+fmc.challenge writes the input in its place).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmc.core.errors import FmcConfigError, FmcInputError
@@ -18,6 +21,8 @@ from fmc.inference.registry import ModelRegistry
 from fmc.io.metadata import describe
 
 log = logging.getLogger(__name__)
+# What predict_files does with a file that fails: write the input in its place, or stop.
+ON_ERROR = ("identity", "fail")
 
 
 class ModelPicker:
@@ -85,14 +90,84 @@ def check_inputs(files: Sequence[Path], output: Path) -> None:
                             + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
 
 
+def check_on_error(value: str) -> str:
+    """``value`` if it is one of :data:`ON_ERROR`, else :class:`FmcConfigError` naming them."""
+    if value not in ON_ERROR:
+        raise FmcConfigError(f"on_error={value!r}: choose one of {', '.join(ON_ERROR)}")
+    return value
+
+
+@dataclass
+class PredictedFiles:
+    """What :func:`predict_files` wrote.
+
+    Attributes
+    ----------
+    written : list of Path
+        Every output, in input order: the predictions and the inputs written in their place.
+    as_input : list of str
+        Inputs that failed and were written as themselves (``on_error='identity'``).
+    missing : list of str
+        Inputs that failed and whose input could not be written either: no output.
+    """
+
+    written: list[Path] = field(default_factory=list)
+    as_input: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def predicted(self) -> int:
+        """How many files were predicted (not written as their input)."""
+        return len(self.written) - len(self.as_input)
+
+
+def write_identity(source: Path, output: Path) -> Path:
+    """Copy a TIFF view to ``output`` (a valid TIFF with its metadata, same name), the safe answer."""
+    from fmc.io.tiff import read_volume, write_volume
+
+    volume, meta = read_volume(source)
+    return write_volume(output / source.name, volume, meta)
+
+
 def predict_files(files: Sequence[Path], picker: ModelPicker, output: Path,
-                  settings: PredictSettings) -> list[Path]:
-    """Predict every file into ``output`` (see :func:`check_inputs`); returns the written paths."""
-    written = []
+                  settings: PredictSettings, on_error: str = "fail") -> PredictedFiles:
+    """Predict every file into ``output``, one after the other.
+
+    Parameters
+    ----------
+    files : sequence of Path
+        Inputs (fmc.predict checks them first, :func:`check_inputs`).
+    picker : ModelPicker
+    output : Path
+        Output folder (see :func:`fmc.inference.prediction.check_output_folder`).
+    settings : PredictSettings
+    on_error : {'fail', 'identity'}
+        A file whose model choice or prediction fails: ``fail`` raises (files before it are
+        written); ``identity`` logs it, writes the input in its place (the challenge then
+        scores it 0 instead of counting a missing file) and goes on.
+
+    Returns
+    -------
+    PredictedFiles
+    """
+    check_on_error(on_error)
+    result = PredictedFiles()
     for path in files:
         started = time.perf_counter()
-        model = picker.pick(path)
-        result = predict_file(model, path, output, settings)
-        log.info("wrote %s in %.1f s", result, time.perf_counter() - started)
-        written.append(result)
-    return written
+        try:
+            written = predict_file(picker.pick(path), path, output, settings)
+        except Exception as error:  # noqa: BLE001 - with identity, one bad case must not lose the others
+            if on_error == "fail":
+                raise
+            log.error("%s: prediction failed (%s: %s); writing the input instead", path.name,
+                      type(error).__name__, error)
+            try:
+                written = write_identity(path, output)
+            except Exception as second:  # noqa: BLE001 - unreadable input: nothing to write
+                log.error("%s: cannot write the input either (%s)", path.name, second)
+                result.missing.append(path.name)
+                continue
+            result.as_input.append(path.name)
+        log.info("%s → %s in %.1f s", path.name, written, time.perf_counter() - started)
+        result.written.append(written)
+    return result

@@ -1,8 +1,8 @@
 """PNG previews of a pair: orthogonal max projections (XY, XZ, YZ) of the view and the fused.
 
-No plotting library: panels are composed with numpy and written with imageio (installed with
-scikit-image). XZ and YZ panels are stretched by the Z/XY spacing ratio so that the specimen
-keeps its true proportions.
+No plotting library: panels are composed with numpy, scaled and written by :mod:`fmc.io.png`.
+XZ and YZ panels are stretched by the Z/XY spacing ratio so that the specimen keeps its true
+proportions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from fmc.io.png import max_projections, percentile_window, to_uint8, write_png
 from fmc.io.tiff import read_volume
+
+# Each panel's intensity window (percentiles of its own values).
+PREVIEW_PERCENTILES = (1, 99.8)
 
 
 def projections(volume: np.ndarray, spacing_zyx, mode: str = "max") -> np.ndarray:
@@ -24,7 +28,8 @@ def projections(volume: np.ndarray, spacing_zyx, mode: str = "max") -> np.ndarra
     """
     stretch = spacing_zyx[0] / spacing_zyx[2]
     if mode == "max":
-        xy, xz, yz = (volume.max(axis=a).astype(np.float32) for a in range(3))
+        projected = max_projections(volume)
+        xy, xz, yz = (p.astype(np.float32) for p in (projected.xy, projected.xz, projected.yz))
     else:
         z, y, x = (n // 2 for n in volume.shape)
         xy, xz, yz = (volume[z].astype(np.float32), volume[:, y].astype(np.float32),
@@ -42,12 +47,8 @@ def projections(volume: np.ndarray, spacing_zyx, mode: str = "max") -> np.ndarra
 
 
 def _to_uint8(panel: np.ndarray) -> np.ndarray:
-    """Percentile-scale (1, 99.8) to uint8; gaps (NaN) become white."""
-    values = panel[np.isfinite(panel)]
-    lo, hi = np.percentile(values, [1, 99.8])
-    scaled = np.clip((panel - lo) / max(hi - lo, 1e-6), 0, 1) * 255
-    scaled[~np.isfinite(panel)] = 255
-    return scaled.astype(np.uint8)
+    """Scale to uint8 on the panel's own percentiles; gaps (NaN) become white."""
+    return to_uint8(panel, *percentile_window(panel, PREVIEW_PERCENTILES))
 
 
 def save_pair_png(angle_path, fused_path, png_path, titles: bool = True) -> Path:
@@ -56,8 +57,6 @@ def save_pair_png(angle_path, fused_path, png_path, titles: bool = True) -> Path
 
     Each side is scaled on its own percentiles (as the challenge metric normalises each volume).
     """
-    import imageio.v3 as iio
-
     view, meta = read_volume(angle_path)
     fused, _ = read_volume(fused_path)
     spacing = meta.spacing_zyx or (1.0, 1.0, 1.0)
@@ -72,7 +71,4 @@ def save_pair_png(angle_path, fused_path, png_path, titles: bool = True) -> Path
     # Upscale small demo volumes so the figure is readable.
     factor = max(1, int(np.ceil(480 / image.shape[1])))
     image = np.kron(image, np.ones((factor, factor), dtype=np.uint8))
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(png_path, image)
-    return png_path
+    return write_png(png_path, image)

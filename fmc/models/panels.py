@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fmc.io.png import percentile_window, to_uint8, write_png
 
-def _to_uint8(image: np.ndarray, low: float, high: float) -> np.ndarray:
-    scaled = (image - low) / (high - low) if high > low else np.zeros_like(image)
-    return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
+# The shared intensity window: these percentiles of the target.
+PANEL_PERCENTILES = (1, 99.5)
 
 
 def panel_image(volumes: dict[str, torch.Tensor]) -> np.ndarray:
@@ -25,10 +25,10 @@ def panel_image(volumes: dict[str, torch.Tensor]) -> np.ndarray:
     differences between them are real.
     """
     arrays = [volumes[key][0, 0].float().numpy() for key in ("input", "prediction", "target")]
-    low, high = np.percentile(arrays[2], (1, 99.5))
+    low, high = percentile_window(arrays[2], PANEL_PERCENTILES)
     rows = []
     for view in (lambda a: a[a.shape[0] // 2], lambda a: a.max(axis=0)):
-        tiles = [np.pad(_to_uint8(view(a), low, high), 2, constant_values=255) for a in arrays]
+        tiles = [np.pad(to_uint8(view(a), low, high), 2, constant_values=255) for a in arrays]
         rows.append(np.concatenate(tiles, axis=1))
     return np.concatenate(rows, axis=0)
 
@@ -44,8 +44,4 @@ def log_image_panel(loggers: Sequence, volumes: dict[str, torch.Tensor], step: i
                              caption=["input | prediction | target (middle slice; max projection)"],
                              step=step)
         elif getattr(logger, "log_dir", None):
-            import imageio.v3 as iio
-
-            folder = Path(logger.log_dir) / "panels"
-            folder.mkdir(parents=True, exist_ok=True)
-            iio.imwrite(folder / f"epoch_{epoch:04d}.png", image)
+            write_png(Path(logger.log_dir) / "panels" / f"epoch_{epoch:04d}.png", image)

@@ -1,7 +1,8 @@
 """Figures of a training report: a montage of max projections and a bar chart of test N_SSIM.
 
 No plotting library: matplotlib is not one of fmc's dependencies, so panels are composed with
-numpy and labelled and written with Pillow (installed with scikit-image, like imageio).
+numpy, labelled with Pillow (installed with scikit-image) and scaled, projected and written with
+:mod:`fmc.io.png`.
 
 Montage (:func:`write_montage`): one block per image, columns input, prediction, target and
 ``|prediction - target|``, an XY maximum projection row above an XZ one. Each volume is
@@ -23,15 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from fmc.core.errors import FmcInputError
-from fmc.core.files import atomic_path
 from fmc.core.normalization import PERCENTILE_HIGH, PERCENTILE_LOW, VolumeStats, volume_stats
+from fmc.io.png import PROJECTION_SLAB, ProjectionAccumulator, Projections, to_uint8, write_png
 from fmc.io.tiff import TiffVolume
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("input", "prediction", "target", "|prediction - target|")
-# z-planes read at a time while projecting.
-PROJECTION_SLAB = 16
 _WHITE = (255, 255, 255)
 _GAP = 6
 _LABEL_HEIGHT = 18
@@ -56,23 +55,9 @@ class MontageImage:
     target: Path
 
 
-@dataclass(frozen=True)
-class Projections:
-    """Maximum projections of one volume (normalised intensities).
-
-    Attributes
-    ----------
-    xy : ndarray, shape (Y, X)
-    xz : ndarray, shape (Z, X)
-    """
-
-    xy: np.ndarray
-    xz: np.ndarray
-
-
 def max_projections(volumes: Sequence, stats: Sequence[VolumeStats], difference: tuple[int, int] | None
                     = None, slab: int = PROJECTION_SLAB) -> list[Projections]:
-    """XY and XZ maximum projections of percentile-normalised volumes, read slab by slab.
+    """Maximum projections of percentile-normalised volumes, read slab by slab (each once).
 
     Parameters
     ----------
@@ -88,24 +73,20 @@ def max_projections(volumes: Sequence, stats: Sequence[VolumeStats], difference:
 
     Returns
     -------
-    list of Projections
+    list of fmc.io.png.Projections
         One per volume, then the difference's when asked for.
     """
     depth = volumes[0].shape[0]
-    n_out = len(volumes) + (difference is not None)
-    xy: list[np.ndarray | None] = [None] * n_out
-    xz_parts: list[list[np.ndarray]] = [[] for _ in range(n_out)]
+    accumulators = [ProjectionAccumulator() for _ in range(len(volumes) + (difference is not None))]
     for z0 in range(0, depth, slab):
         z1 = min(z0 + slab, depth)
         blocks = [volume_stats_.normalize(np.asarray(volume[z0:z1])).astype(np.float32)
                   for volume, volume_stats_ in zip(volumes, stats, strict=True)]
         if difference is not None:
             blocks.append(np.abs(blocks[difference[0]] - blocks[difference[1]]))
-        for index, block in enumerate(blocks):
-            plane = block.max(axis=0)
-            xy[index] = plane if xy[index] is None else np.maximum(xy[index], plane)
-            xz_parts[index].append(block.max(axis=1))
-    return [Projections(xy[i], np.concatenate(xz_parts[i], axis=0)) for i in range(n_out)]
+        for accumulator, block in zip(accumulators, blocks, strict=True):
+            accumulator.add(block)
+    return [accumulator.result() for accumulator in accumulators]
 
 
 def panel_shapes(shape_zyx: Sequence[int], spacing_zyx: Sequence[float], panel_px: int
@@ -135,8 +116,8 @@ def _resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _grey(values: np.ndarray) -> np.ndarray:
-    level = (np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
-    return np.repeat(level[..., None], 3, axis=2)
+    # Normalised intensities: the window is [0, 1].
+    return np.repeat(to_uint8(values, 0.0, 1.0)[..., None], 3, axis=2)
 
 
 def _hot(values: np.ndarray) -> np.ndarray:
@@ -239,15 +220,6 @@ def montage_array(images: Sequence[MontageImage], panel_px: int = 192,
                    _row(xy_row), _label_strip("XZ max projection", width), _row(xz_row),
                    np.full((_GAP * 2, width, 3), 255, dtype=np.uint8)]
     return np.concatenate(blocks, axis=0)
-
-
-def write_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write an RGB uint8 array as a PNG, atomically."""
-    from PIL import Image
-
-    with atomic_path(path) as temporary:
-        Image.fromarray(rgb).save(temporary, format="PNG")
-    return Path(path)
 
 
 def write_montage(images: Sequence[MontageImage], path: str | Path, panel_px: int = 192,

@@ -23,7 +23,7 @@ import numpy as np
 
 from fmc.core.errors import FmcConfigError
 from fmc.core.naming import pair_file_names
-from fmc.core.studies import CONTENTS, STUDIES, check_content, get_profile
+from fmc.core.studies import CONTENTS, EMBEDDED_STUDIES, check_content, get_profile
 from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import write_volume
 from fmc.simulation.lightsheet import FusionParams, OpticsParams, blend_coordinate, simulate_pair, view_weight
@@ -208,7 +208,7 @@ def write_pair(out: Path, study: int, content: str, index: int, **kwargs: Any):
 def default_dataset_plan(images_per_combo: int = DEFAULT_IMAGES_PER_COMBO):
     """(study, content, index) of the embedded default dataset: every study × content."""
     plan = []
-    for study in STUDIES:
+    for study in EMBEDDED_STUDIES:
         for content in CONTENTS:
             for _ in range(images_per_combo):
                 plan.append((study, content, len(plan)))

@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 PROFILES = ("auto", "cpu", "gpu")
+# Hydra's command-line options that take a value (``--info`` takes one only from its choices).
+_VALUE_OPTIONS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
+                  "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 _CPU_OVERRIDES = ("trainer=cpu", "trainer=ddp_cpu", "trainer.accelerator=cpu")
 
 
@@ -32,23 +36,41 @@ def choose_profile(overrides: Sequence[str], gpu_available: Callable[[], bool] =
     return "gpu" if gpu_available() else "cpu"
 
 
+def split_command_line(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(options, overrides)`` of a Hydra command line (without the program): options keep their
+    values. Hydra's parser takes the overrides as one run of positional arguments, so fmc adds
+    its own after the user's, not after an option."""
+    options, overrides = [], []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item.startswith("-"):
+            options.append(item)
+            takes_value = item in _VALUE_OPTIONS or (
+                item in ("--info", "-i") and i + 1 < len(items) and items[i + 1] in _INFO_CHOICES)
+            if takes_value and i + 1 < len(items):
+                options.append(items[i + 1])
+                i += 1
+        else:
+            overrides.append(item)
+        i += 1
+    return options, overrides
+
+
 def with_profile(argv: Sequence[str], gpu_available: Callable[[], bool] = _cuda_available
                  ) -> list[str]:
     """``argv`` with ``profile=auto`` (given or implied) replaced by ``profile=cpu|gpu``.
 
     An explicit ``profile=cpu``, ``profile=gpu`` or a sweep over profiles is left alone.
     """
-    argv = list(argv)
-    positions = [i for i, item in enumerate(argv) if item.split("=", 1)[0] == "profile"]
-    if positions and any(argv[i] != "profile=auto" for i in positions):
-        return argv
-    choice = f"profile={choose_profile(argv[1:], gpu_available)}"
-    if positions:
-        for i in positions:
-            argv[i] = choice
-    else:
-        argv.append(choice)
-    return argv
+    options, overrides = split_command_line(argv[1:])
+    given = [item for item in overrides if item.split("=", 1)[0] == "profile"]
+    if any(item != "profile=auto" for item in given):
+        return list(argv)
+    choice = f"profile={choose_profile(overrides, gpu_available)}"
+    overrides = [item for item in overrides if item not in given] + [choice]
+    return [argv[0], *options, *overrides]
 
 
 def profile_choice() -> str | None:
@@ -59,3 +81,23 @@ def profile_choice() -> str | None:
         return HydraConfig.get().runtime.choices.get("profile")
     except (ImportError, ValueError):
         return None
+
+
+def with_study_facts(argv: Sequence[str]) -> list[str]:
+    """``argv`` plus the facts of every known study (conf/studies/, ``FMC_CONFIG_DIRS``) under
+    ``study_facts``, and the extra config folders on Hydra's search path.
+
+    The facts are then part of the composed config: ``--cfg job`` prints them and the W&B
+    config and the run's ``.hydra/config.yaml`` hold them. Left alone when the command line
+    already selects ``studies``.
+    """
+    from fmc.core.studies import STUDIES, extra_config_dirs
+
+    options, overrides = split_command_line(argv[1:])
+    if any(item.lstrip("+~").split("=", 1)[0] == "studies" for item in overrides):
+        return list(argv)
+    added = [f"+studies=[{','.join(f'study{n}' for n in STUDIES)}]"]
+    extra = [folder.resolve().as_uri() for folder in extra_config_dirs()]
+    if extra and not any(item.startswith("hydra.searchpath=") for item in overrides):
+        added.append(f"hydra.searchpath=[{','.join(extra)}]")
+    return [argv[0], *options, *overrides, *added]

@@ -1,0 +1,85 @@
+"""Study facts in YAML (conf/studies/): read by the code and shown in fmc.train's config; a new
+study is one file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fmc.core.errors import FmcConfigError
+from fmc.core.studies import EMBEDDED_STUDIES, STUDIES, STUDY_DIR, load_studies, read_study_file
+from tests.conftest import run_command
+
+TINY_TRAIN = ["logger=none", "model.features=4", "model.depth=2", "data.patch_size=[8,16,16]",
+              "data.batch_size=1", "data.epoch_steps=2", "trainer.max_steps=2",
+              "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0",
+              "callbacks.volume_validation.every_minutes=null"]
+
+
+def study6_yaml() -> str:
+    """Study 1's file as a new study 6: another microscope (coarser voxels), not embedded."""
+    text = (STUDY_DIR / "study1.yaml").read_text()
+    for old, new in (("study_facts.study1", "study_facts.study6"), ("study: 1", "study: 6"),
+                     ("embedded: true", "embedded: false"),
+                     ("spacing_zyx: [1.0, 0.195, 0.195]", "spacing_zyx: [2.0, 0.5, 0.5]"),
+                     ("demo_shape: [40, 112, 128]", "demo_shape: [16, 32, 32]"),
+                     ("demo_scale: 3.0", "demo_scale: 1.0")):
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def test_the_shipped_studies_are_read_from_yaml():
+    assert set(STUDIES) == set(EMBEDDED_STUDIES) == {1, 2, 3, 4, 5}
+    assert STUDIES[4].spacing_zyx == (3.0, 0.33, 0.33) and STUDIES[4].degradation_axes == ("X",)
+    assert STUDIES[3].synthetic_specimen["cell_diameter_um"] == (5.0, 8.0)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("spacing_zyx: [2.0, 0.5, 0.5]", "spacing_zyx: [2.0, 0.5]"), "need 3 values"),
+    (("degradation_axes: [Z]", "degradation_axes: [W]"), "degradation_axes from Z, Y, X"),
+    (("study_facts.study6", "study_facts.study7"), "first line must be"),
+    (("demo_scale: 1.0", "demo_scael: 1.0"), "missing demo_scale"),
+])
+def test_a_bad_study_file_is_one_line_naming_it(tmp_path: Path, edit, message):
+    path = tmp_path / "study6.yaml"
+    path.write_text(study6_yaml().replace(*edit))
+    with pytest.raises(FmcConfigError, match=message) as caught:
+        read_study_file(path)
+    assert str(path) in str(caught.value)
+
+
+def test_train_config_shows_the_facts():
+    result = run_command("fmc.train", "--cfg", "job", "study=4")
+    assert result.returncode == 0, result.stderr
+    assert "study_facts:\n  study1:" in result.stdout and "  study5:" in result.stdout
+
+
+def test_a_new_study_is_one_yaml_file(tmp_path: Path):
+    """study6.yaml in a config folder of FMC_CONFIG_DIRS: synthesize, prepare, train study=6,
+    and fmc.predict picks its model from the registry by the volume's study."""
+    conf = tmp_path / "conf"
+    (conf / "studies").mkdir(parents=True)
+    (conf / "studies" / "study6.yaml").write_text(study6_yaml())
+    env = {"FMC_CONFIG_DIRS": str(conf)}
+    assert load_studies([conf / "studies"])[6].spacing_zyx == (2.0, 0.5, 0.5)
+    raw, h5, sweep = tmp_path / "raw", tmp_path / "h5", tmp_path / "sweep"
+    for study, extra in ((6, ["n=5", "scale=2"]), (1, ["n=1", "start=5", "scale=3"])):
+        result = run_command("fmc.synth", f"out={raw}", f"study={study}", "shape=[16,48,48]",
+                             *extra, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+    result = run_command("fmc.prepare", f"input={raw}", f"output={h5}", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (h5 / "lists" / "study6_nucleus_train.csv").is_file()
+    result = run_command("fmc.train", "study=6", "content=nucleus", f"data.root={h5}",
+                         *TINY_TRAIN, f"hydra.run.dir={sweep / 'study6'}", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = (sweep / "study6" / ".hydra" / "config.yaml").read_text()
+    assert "study6:" in saved and "- 2.0" in saved
+    out = tmp_path / "pred"
+    result = run_command("fmc.predict", "ckpt=auto", f"registry={sweep}",
+                         f"input={raw / 'image_0_nucleus_angle.tif'}", f"output={out}", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "study 6 nucleus" in result.stdout + result.stderr
+    assert (out / "image_0_nucleus_angle.tif").is_file()
