@@ -1,10 +1,10 @@
-"""Benchmark: prepare one study-1-sized pair, and fmc's hull + distance against the seed's method.
+"""Benchmark: prepare one study-1-sized pair, and fmc's hull + distance against RWTH-GE's method.
 
 1. Synthesizes a 222×731×860 study-1 pair (``fmc.synth``, in a child process), then runs the real
    command ``python -m fmc.prepare input=... output=...`` in a child process and reports wall time
    and peak RSS (``ru_maxrss`` of that child, via ``os.wait4``).
 2. On the same view, times the hull + signed distance step both ways:
-   * the seed's (docs/references.md, seed §1.5-1.6): strided small image ``[::1, ::5, ::5]``, Gaussian σ 1,
+   * RWTH-GE's (docs/references.md, RWTH-GE §1.5-1.6): strided small image ``[::1, ::5, ::5]``, Gaussian σ 1,
      > mean, opening, largest component, shell, ``ConvexHull`` + ``Delaunay.find_simplex`` on
      every voxel of the small grid, SimpleITK ``SignedDanielssonDistanceMap`` (spacing given in
      the right XYZ order here), ``np.repeat`` back to full size;
@@ -37,11 +37,11 @@ from fmc.preprocessing.channels import surface_distance
 from fmc.preprocessing.hull import fill_hull, specimen_hull, specimen_mask
 
 
-def seed_hull_and_distance(view: np.ndarray, spacing: tuple[float, float, float]):
-    """The seed's surface distance (with its axis-order bug fixed), timed by the caller."""
+def rwth_ge_hull_and_distance(view: np.ndarray, spacing: tuple[float, float, float]):
+    """RWTH-GE's surface distance (with its axis-order bug fixed), timed by the caller."""
     import SimpleITK as sitk
 
-    fz, fxy = 1, 5  # study 1's factors in the seed
+    fz, fxy = 1, 5  # study 1's factors in RWTH-GE
     small = view[::fz, ::fxy, ::fxy].astype(np.float32)
     small_spacing = (spacing[0] * fz, spacing[1] * fxy, spacing[2] * fxy)
     smoothed = ndimage.gaussian_filter(small, 1.0, mode="nearest")
@@ -57,7 +57,7 @@ def seed_hull_and_distance(view: np.ndarray, spacing: tuple[float, float, float]
     grid = np.indices(small.shape).reshape(3, -1).T  # every voxel index of the small grid
     inside = (triangulation.find_simplex(grid) >= 0).reshape(small.shape)
     image = sitk.GetImageFromArray((1 - inside).astype(np.uint16))
-    image.SetSpacing(small_spacing[::-1])  # XYZ, as SimpleITK expects (the seed passed ZYX)
+    image.SetSpacing(small_spacing[::-1])  # XYZ, as SimpleITK expects (RWTH-GE passed ZYX)
     distance = sitk.GetArrayFromImage(sitk.SignedDanielssonDistanceMap(
         image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
     full = np.repeat(np.repeat(np.repeat(distance, fz, 0), fxy, 1), fxy, 2)
@@ -102,24 +102,24 @@ def main() -> None:
 
     view, meta = read_volume(raw / "image_0_nucleus_angle.tif")
     spacing = meta.spacing_zyx
-    seed_times, fmc_times = [], []
+    rwth_ge_times, fmc_times = [], []
     for _ in range(args.repeats):  # alternate the two, keep the median of each
         start = time.perf_counter()
-        _, seed_inside = seed_hull_and_distance(view, spacing)
-        seed_times.append(time.perf_counter() - start)
+        _, rwth_ge_inside = rwth_ge_hull_and_distance(view, spacing)
+        rwth_ge_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         fmc_distance = surface_distance(view, spacing)
         fmc_times.append(time.perf_counter() - start)
-    seed_seconds, fmc_seconds = float(np.median(seed_times)), float(np.median(fmc_times))
+    rwth_ge_seconds, fmc_seconds = float(np.median(rwth_ge_times)), float(np.median(fmc_times))
     reference = exact_hull(view, spacing)
     print(f"\n| hull + signed distance (median of {args.repeats}) | time | hull Dice vs exact "
           "full-resolution hull |")
     print("|---|---|---|")
-    print(f"| seed (strided grid, Delaunay find_simplex, SimpleITK Danielsson, repeat) | "
-          f"{seed_seconds:.1f} s | {dice(seed_inside, reference):.4f} |")
+    print(f"| RWTH-GE (strided grid, Delaunay find_simplex, SimpleITK Danielsson, repeat) | "
+          f"{rwth_ge_seconds:.1f} s | {dice(rwth_ge_inside, reference):.4f} |")
     print(f"| fmc (block-mean grid, plane-section hull fill, scipy EDT, linear upsampling) | "
           f"{fmc_seconds:.1f} s | {dice(fmc_distance > 0, reference):.4f} |")
-    print(f"\nspeed-up: {seed_seconds / fmc_seconds:.1f}×")
+    print(f"\nspeed-up: {rwth_ge_seconds / fmc_seconds:.1f}×")
     shutil.rmtree(args.scratch, ignore_errors=True)
 
 

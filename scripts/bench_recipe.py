@@ -142,7 +142,7 @@ def run_peer(peer: Path, raw: Path, h5: Path, content: str, seed: int, minutes: 
 
 
 def summary_table(results: Path) -> str:
-    """Markdown table of ``results.jsonl``: per set and configuration, each seed's test N_SSIM,
+    """Markdown table of ``results.jsonl``: per set and configuration, each RWTH-GE's test N_SSIM,
     the mean, and the ratio to the peer's mean at the same budget (latest row per seed)."""
     latest: dict[tuple, dict] = {}
     for line in results.read_text().splitlines():

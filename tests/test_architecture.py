@@ -8,6 +8,7 @@ The command modules at the top of ``fmc/`` are thin and may import any stage.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,22 @@ def test_no_module_is_too_long():
     long = [f"{p.relative_to(FMC.parent)}: {n}" for p in FMC.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES]
     assert not long, f"modules over {MAX_LINES} lines:\n" + "\n".join(long)
+
+
+def test_every_cited_document_is_in_the_repository():
+    """Code, configs and docs cite only files inside the repository (docs/design.md, not a
+    document elsewhere)."""
+    repo = FMC.parent
+    texts = [p for pattern in ("fmc/**/*.py", "conf/**/*.yaml", "docs/*.md", "scripts/*.py",
+                               "tests/*.py", "README.md", "Dockerfile", "Makefile")
+             for p in repo.glob(pattern)]
+    missing = []
+    for path in texts:
+        if path.resolve() == Path(__file__).resolve():
+            continue
+        text = path.read_text()
+        assert "../shared" not in text and "DESIGN.md" not in text, path
+        for cited in re.findall(r"\b(docs/[\w./-]+?\.(?:md|png|jsonl))\b", text):
+            if not (repo / cited).is_file():
+                missing.append(f"{path.relative_to(repo)} cites {cited}")
+    assert not missing, "\n".join(missing)

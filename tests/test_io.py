@@ -84,7 +84,7 @@ def write_ome_style(path: Path) -> None:
 
 
 def write_key_value_style(path: Path) -> None:
-    """The seed's parser reads key=value lines from the ImageDescription tag."""
+    """RWTH-GE's parser reads key=value lines from the ImageDescription tag."""
     tifffile.imwrite(path, ARRAY, description="study=2\nchannel=NUCLEUS\nphysical_size_x=0.195\n"
                      "physical_size_y=0.195\nphysical_size_z=1.0", metadata=None)
 

@@ -42,7 +42,7 @@ def test_ssim3d_per_sample_and_cropped_match_torchmetrics_map():
     pred, target = _structured_pair((2, 1, 16, 24, 24))
     per_sample, full_map = tm_ssim(pred, target, data_range=1.0, reduction="none", return_full_image=True)
     torch.testing.assert_close(ssim3d(pred, target, reduction="none"), per_sample, atol=1e-4, rtol=0)
-    # torchmetrics <= 1.6 (the seed's) averaged the map without its 5-voxel border.
+    # torchmetrics <= 1.6 (RWTH-GE's) averaged the map without its 5-voxel border.
     cropped = full_map[..., 5:-5, 5:-5, 5:-5].mean()
     assert abs(ssim3d(pred, target, crop_border=True).item() - cropped.item()) < 1e-4
 

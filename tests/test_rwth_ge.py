@@ -1,5 +1,5 @@
 """``experiment=rwth_ge``: every row marked "same" in docs/rwth_ge.md, checked on the composed config
-and on what fmc builds from it (the facts about the seed, RWTH-GE, are those restated in that
+and on what fmc builds from it (the facts about RWTH-GE, are those restated in that
 document). Rows that differ on purpose are asserted only where fmc's side is a key of the experiment.
 """
 
@@ -42,7 +42,7 @@ def test_composes_and_passes_the_config_checks(cfg):
     from fmc.training.config_checks import check_config
 
     check_config(cfg)
-    assert cfg.seed == 1337  # the seed's torch/numpy seed
+    assert cfg.seed == 1337  # RWTH-GE's torch/numpy seed
 
 
 # -- network -----------------------------------------------------------------------------------
@@ -65,7 +65,7 @@ def _conv_signature(layer: nn.Module) -> tuple:
 
 
 def test_network_layers_match_the_seeds_table(module):
-    # The seed's module_UNet3D, block by block (c1, d1, c2, d2, c3, d3, c4, u1, c5, u2, c6, u3, c7, out).
+    # RWTH-GE's module_UNet3D, block by block (c1, d1, c2, d2, c3, d3, c4, u1, c5, u2, c6, u3, c7, out).
     expected = [
         ("conv", 2, 8, 3, 1), ("conv", 8, 16, 3, 1), ("conv", 16, 16, 4, 2),
         ("conv", 16, 16, 3, 1), ("conv", 16, 32, 3, 1), ("conv", 32, 32, 4, 2),
@@ -108,13 +108,13 @@ def test_inputs_are_the_view_and_its_surface_distance(cfg, module):
     assert module.in_channels == 2
     assert CHANNELS["raw_image"].dataset == "data/raw_image"
     assert CHANNELS["surface_distance"].dataset == "data/surface_distance"
-    # The view enters unchanged (the seed's data_norm=fmc_percentile divides by 1 after subtracting 0).
+    # The view enters unchanged (RWTH-GE's data_norm=fmc_percentile divides by 1 after subtracting 0).
     view = np.array([[[-0.3, 0.5, 1.7]]], np.float32)
     assert np.array_equal(scale_channel("raw_image", view), view)
 
 
 def test_distance_scaling_is_fmcs_documented_difference(cfg, module):
-    # Not "same": the seed fed raw µm (dist_handling none); fmc feeds tanh(d / 50 µm).
+    # Not "same": RWTH-GE fed raw µm (dist_handling none); fmc feeds tanh(d / 50 µm).
     from fmc.data.patches import scale_channel
 
     assert cfg.data.distance_scale_um == 50.0
@@ -152,7 +152,7 @@ def test_loss_is_100_times_one_minus_ssim_plus_l1(cfg, module):
 
 
 def test_loss_value_matches_torchmetrics_16_ssim(module):
-    # torchmetrics <= 1.6 (the seed's): reflect-pad 5, Gaussian 11 / sigma 1.5, data_range 1 with no
+    # torchmetrics <= 1.6 (RWTH-GE's): reflect-pad 5, Gaussian 11 / sigma 1.5, data_range 1 with no
     # clamping of the data, map cropped by 5 on every face; plus the mean absolute error.
     from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
@@ -192,7 +192,7 @@ def test_optimizer_is_radam_1e3_without_schedule_or_clipping(cfg, module):
 
 
 def test_trainer_cap_and_validation_cadence(cfg):
-    assert cfg.trainer.max_epochs == 5000  # the seed's --epochs
+    assert cfg.trainer.max_epochs == 5000  # RWTH-GE's --epochs
     assert cfg.trainer.check_val_every_n_epoch == 1 and cfg.trainer.num_sanity_val_steps == 2
 
 
@@ -279,7 +279,7 @@ def test_an_epoch_is_one_unaugmented_patch_per_training_volume(tiny_root):
 
 # -- selection ---------------------------------------------------------------------------------
 def test_checkpoints_keep_the_latest_and_the_best_by_the_patch_proxy(cfg, tmp_path):
-    # The seed kept only the latest checkpoint (monitor "step"): fmc's last.ckpt. The best by
+    # RWTH-GE kept only the latest checkpoint (monitor "step"): fmc's last.ckpt. The best by
     # val/n_ssim is fmc's addition (docs/rwth_ge.md, "selection").
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -295,13 +295,13 @@ def test_checkpoints_keep_the_latest_and_the_best_by_the_patch_proxy(cfg, tmp_pa
 
 # -- prediction --------------------------------------------------------------------------------
 def test_roof_window_is_the_seeds_fading_map():
-    # The seed's Docker tiles: 64x256x256, crop 5/15/15 -> nonzero core 54x226x226, weights 1/27 .. 1.
-    from fmc.inference.tiling import SEED_ROOF_CROP, WEIGHT_FLOOR, roof_window
+    # RWTH-GE's Docker tiles: 64x256x256, crop 5/15/15 -> nonzero core 54x226x226, weights 1/27 .. 1.
+    from fmc.inference.tiling import RWTH_GE_ROOF_CROP, WEIGHT_FLOOR, roof_window
 
-    assert SEED_ROOF_CROP == (5, 15, 15)
-    weights = roof_window((64, 256, 256), SEED_ROOF_CROP)
+    assert RWTH_GE_ROOF_CROP == (5, 15, 15)
+    weights = roof_window((64, 256, 256), RWTH_GE_ROOF_CROP)
     core = weights > WEIGHT_FLOOR
     index = np.argwhere(core)
     assert index.min(axis=0).tolist() == [5, 15, 15] and (index.max(axis=0) + 1).tolist() == [59, 241, 241]
     assert weights[core].min() == pytest.approx(1 / 27) and weights.max() == 1.0
-    assert weights[~core].max() == pytest.approx(WEIGHT_FLOOR)  # the seed's zeros, floored (a difference)
+    assert weights[~core].max() == pytest.approx(WEIGHT_FLOOR)  # RWTH-GE's zeros, floored (a difference)

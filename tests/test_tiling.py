@@ -121,7 +121,7 @@ def test_roof_window_is_the_seeds_fading_map():
     weights = roof_window((64, 256, 256), (5, 15, 15))
     assert weights.max() == pytest.approx(1.0)
     assert weights[:5].max() == pytest.approx(1e-3) and weights[:, :15].max() == pytest.approx(1e-3)
-    # The seed's map: distance to the nearest face of the 54×226×226 core, max 27 (set by z).
+    # RWTH-GE's map: distance to the nearest face of the 54×226×226 core, max 27 (set by z).
     assert weights[5, 128, 128] == pytest.approx(1 / 27, rel=1e-3)
     assert weights[10, 128, 128] == pytest.approx(6 / 27, rel=1e-3)
     with pytest.raises(ValueError, match="below half"):

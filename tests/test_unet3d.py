@@ -1,4 +1,4 @@
-"""The 3D U-Net: the seed's exact architecture, shapes, options, and the residual identity."""
+"""The 3D U-Net: RWTH-GE's exact architecture, shapes, options, and the residual identity."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_seed_configuration_layer_layout():
     transposed = [m for m in model.modules() if isinstance(m, nn.ConvTranspose3d)]
     norms = [m for m in model.modules() if isinstance(m, nn.InstanceNorm3d)]
     assert len(convs) == 23 and len(transposed) == 3
-    # Every conv carries a norm except the final 1×1; the seed's norms have no affine parameters.
+    # Every conv carries a norm except the final 1×1; RWTH-GE's norms have no affine parameters.
     assert len(norms) == len(convs) + len(transposed) - 1
     assert all(not n.affine and not n.track_running_stats for n in norms)
     assert [d[0].kernel_size for d in model.downsamplers] == [(4, 4, 4)] * 3

@@ -122,7 +122,7 @@ def test_an_epoch_is_a_number_of_steps(h5_root: Path):
     seed_epoch = FmcDataModule(root=h5_root, train_list="study1_nucleus_train.csv",
                                channels=["raw_image"], patch_size=[16, 32, 32], batch_size=1)
     seed_epoch.setup("fit")
-    assert len(seed_epoch.train_dataloader()) == 1  # the seed's: one patch per volume
+    assert len(seed_epoch.train_dataloader()) == 1  # RWTH-GE's: one patch per volume
 
 
 def test_bad_selection_metric_is_a_config_error(h5_root: Path, tmp_path: Path):

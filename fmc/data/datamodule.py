@@ -133,7 +133,7 @@ class FmcDataModule(L.LightningDataModule):
     samples_per_volume, val_samples_per_volume : int, default 1
     epoch_steps : int, optional
         Optimizer steps per training epoch (``epoch_steps * batch_size`` patches, whatever the
-        number of volumes); None: ``samples_per_volume`` patches per volume, the seed's epoch.
+        number of volumes); None: ``samples_per_volume`` patches per volume, RWTH-GE's epoch.
     augment : bool, default True
         Master switch for flips and rotations of training patches.
     flip_axes : "auto" or axes, default "auto"

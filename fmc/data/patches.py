@@ -58,7 +58,7 @@ def channel_name(name: str) -> str:
 def scale_channel(name: str, array: np.ndarray, scale_um: float | None = None) -> np.ndarray:
     """Scale one input channel to the range the network expects (float32).
 
-    The seed fed distances of ± hundreds of µm next to a [0, 1] image; a tanh keeps the sign and
+    RWTH-GE fed distances of ± hundreds of µm next to a [0, 1] image; a tanh keeps the sign and
     the detail near the hull (or the lit border), where it matters, in about [-1, 1].
 
     Parameters
@@ -95,7 +95,7 @@ def uniform_origin(rng: np.random.Generator, patch: Sequence[int], shape: Sequen
                    ) -> np.ndarray:
     """A uniform origin in ``[0, dim - patch]`` per axis, the last start included.
 
-    (The seed drew from ``[0, dim - patch)`` and never reached the far border.)
+    (RWTH-GE drew from ``[0, dim - patch)`` and never reached the far border.)
     """
     high = np.maximum(np.asarray(shape, np.int64) - np.asarray(patch, np.int64), 0)
     return rng.integers(0, high + 1)

@@ -1,6 +1,6 @@
 """Apply a trained checkpoint to whole volumes (used by ``python -m fmc.predict`` and ``fmc.challenge``).
 
-Everything comes from the checkpoint, never from defaults (the seed took its inference settings
+Everything comes from the checkpoint, never from defaults (RWTH-GE took its inference settings
 from argparse defaults): input channels and their scaling, normalisation, tile size, and the
 study whose illuminated axes the light map needs. Volumes stream through in z-slabs
 (:mod:`fmc.inference.network_input` → :mod:`fmc.inference.tiling` →
@@ -96,7 +96,7 @@ class PredictSettings:
     batch_size : int
         Tiles per forward pass.
     weighting : str
-        ``gaussian``, ``constant`` or ``roof`` (the seed's window, with ``roof_crop``).
+        ``gaussian``, ``constant`` or ``roof`` (RWTH-GE's window, with ``roof_crop``).
     roof_crop : tuple of 3 ints
         With ``weighting='roof'``: voxels zeroed at each tile face.
     tta : tuple of str

@@ -27,8 +27,8 @@ import torch
 from scipy import ndimage
 
 WEIGHTINGS = ("gaussian", "constant", "roof")
-# The seed's Docker inference zeroed this many voxels (ZYX) at each face of its roof window.
-SEED_ROOF_CROP = (5, 15, 15)
+# RWTH-GE's Docker inference zeroed this many voxels (ZYX) at each face of its roof window.
+RWTH_GE_ROOF_CROP = (5, 15, 15)
 # Every voxel of a tile keeps at least this share of the peak weight (per axis for separable
 # windows): the faces of the volume are covered by one tile only and must keep a prediction.
 WEIGHT_FLOOR = 1e-3
@@ -93,12 +93,12 @@ def axis_weights(size: int, weighting: str = "gaussian", sigma_scale: float = 1 
     return np.maximum(weights / weights.max(), WEIGHT_FLOOR).astype(np.float32)
 
 
-def roof_window(patch: Sequence[int], crop: Sequence[int] = SEED_ROOF_CROP) -> np.ndarray:
-    """The seed's "fading map": 0 on ``crop`` voxels at each face, rising linearly to 1 inside.
+def roof_window(patch: Sequence[int], crop: Sequence[int] = RWTH_GE_ROOF_CROP) -> np.ndarray:
+    """RWTH-GE's "fading map": 0 on ``crop`` voxels at each face, rising linearly to 1 inside.
 
-    Built as the seed built it (ones with the faces zeroed, zero-padded by one voxel, Euclidean
+    Built as RWTH-GE built it (ones with the faces zeroed, zero-padded by one voxel, Euclidean
     distance to the nearest zero, unpadded, divided by the maximum), then floored at
-    ``WEIGHT_FLOOR`` so that the volume's outer faces keep a prediction (the seed started its tiles
+    ``WEIGHT_FLOOR`` so that the volume's outer faces keep a prediction (RWTH-GE started its tiles
     outside the volume instead).
     """
     patch = tuple(int(p) for p in patch)
@@ -113,7 +113,7 @@ def roof_window(patch: Sequence[int], crop: Sequence[int] = SEED_ROOF_CROP) -> n
 
 
 def importance_map(patch: Sequence[int], weighting: str = "gaussian",
-                   sigma_scale: float = 1 / 8, crop: Sequence[int] = SEED_ROOF_CROP) -> np.ndarray:
+                   sigma_scale: float = 1 / 8, crop: Sequence[int] = RWTH_GE_ROOF_CROP) -> np.ndarray:
     """Per-voxel weight of a tile's prediction (peak 1).
 
     ``gaussian``: product of per-axis Gaussians (σ = patch/8, each floored at 1e-3 of its peak);
@@ -235,7 +235,7 @@ def iter_predicted_slabs(source: SlabSource, predict: Callable[[torch.Tensor], t
                          patch: Sequence[int], overlap: float = 0.5, batch_size: int = 1,
                          weighting: str = "gaussian", progress: bool = False,
                          device: str | torch.device = "cpu", tta_axes: Sequence[str | int] = (),
-                         roof_crop: Sequence[int] = SEED_ROOF_CROP
+                         roof_crop: Sequence[int] = RWTH_GE_ROOF_CROP
                          ) -> Iterator[tuple[int, np.ndarray]]:
     """Predict a volume tile by tile, yielding finished z-slabs in order.
 
@@ -333,7 +333,7 @@ def sliding_window_predict(channels: np.ndarray, predict: Callable[[torch.Tensor
                            patch: Sequence[int], overlap: float = 0.5, batch_size: int = 1,
                            weighting: str = "gaussian", progress: bool = False,
                            device: str | torch.device = "cpu", tta_axes: Sequence[str | int] = (),
-                           roof_crop: Sequence[int] = SEED_ROOF_CROP) -> np.ndarray:
+                           roof_crop: Sequence[int] = RWTH_GE_ROOF_CROP) -> np.ndarray:
     """Predict a whole ``(C, Z, Y, X)`` array in memory; see :func:`iter_predicted_slabs`.
 
     Returns

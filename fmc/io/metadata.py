@@ -8,7 +8,7 @@ per key):
 1. tifffile's *shaped* JSON description (how the challenge files carry their keys),
 2. ImageJ hyperstack metadata (``spacing``, ``unit`` and any extra ``key=value`` lines),
 3. OME-XML ``Pixels`` attributes (``PhysicalSizeX/Y/Z`` with their units),
-4. plain ``key=value`` lines in the ImageDescription (the seed's parser),
+4. plain ``key=value`` lines in the ImageDescription (RWTH-GE's parser),
 5. the XResolution / YResolution tags for the lateral voxel size.
 
 :func:`description_keys` gives the keys :mod:`fmc.io.tiff` writes into a volume's description.

@@ -1,4 +1,4 @@
-"""Training losses: a fast torch 3D SSIM, SSIM + L1 (the seed's default) and N_SSIM + L1.
+"""Training losses: a fast torch 3D SSIM, SSIM + L1 (RWTH-GE's default) and N_SSIM + L1.
 
 Two SSIMs live in fmc and are named apart (docs/design.md §3). This module holds the *training* one:
 a torch SSIM with a Gaussian window (11 voxels, σ = 1.5) and an explicit ``data_range``, as the
@@ -15,7 +15,7 @@ kernel_size=11, sigma=1.5, data_range=...)`` on 5D input (torchmetrics ≥ 1.7):
 4. SSIM map with C1 = (k1·data_range)², C2 = (k2·data_range)²; no clamping of the data;
 5. mean over the whole map per sample (channels included), then over the batch.
 
-torchmetrics ≤ 1.6 (the seed's 1.6.1) also cropped the map by ``(window - 1) / 2`` on every face
+torchmetrics ≤ 1.6 (RWTH-GE's 1.6.1) also cropped the map by ``(window - 1) / 2`` on every face
 before averaging (removed in torchmetrics PR #2721); ``crop_border=True`` reproduces that.
 
 Why separable: the 3D Gaussian window is the outer product of three 1D windows, so filtering
@@ -139,7 +139,7 @@ def ssim3d(pred: Tensor, target: Tensor, data_range: float = 1.0, window_size: i
         ``"mean"`` (scalar, mean over samples), ``"sum"`` or ``"none"`` (one value per sample).
     crop_border : bool
         Average only the map's interior (``window_size // 2`` voxels off every face), as
-        torchmetrics ≤ 1.6 and the seed did (and scikit-image does). Default: the whole map, as
+        torchmetrics ≤ 1.6 and RWTH-GE did (and scikit-image does). Default: the whole map, as
         torchmetrics ≥ 1.7.
     window : {'gaussian', 'uniform'}
         ``uniform``: the challenge metric's window (scikit-image's default): a flat
@@ -191,7 +191,7 @@ def _n_ssim_terms(prediction: Tensor, target: Tensor, input_view: Tensor, data_r
     ssim_pred = ssim3d(prediction, target, data_range, reduction="none", crop_border=crop_border)
     with torch.no_grad():  # the reference does not depend on the network: no graph needed
         ssim_input = ssim3d(reference, target, data_range, reduction="none", crop_border=crop_border)
-    # The seed divided by 1 - SSIM(input) unguarded and blew up where the view is already ≈ the target.
+    # RWTH-GE divided by 1 - SSIM(input) unguarded and blew up where the view is already ≈ the target.
     n_ssim = (ssim_pred - ssim_input) / torch.clamp(1.0 - ssim_input, min=eps)
     return n_ssim, ssim_pred, ssim_input
 
@@ -242,18 +242,18 @@ def patch_n_ssim(prediction: Tensor, target: Tensor, input_view: Tensor, data_ra
 
 
 class SsimL1Loss(nn.Module):
-    """``ssim_weight · (1 - SSIM(pred, target)) + L1(pred, target)``: the seed's default loss.
+    """``ssim_weight · (1 - SSIM(pred, target)) + L1(pred, target)``: RWTH-GE's default loss.
 
     Parameters
     ----------
     ssim_weight : float
-        Weight of the SSIM term (the seed's 100).
+        Weight of the SSIM term (RWTH-GE's 100).
     data_range : float
         Passed to :func:`ssim3d`.
     crop_border : bool
-        Passed to :func:`ssim3d` (True reproduces the seed's torchmetrics 1.6 SSIM).
+        Passed to :func:`ssim3d` (True reproduces RWTH-GE's torchmetrics 1.6 SSIM).
     window, window_size, sigma :
-        Passed to :func:`ssim3d`: the seed's Gaussian 11 (σ 1.5), or ``uniform`` 7 as the
+        Passed to :func:`ssim3d`: RWTH-GE's Gaussian 11 (σ 1.5), or ``uniform`` 7 as the
         challenge metric.
     """
 
@@ -286,7 +286,7 @@ class NssimL1Loss(nn.Module):
     Parameters
     ----------
     eps : float
-        Lower bound of ``1 - SSIM(x0, t)``: the seed's unguarded version blew up as it → 0.
+        Lower bound of ``1 - SSIM(x0, t)``: RWTH-GE's unguarded version blew up as it → 0.
     data_range : float
         Passed to :func:`ssim3d`.
     crop_border : bool

@@ -1,6 +1,6 @@
 """The 3D U-Net that maps one light-sheet view (plus auxiliary channels) to a fused volume.
 
-With ``depth=3, features=16, norm="instance", in_channels=2, out_channels=1`` this is the seed's
+With ``depth=3, features=16, norm="instance", in_channels=2, out_channels=1`` this is RWTH-GE's
 network (RWTH-GE ``module_UNet3D``; spec §3.1), layer for layer, with 1,981,145 parameters:
 
 =========  ===========================================================  =====================
@@ -16,12 +16,12 @@ head       conv3, conv3, conv1×1 (no norm, no LeakyReLU), activation    f → f
 
 where ``w = f·2**k`` is the width of encoder level ``k``.
 
-Parameter count (why 1,981,145): every conv and transposed conv has a bias, and the seed's
+Parameter count (why 1,981,145): every conv and transposed conv has a bias, and RWTH-GE's
 InstanceNorm3d has ``affine=False``, so norms add no parameters and the count cannot tell where
 they sit. The count alone fixes the kernel sizes and widths: with k4 downsamplers, k3 transposed
 convs, 1×1 convs after each upsampler and a k3-k3-k1 head the sum is exactly 1,981,145 (e.g. k2
 downsamplers or dropping the up-path 1×1 convs would give another number). Norm placement then
-follows the seed's table (spec §3.1, "each conv → norm → LReLU"): the transposed convs, the
+follows RWTH-GE's table (spec §3.1, "each conv → norm → LReLU"): the transposed convs, the
 up-path 1×1 convs and the two k3 head convs all carry norm + LeakyReLU; only the last 1×1 does not.
 """
 
@@ -51,7 +51,7 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     Parameters
     ----------
     kind : str
-        One of ``NORMS``: ``"instance"`` (the seed's: no affine, no running statistics),
+        One of ``NORMS``: ``"instance"`` (RWTH-GE's: no affine, no running statistics),
         ``"group"`` (affine GroupNorm), ``"batch"`` (BatchNorm3d) or ``"none"`` (identity).
     channels : int
         Number of channels the layer normalises.
@@ -74,7 +74,7 @@ def make_norm(kind: str, channels: int) -> nn.Module:
 def make_out_activation(kind: str, negative_slope: float = 0.2) -> nn.Module:
     """Build the output activation named ``kind`` (one of ``OUT_ACTIVATIONS``).
 
-    ``"hardtanh"`` clips to [0, 1], as the seed's did; ``"none"`` gives an unbounded regression.
+    ``"hardtanh"`` clips to [0, 1], as RWTH-GE's did; ``"none"`` gives an unbounded regression.
     """
     table = {
         "none": nn.Identity,
@@ -120,9 +120,9 @@ class UNet3D(nn.Module):
     depth : int
         Number of down/up stages (1 to ``MAX_DEPTH``); patch sides must be multiples of ``2**depth``.
     norm : str
-        One of ``NORMS``; the seed used ``"instance"``.
+        One of ``NORMS``; RWTH-GE used ``"instance"``.
     negative_slope : float
-        Slope of the LeakyReLU after every hidden conv (the seed's 0.2).
+        Slope of the LeakyReLU after every hidden conv (RWTH-GE's 0.2).
     out_activation : str
         One of ``OUT_ACTIVATIONS``, applied to the final output.
     residual : bool

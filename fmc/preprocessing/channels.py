@@ -2,7 +2,7 @@
 
 Pure functions on numpy arrays (no HDF5, no Hydra); spacing is ZYX in µm everywhere.
 
-*Surface distance* (the seed's idea, done right): the signed Euclidean distance in µm to the
+*Surface distance* (RWTH-GE's idea, done right): the signed Euclidean distance in µm to the
 specimen's convex hull -- positive inside, 0 on the hull surface, negative outside. The specimen is
 found on a coarse grid of about 1 µm voxels (anti-aliased by block averaging, :mod:`fmc.core.grids`):
 Gaussian smoothing, threshold at the mean, opening, largest component, convex hull of its surface

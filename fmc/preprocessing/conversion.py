@@ -38,7 +38,7 @@ from fmc.preprocessing.light import light_map
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_FOREGROUND = 100_000
-FOREGROUND_RULE = "normalised fused voxels >= the volume's mean (the seed's foreground rule)"
+FOREGROUND_RULE = "normalised fused voxels >= the volume's mean (RWTH-GE's foreground rule)"
 
 
 @dataclass

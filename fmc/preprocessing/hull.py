@@ -1,6 +1,6 @@
 """The specimen on a coarse grid: its mask, its convex hull, and that hull filled as voxels.
 
-Pure functions on numpy arrays; coordinates are in µm. The recipe (the seed's, on a block-averaged
+Pure functions on numpy arrays; coordinates are in µm. The recipe (RWTH-GE's, on a block-averaged
 grid, see :mod:`fmc.preprocessing.channels`): Gaussian smoothing, threshold at the mean, opening,
 largest component, convex hull of its surface points. The hull is filled row by row from its facet
 planes (each row of voxels crosses a convex body in one interval).
@@ -21,14 +21,14 @@ COMPARABLE_SHARE = 0.05
 
 
 def specimen_mask(volume: np.ndarray, sigma: float = 0.5) -> np.ndarray:
-    """The specimen as the largest connected bright region (the seed's recipe).
+    """The specimen as the largest connected bright region (RWTH-GE's recipe).
 
     Gaussian smoothing (``sigma`` voxels), threshold at the mean, binary opening, largest
     26-connected component -- or, when no component holds half of the mask (separate nuclei),
     every component at least 5 % the size of the largest. Returns an empty mask for a constant
     or empty volume.
 
-    The seed smoothed with σ = 1 voxel of a strided (not averaged) grid. Here the grid is
+    RWTH-GE smoothed with σ = 1 voxel of a strided (not averaged) grid. Here the grid is
     already block-averaged, which suppresses the noise; a wider blur would only push the mean
     threshold outwards (σ = 1 moved a sphere's hull ~2 µm out at 2 µm voxels, σ = 0.5 ~0.9 µm).
     """
@@ -79,7 +79,7 @@ def fill_hull(hull: ConvexHull, coordinates_um: Sequence[np.ndarray]) -> np.ndar
     Exact and fast: each z-plane cuts the hull in a convex polygon (the 2D hull of where the
     hull's edges cross the plane), and each row of that plane crosses the polygon in one
     interval whose ends follow from the polygon's sides. The cost is planes × rows × sides, not
-    voxels × facets (the seed tested every voxel against a Delaunay triangulation).
+    voxels × facets (RWTH-GE tested every voxel against a Delaunay triangulation).
     """
     z, y, x = (np.asarray(c, dtype=np.float64) for c in coordinates_um)
     inside = np.zeros((len(z), len(y), len(x)), dtype=bool)

@@ -1,7 +1,7 @@
 """The light-map input channel: depth in µm from the side the light comes from.
 
 *Light map*: the distance in µm from the border the light comes from, along the study's
-illuminated axes. The side is estimated as in the seed: the centroid of the brightest voxels (above
+illuminated axes. The side is estimated as in RWTH-GE: the centroid of the brightest voxels (above
 the 90th percentile) lies nearer the lit side than the centroid of the voxels above the median.
 Pure functions on numpy arrays; spacing is ZYX in µm.
 """

@@ -1,4 +1,4 @@
-"""Train/val/test split lists in the seed's format: one ``angle.h5;fused.h5`` row per image.
+"""Train/val/test split lists in RWTH-GE's format: one ``angle.h5;fused.h5`` row per image.
 
 Paths are relative to the H5 folder (absolute paths in hand-written lists work too). Files:
 ``lists/study{S}_{content}_{train,val,test}.csv`` and, over all studies,
@@ -122,7 +122,7 @@ def assign_splits(entries: Sequence[PairEntry], fractions: Sequence[float], seed
 
 
 def list_text(entries: Sequence[PairEntry]) -> str:
-    """The seed's CSV: ``angle;fused`` per line, no header."""
+    """RWTH-GE's CSV: ``angle;fused`` per line, no header."""
     return "".join(f"{e.angle}{LIST_DELIMITER}{e.fused}\n" for e in entries)
 
 
@@ -169,7 +169,7 @@ def write_lists(h5_dir: str | Path, fractions: Sequence[float] = (0.7, 0.1, 0.2)
 
 
 def read_list(path: str | Path, root: str | Path | None = None) -> list[tuple[Path, Path]]:
-    """Read a split list (the seed's format, or one a user wrote by hand).
+    """Read a split list (RWTH-GE's format, or one a user wrote by hand).
 
     Each non-empty line is ``angle;fused`` (a ``,`` delimiter and a header line naming ``angle``
     are accepted too); relative paths are resolved against ``root`` (default: the folder above

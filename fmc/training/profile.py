@@ -1,6 +1,6 @@
 """Which machine profile a training run composes (``profile=cpu|gpu|auto``; conf/profile/).
 
-The defaults are GPU-sized (the seed's 64×256×256 patches); ``profile=cpu`` swaps in a network
+The defaults are GPU-sized (RWTH-GE's 64×256×256 patches); ``profile=cpu`` swaps in a network
 and patch a CPU trains in minutes. ``auto`` is decided here, before Hydra composes the config,
 by rewriting the command line: ``--cfg job`` then prints the network and patch that will train,
 and the run's ``.hydra/overrides.yaml`` records the profile it used.
