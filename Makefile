@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.fmc-installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install test test-full demo lint bench clean-venv
+.PHONY: install test test-full coverage demo lint bench clean-venv
 
 install: $(STAMP)
 
@@ -25,6 +25,13 @@ test: $(STAMP)
 
 test-full: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Line coverage of fmc by the fast suite (commands in subprocesses included; pyproject.toml).
+coverage: $(STAMP)
+	$(PY) -m coverage erase
+	$(PY) -m coverage run -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m coverage combine -q || true
+	$(PY) -m coverage report --format=total
 
 lint: $(STAMP)
 	$(PY) -m ruff check fmc tests scripts

@@ -16,6 +16,15 @@ from fmc.io.tiff import write_volume
 REPO = Path(__file__).resolve().parent.parent
 
 
+# A training run small enough for a test: a 4-feature net on 16×32×32 patches, two steps.
+TINY_RUN = ["study=1", "content=nucleus", "logger=csv",
+            "model.features=4", "model.depth=2", "data.patch_size=[16,32,32]",
+            "data.batch_size=1", "data.epoch_steps=1", "trainer.accelerator=cpu",
+            "trainer.max_steps=2",
+            "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
+            "trainer.num_sanity_val_steps=0"]
+
+
 def run_command(module: str, *overrides: str, cwd: Path | None = None,
                 env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m <module> <overrides>`` in a subprocess and capture its output."""

@@ -91,3 +91,9 @@ def test_every_cited_document_is_in_the_repository():
             if not (repo / cited).is_file():
                 missing.append(f"{path.relative_to(repo)} cites {cited}")
     assert not missing, "\n".join(missing)
+
+
+def test_tests_mirror_the_stage_packages():
+    folders = sorted(p.name for p in (FMC.parent / "tests").iterdir()
+                     if p.is_dir() and (p / "__init__.py").is_file())
+    assert set(folders) <= set(STAGES), folders

@@ -38,8 +38,7 @@ from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import read_volume, write_volume
 from fmc.preprocessing.conversion import convert_tiff
 from fmc.simulation.synth import write_pair
-from tests.conftest import REPO, assert_user_error, run_command, save_tiny_checkpoint
-from tests.test_train import TINY_RUN
+from tests.conftest import REPO, TINY_RUN, assert_user_error, run_command, save_tiny_checkpoint
 
 SHAPE = (24, 48, 48)
 SMALL = (16, 32, 32)  # one tile of the tiny checkpoint's 16x32x32 patch: fast predictions

@@ -11,14 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from fmc.core.cli import CONFIG_DIR
-from tests.conftest import assert_user_error, run_command
-
-TINY_RUN = ["study=1", "content=nucleus", "logger=csv",
-            "model.features=4", "model.depth=2", "data.patch_size=[16,32,32]",
-            "data.batch_size=1", "data.epoch_steps=1", "trainer.accelerator=cpu",
-            "trainer.max_steps=2",
-            "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
-            "trainer.num_sanity_val_steps=0"]
+from tests.conftest import TINY_RUN, assert_user_error, run_command
 
 
 def compose_train(*overrides: str):

@@ -31,7 +31,7 @@ from fmc.simulation.synth import (
     write_pair,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Tiny but holding a few cells: demo spacing (scale 3), 24×48×48 voxels = 72×28×28 µm for S1.
 TINY = dict(shape=(24, 48, 48), scale=3.0)
 FILL = SynthSettings(field_of_view="fill")

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from fmc.preprocessing.splits import read_list
-from tests.conftest import run_command, save_tiny_checkpoint
-from tests.test_train import TINY_RUN
+from tests.conftest import TINY_RUN, run_command, save_tiny_checkpoint
 
 
 def test_identity_model_scores_zero_and_matches_evaluate_on_the_tiffs(raw_and_h5, tmp_path: Path):
