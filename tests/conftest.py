@@ -1,11 +1,24 @@
-"""Shared fixtures: tiny volumes and a helper that runs fmc commands as a user would."""
+"""Shared fixtures: tiny volumes, and two ways to run an fmc command.
+
+:func:`run_command` starts ``python -m fmc.<verb>`` in a subprocess, as a user does (seconds of
+start-up each): for what only the real command line does (argv rewriting, exit codes, Hydra's
+run and sweep folders, multirun, environment read at import, killed processes).
+:func:`run_in_process` calls the same ``main`` on a composed config in this process: for
+everything else a command does.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
+import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +47,90 @@ def run_command(module: str, *overrides: str, cwd: Path | None = None,
                           env=environment, capture_output=True, text=True, timeout=timeout)
 
 
-def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+@dataclass
+class InProcessResult:
+    """What :func:`run_in_process` saw: the fields of a ``CompletedProcess`` the tests read."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    value: Any = None  # what ``main`` returned (fmc.train: the best val/n_ssim)
+
+
+# Hydra's job logging (conf/hydra/default.yaml): INFO and up, on stdout, in this format.
+_LOG_FORMAT = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s", "%H:%M:%S")
+
+
+def run_in_process(module: str, *overrides: str, cwd: Path | None = None,
+                   run_dir: Path | None = None, env: dict | None = None) -> InProcessResult:
+    """``python -m <module> <overrides>`` without a new interpreter: ``<module>.main(cfg)``.
+
+    The config is composed from conf/ with Hydra's compose API (``fmc.train`` first rewrites
+    its overrides as its ``__main__`` does: ``profile=auto`` and the study facts), and ``main``
+    -- the real ``hydra.main`` + ``report_user_errors`` entry -- runs on it: a user error is
+    ``SystemExit(2)`` and its one line on stderr. Log records reach stdout as Hydra's console
+    handler sends them; ``FMC_VERBOSE`` is unset and ``WANDB_MODE=offline``, as with
+    :func:`run_command`. Any other exception propagates (a subprocess would print a traceback).
+
+    No Hydra run folder exists here: code that asks for one gets the current folder, so
+    ``run_dir`` (created) replaces ``hydra.run.dir=...``; ``cwd`` is where the command runs
+    (default: the current folder). Both, and ``env``, hold only during the call; ``env``
+    works for variables read while the command runs, not at import time. Hydra options
+    (``--multirun``, ``--cfg``) and ``hydra.*`` overrides need :func:`run_command`.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fmc.core.cli import CONFIG_DIR
+
+    if any(item.startswith("-") or item.lstrip("+~").startswith("hydra") for item in overrides):
+        raise ValueError(f"{overrides}: Hydra options and hydra.* overrides need run_command")
+    if cwd is not None and run_dir is not None:
+        raise ValueError("give cwd or run_dir, not both")
+    overrides = list(overrides)
+    if module == "fmc.train":
+        from fmc.training.profile import with_profile, with_study_facts
+
+        overrides = with_study_facts(with_profile([module, *overrides]))[1:]
+    main = importlib.import_module(module).main
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=module.rsplit(".", 1)[-1], overrides=overrides)
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(stdout)
+    handler.setFormatter(_LOG_FORMAT)
+    root = logging.getLogger()
+    root_level = root.level
+    saved_env, saved_cwd = dict(os.environ), Path.cwd()
+    returncode, value = 0, None
+    try:
+        os.environ.pop("FMC_VERBOSE", None)
+        os.environ.update({"WANDB_MODE": "offline", **(env or {})})
+        if run_dir is not None:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+        if cwd is not None or run_dir is not None:
+            os.chdir(cwd if cwd is not None else run_dir)
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                value = main(cfg)
+            except SystemExit as stop:
+                returncode = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(root_level)
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        # Shown by pytest when the test fails.
+        sys.stdout.write(stdout.getvalue())
+        sys.stderr.write(stderr.getvalue())
+    return InProcessResult(returncode, stdout.getvalue(), stderr.getvalue(), value)
+
+
+def assert_user_error(result: subprocess.CompletedProcess | InProcessResult, *fragments: str) -> None:
     """A user error: exit code 2, each fragment in stderr, no traceback anywhere."""
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
@@ -114,3 +210,22 @@ def raw_and_h5(tmp_path_factory) -> tuple[Path, Path]:
 def h5_root(raw_and_h5) -> Path:
     """The H5 folder of :func:`raw_and_h5`."""
     return raw_and_h5[1]
+
+
+def assert_imagej_readable(path: Path, spacing_zyx) -> None:
+    """What ImageJ 1.x's own TIFF reader needs to open a volume with its voxel size: strips, not
+    tiles; one page per plane; an ImageJ description with the plane count, the Z step and the
+    unit; X/Y resolution in pixels per µm; 16-bit unsigned or 32-bit float samples. (Checked
+    against ImageJ itself by tests/io/test_imagej.py when ImageJ is installed.)"""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        pages = tif.pages
+        assert not tif.is_bigtiff and tif.is_imagej, path
+        assert all(not page.is_tiled for page in pages), "ImageJ's reader cannot read tiles"
+        meta = tif.imagej_metadata
+        assert meta["images"] == len(pages) and meta.get("slices", 1) == len(pages)
+        assert meta["spacing"] == pytest.approx(spacing_zyx[0]) and meta["unit"] in ("um", "micron")
+        x_resolution = pages[0].tags["XResolution"].value
+        assert x_resolution[0] / x_resolution[1] == pytest.approx(1 / spacing_zyx[2], rel=1e-5)
+        assert pages[0].dtype in (np.uint16, np.float32)

@@ -1,6 +1,6 @@
-"""Reliability and security of the real commands (issue 8); docs/reliability.md tabulates it.
+"""Reliability and security of the commands (issue 8); docs/reliability.md tabulates it.
 
-Four parts, each through ``python -m fmc.<command>`` in a subprocess, as a user runs it:
+Four parts, each through a command's entry point:
 
 1. bad inputs: every command on a table of broken files and values ends with exit code 2 and one
    line naming the file and the problem (no traceback), or goes on with a logged warning where
@@ -10,8 +10,14 @@ Four parts, each through ``python -m fmc.<command>`` in a subprocess, as a user 
    ``_target_``, output names that try to leave the output folder;
 4. concurrency: two ``fmc.prepare`` runs on the same folders, a parallel training sweep.
 
-Python start-up costs seconds per command here, so bad files that a command reports together
-share one run. The slow-marked tests (``make test-full``) add what takes longer.
+Killed runs, concurrent runs and Hydra's run folder need the real command line: those tests start
+``python -m fmc.<command>`` in a subprocess (:func:`fmc`, :func:`start`), as a user runs it. The
+others call the command's ``main`` -- the same Hydra entry point and one-line error reporting
+(exit code 2) -- in this process on the config the command line composes
+(``tests.conftest.run_in_process``), without seconds of interpreter start-up per case; each
+command's exit-2 contract is also checked through the real command line in its own test file.
+Bad files that a command reports together share one run. The slow-marked tests
+(``make test-full``) add what takes longer.
 """
 
 from __future__ import annotations
@@ -38,7 +44,15 @@ from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import read_volume, write_volume
 from fmc.preprocessing.conversion import convert_tiff
 from fmc.simulation.synth import write_pair
-from tests.conftest import REPO, TINY_RUN, assert_user_error, run_command, save_tiny_checkpoint
+from tests.conftest import (
+    REPO,
+    TINY_RUN,
+    InProcessResult,
+    assert_user_error,
+    run_command,
+    run_in_process,
+    save_tiny_checkpoint,
+)
 
 SHAPE = (24, 48, 48)
 SMALL = (16, 32, 32)  # one tile of the tiny checkpoint's 16x32x32 patch: fast predictions
@@ -57,11 +71,12 @@ DEGENERATE = {"constant": "constant volume", "no_metadata": "no voxel size and n
 
 def fmc(module: str, *overrides: str, cwd: Path, env: dict | None = None,
         timeout: float = 600) -> subprocess.CompletedProcess:
-    """``run_command`` from a scratch folder, so Hydra's run folders stay out of the repo."""
+    """``run_command`` (a subprocess) from a scratch folder, so Hydra's run folders stay out of
+    the repo."""
     return run_command(module, *overrides, cwd=cwd, env=env, timeout=timeout)
 
 
-def output_of(result: subprocess.CompletedProcess) -> str:
+def output_of(result: subprocess.CompletedProcess | InProcessResult) -> str:
     return result.stdout + result.stderr
 
 
@@ -181,7 +196,8 @@ def test_prepare_reports_every_bad_file_and_converts_the_rest(pair, view, tmp_pa
     write_volume(raw / "image_9_nucleus_angle.tif", view, META)
     write_volume(raw / "image_9_nucleus_fused.tif", view[:, :40], META)
     out = tmp_path / "h5"
-    result = fmc("fmc.prepare", f"input={raw}", f"output={out}", "progress=false", cwd=tmp_path)
+    result = run_in_process("fmc.prepare", f"input={raw}", f"output={out}", "progress=false",
+                            cwd=tmp_path)
     assert_user_error(result, "5 of 12 file(s) failed", "1 pair(s) unusable")
     log = output_of(result)
     for kind, fragment in {**UNREADABLE, **NAN}.items():
@@ -204,8 +220,8 @@ def test_prepare_reports_every_bad_file_and_converts_the_rest(pair, view, tmp_pa
 def test_prepare_into_an_unwritable_folder(pair, tmp_path: Path):
     blocker = tmp_path / "a_file"
     blocker.write_text("a file where a folder should be")
-    result = fmc("fmc.prepare", f"input={pair[0].parent}", f"output={blocker / 'h5'}",
-                 "progress=false", cwd=tmp_path)
+    result = run_in_process("fmc.prepare", f"input={pair[0].parent}", f"output={blocker / 'h5'}",
+                            "progress=false", cwd=tmp_path)
     assert_user_error(result, f"output={blocker / 'h5'}", "cannot write there")
 
 
@@ -218,7 +234,8 @@ def test_prepare_into_an_unwritable_folder(pair, tmp_path: Path):
     ("study=abc", "unknown study 'abc'"),
 ])
 def test_synth_bad_values(tmp_path: Path, override, message):
-    result = fmc("fmc.synth", f"out={tmp_path / 'o'}", "shape=[24,48,48]", override, cwd=tmp_path)
+    result = run_in_process("fmc.synth", f"out={tmp_path / 'o'}", "shape=[24,48,48]", override,
+                            cwd=tmp_path)
     assert_user_error(result, message)
     assert not (tmp_path / "o").exists()
 
@@ -226,8 +243,8 @@ def test_synth_bad_values(tmp_path: Path, override, message):
 def test_synth_into_an_unwritable_folder(tmp_path: Path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    result = fmc("fmc.synth", f"out={blocker / 'o'}", "shape=[24,48,48]", "scale=3",
-                 cwd=tmp_path)
+    result = run_in_process("fmc.synth", f"out={blocker / 'o'}", "shape=[24,48,48]", "scale=3",
+                            cwd=tmp_path)
     assert_user_error(result, "a_file/o", "cannot write there")
 
 
@@ -262,8 +279,7 @@ def test_a_missing_or_empty_input_is_named(checkpoint, tmp_path: Path, command, 
         (tmp_path / "registry").mkdir()
         shutil.copy(checkpoint, tmp_path / "registry" / "tiny.ckpt")
         args = [f"registry={tmp_path / 'registry'}"]
-    result = fmc(command, *args, f"input={path}", f"output={out}", cwd=tmp_path,
-                 env={"FMC_LOG_DIR": str(tmp_path / "log")})
+    result = run_in_process(command, *args, f"input={path}", f"output={out}", cwd=tmp_path)
     assert_user_error(result, message.format(path=path))
     assert not out.exists()
 
@@ -276,8 +292,8 @@ def test_predict_names_every_unreadable_input_before_writing(pair, view, checkpo
     names = {kind: write_bad_volume(kind, inputs / f"bad_{kind}.tif", view).name
              for kind in UNREADABLE}
     out = tmp_path / "out"
-    result = fmc("fmc.predict", f"ckpt={checkpoint}", f"input={inputs}", f"output={out}",
-                 "progress=false", cwd=tmp_path)
+    result = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={inputs}", f"output={out}",
+                            "progress=false", cwd=tmp_path)
     assert_user_error(result, "4 of 5 input(s) cannot be predicted")
     for kind, fragment in UNREADABLE.items():
         line_with(output_of(result), names[kind], fragment)
@@ -292,8 +308,8 @@ def test_predict_degenerate_volumes_are_warned_about_and_predicted(small_views, 
     for kind in DEGENERATE:
         shutil.copy(small_views[kind], inputs)
     out = tmp_path / "out"
-    result = fmc("fmc.predict", f"ckpt={checkpoint}", f"input={inputs}", f"output={out}",
-                 "progress=false", cwd=tmp_path)
+    result = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={inputs}", f"output={out}",
+                            "progress=false", cwd=tmp_path)
     assert result.returncode == 0, output_of(result)[-3000:]
     for kind, fragment in DEGENERATE.items():
         line_with(output_of(result), small_views[kind].name, fragment)
@@ -304,8 +320,8 @@ def test_predict_degenerate_volumes_are_warned_about_and_predicted(small_views, 
 @pytest.mark.slow  # NaN also stops the prediction in test_challenge_answers_every_case_it_can
 def test_predict_refuses_nan_and_inf(small_views, checkpoint, tmp_path: Path):
     out = tmp_path / "out"
-    result = fmc("fmc.predict", f"ckpt={checkpoint}", f"input={small_views['nan']}",
-                 f"output={out}", "progress=false", cwd=tmp_path)
+    result = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={small_views['nan']}",
+                            f"output={out}", "progress=false", cwd=tmp_path)
     assert_user_error(result, small_views["nan"].name, NAN["nan"])
     assert list(out.iterdir()) == []  # created and proved writable, nothing in it
 
@@ -317,8 +333,8 @@ def test_predict_refuses_broken_h5_inputs(pair, checkpoint, tmp_path: Path):
     data = (inputs / "image_0_nucleus_angle.h5").read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
     (inputs / "text_angle.h5").write_text("not HDF5")
-    result = fmc("fmc.predict", f"ckpt={checkpoint}", f"input={inputs}",
-                 f"output={tmp_path / 'out'}", "progress=false", cwd=tmp_path)
+    result = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={inputs}",
+                            f"output={tmp_path / 'out'}", "progress=false", cwd=tmp_path)
     assert_user_error(result, "2 of 3 input(s) cannot be predicted")
     for name in ("truncated_angle.h5", "text_angle.h5"):
         line_with(output_of(result), name, "not a complete fmc H5 file")
@@ -340,7 +356,8 @@ def test_predict_refuses_a_checkpoint_of_another_network(pair, checkpoint, tmp_p
         stored["hyper_parameters"] = {**stored["hyper_parameters"], "features": 8}
         torch.save(stored, path)
     out = tmp_path / "out"
-    result = fmc("fmc.predict", f"ckpt={path}", f"input={pair[0]}", f"output={out}", cwd=tmp_path)
+    result = run_in_process("fmc.predict", f"ckpt={path}", f"input={pair[0]}", f"output={out}",
+                            cwd=tmp_path)
     assert_user_error(result, str(path), message)
     assert not out.exists()
 
@@ -376,8 +393,7 @@ def test_train_refuses_bad_data_before_the_first_step(h5_root: Path, tmp_path: P
                 del handle["data/raw_image"]
                 handle["data/raw_image"] = image[:, :40]
     run = tmp_path / "run"
-    result = fmc("fmc.train", *TINY_RUN, f"data.root={root}", f"hydra.run.dir={run}",
-                 cwd=tmp_path)
+    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={root}", run_dir=run)
     assert_user_error(result, message)
     assert not (run / "checkpoints").exists()
 
@@ -397,8 +413,8 @@ def test_train_refuses_a_checkpoint_it_cannot_resume(h5_root: Path, tmp_path: Pa
     else:
         path.write_text("not a checkpoint")
     run = tmp_path / "run"
-    result = fmc("fmc.train", *TINY_RUN, f"data.root={h5_root}", f"hydra.run.dir={run}",
-                 f"ckpt_path={path}", cwd=tmp_path)
+    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", f"ckpt_path={path}",
+                            run_dir=run)
     assert_user_error(result, str(path), message)
     if kind == "other_network":
         assert "features=8 (this run: 4)" in result.stderr
@@ -418,8 +434,8 @@ def test_evaluate_bad_raw_volumes(pair, view, tmp_path: Path, kind):
     else:
         write_bad_volume(kind, raw / pair[0].name, view)
         expected = (pair[0].name, {**UNREADABLE, **NAN}[kind])
-    result = fmc("fmc.evaluate", f"raw={raw}", f"out={out}", "baseline=identity",
-                 "progress=false", cwd=tmp_path)
+    result = run_in_process("fmc.evaluate", f"raw={raw}", f"out={out}", "baseline=identity",
+                            "progress=false", cwd=tmp_path)
     assert_user_error(result, *expected)
     if kind == "unwritable_out":
         assert out.read_text() == "a file"
@@ -436,8 +452,8 @@ def test_evaluate_constant_or_unlabelled_pairs_are_scored_with_a_status(pair, vi
     tifffile.imwrite(raw / "image_1_nucleus_angle.tif", view)  # no metadata at all
     tifffile.imwrite(raw / "image_1_nucleus_fused.tif", read_volume(pair[1])[0])
     out = tmp_path / "out"
-    result = fmc("fmc.evaluate", f"raw={raw}", f"out={out}", "baseline=gaussian",
-                 "progress=false", cwd=tmp_path)
+    result = run_in_process("fmc.evaluate", f"raw={raw}", f"out={out}", "baseline=gaussian",
+                            "progress=false", cwd=tmp_path)
     assert result.returncode == 0, output_of(result)[-3000:]
     rows = (out / "per_image.csv").read_text()
     line_with(rows, "image_0_nucleus_angle.tif", "undefined (input equals ground truth)")
@@ -458,8 +474,8 @@ def test_challenge_answers_every_case_it_can(small_views, checkpoint, view, tmp_
     (registry / "models.yaml").write_text("models:\n  - {study: 1, content: nucleus, "
                                           "ckpt: tiny.ckpt}\n")
     out = tmp_path / "out"
-    result = fmc("fmc.challenge", f"input={inputs}", f"output={out}", f"registry={registry}",
-                 cwd=tmp_path, env={"FMC_LOG_DIR": str(tmp_path / "log")})
+    result = run_in_process("fmc.challenge", f"input={inputs}", f"output={out}",
+                            f"registry={registry}", cwd=tmp_path)
     assert_user_error(result, "no output for", *[f"case_{kind}.tif" for kind in UNREADABLE])
     log = output_of(result)
     assert "3 of 8 case(s) predicted" in log and "1 written as their input" in log
@@ -479,7 +495,7 @@ def test_report_lists_a_broken_run_and_names_a_broken_summary(tmp_path: Path):
     sweep = tmp_path / "sweep"
     (sweep / "0" / "checkpoints").mkdir(parents=True)
     (sweep / "0" / "metrics.json").write_text("{not json")
-    result = fmc("fmc.report", f"sweep={sweep}", "montage=false", cwd=tmp_path)
+    result = run_in_process("fmc.report", f"sweep={sweep}", "montage=false", cwd=tmp_path)
     assert result.returncode == 0, output_of(result)[-3000:]
     line_with((sweep / "report.csv").read_text(), "incomplete", "metrics.json: not readable as "
               "JSON")
@@ -488,11 +504,11 @@ def test_report_lists_a_broken_run_and_names_a_broken_summary(tmp_path: Path):
     (scores / "summary.csv").write_text("a,b\n1,2\n")
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    result = fmc("fmc.report", f"sweep={sweep}", "montage=false", cwd=tmp_path)
+    result = run_in_process("fmc.report", f"sweep={sweep}", "montage=false", cwd=tmp_path)
     assert_user_error(result, "summary.csv: not an fmc.evaluate summary")
     (scores / "summary.csv").unlink()
-    result = fmc("fmc.report", f"sweep={sweep}", f"out={blocker / 'r'}", "montage=false",
-                 cwd=tmp_path)
+    result = run_in_process("fmc.report", f"sweep={sweep}", f"out={blocker / 'r'}",
+                            "montage=false", cwd=tmp_path)
     assert_user_error(result, "a_file/r", "cannot write there")
 
 
@@ -559,8 +575,9 @@ def slow_to_write(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("kill_prepare")
     for index in range(3):
         write_pair(root / "raw", 1, "nucleus", index, shape=(48, 192, 192), scale=2.0)
-    result = fmc("fmc.prepare", f"input={root / 'raw'}", f"output={root / 'reference'}",
-                 "compression=gzip", "progress=false", cwd=root)
+    result = run_in_process("fmc.prepare", f"input={root / 'raw'}",
+                            f"output={root / 'reference'}", "compression=gzip", "progress=false",
+                            cwd=root)
     assert result.returncode == 0, output_of(result)[-3000:]
     return {"raw": root / "raw", "reference": h5_contents(root / "reference"),
             "lists": {p.name: p.read_text() for p in (root / "reference" / "lists").glob("*")}}
@@ -655,7 +672,7 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(h5_root:
 UNSAFE_ENV = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
 
 
-def _refused(result: subprocess.CompletedProcess, path: Path, marker: Path) -> None:
+def _refused(result: InProcessResult, path: Path, marker: Path) -> None:
     assert_user_error(result, str(path), "refused", SYSTEM, "fmc loads checkpoints as data only")
     assert not marker.exists(), "the checkpoint's code ran"
 
@@ -665,8 +682,8 @@ def test_predict_refuses_a_checkpoint_that_would_run_code(pair, tmp_path: Path, 
     marker = tmp_path / "PWNED"
     evil = hostile_checkpoint(tmp_path / "model.ckpt", marker, nested=nested)
     out = tmp_path / "out"
-    result = fmc("fmc.predict", f"ckpt={evil}", f"input={pair[0]}", f"output={out}",
-                 cwd=tmp_path, env=UNSAFE_ENV)
+    result = run_in_process("fmc.predict", f"ckpt={evil}", f"input={pair[0]}", f"output={out}",
+                            cwd=tmp_path, env=UNSAFE_ENV)
     _refused(result, evil, marker)
     assert not out.exists()
 
@@ -680,8 +697,8 @@ def test_a_registry_refuses_a_checkpoint_that_would_run_code(pair, tmp_path: Pat
         (registry / "models.yaml").write_text("models:\n  - {ckpt: evil.ckpt}\n")  # facts read
     else:
         evil = hostile_checkpoint(registry / "0" / "checkpoints" / "last.ckpt", marker)
-    result = fmc("fmc.predict", "ckpt=auto", f"registry={registry}", f"input={pair[0]}",
-                 f"output={tmp_path / 'out'}", cwd=tmp_path, env=UNSAFE_ENV)
+    result = run_in_process("fmc.predict", "ckpt=auto", f"registry={registry}", f"input={pair[0]}",
+                            f"output={tmp_path / 'out'}", cwd=tmp_path, env=UNSAFE_ENV)
     _refused(result, evil, marker)
 
 
@@ -695,8 +712,8 @@ def test_challenge_refuses_a_checkpoint_that_would_run_code(pair, tmp_path: Path
     inputs.mkdir()
     shutil.copy(pair[0], inputs / "image_7.tif")
     out = tmp_path / "out"
-    result = fmc("fmc.challenge", f"input={inputs}", f"output={out}", f"registry={registry}",
-                 cwd=tmp_path, env={**UNSAFE_ENV, "FMC_LOG_DIR": str(tmp_path / "log")})
+    result = run_in_process("fmc.challenge", f"input={inputs}", f"output={out}",
+                            f"registry={registry}", cwd=tmp_path, env=UNSAFE_ENV)
     _refused(result, evil, marker)
     assert not out.exists()
 
@@ -706,8 +723,8 @@ def test_train_refuses_to_resume_from_a_checkpoint_that_would_run_code(h5_root: 
     marker = tmp_path / "PWNED"
     evil = hostile_checkpoint(tmp_path / "last.ckpt", marker)
     run = tmp_path / "run"
-    result = fmc("fmc.train", *TINY_RUN, f"data.root={h5_root}", f"hydra.run.dir={run}",
-                 f"ckpt_path={evil}", cwd=tmp_path, env=UNSAFE_ENV)
+    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", f"ckpt_path={evil}",
+                            run_dir=run, env=UNSAFE_ENV)
     _refused(result, evil, marker)
     assert not (run / "checkpoints").exists()
 
@@ -721,8 +738,8 @@ def test_hyper_parameters_are_never_instantiated(pair, checkpoint, tmp_path: Pat
     stored["hyper_parameters"] = {**stored["hyper_parameters"], **target, "loss_kwargs": target}
     path = tmp_path / "targets.ckpt"
     torch.save(stored, path)
-    result = fmc("fmc.predict", f"ckpt={path}", f"input={pair[0]}", f"output={tmp_path / 'o'}",
-                 cwd=tmp_path)
+    result = run_in_process("fmc.predict", f"ckpt={path}", f"input={pair[0]}",
+                            f"output={tmp_path / 'o'}", cwd=tmp_path)
     assert_user_error(result, str(path), "not an fmc checkpoint", "_target_")
     assert not marker.exists()
 
@@ -763,8 +780,8 @@ def test_output_names_from_metadata_stay_in_the_output_folder(small_views, check
     precious = tmp_path / "precious.txt"
     precious.write_text("must survive")
     (out / "escaped.tif").symlink_to(precious)  # a planted link at the output name
-    result = fmc("fmc.predict", f"ckpt={checkpoint}", f"input={inputs}", f"output={out}",
-                 "progress=false", cwd=tmp_path)
+    result = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={inputs}", f"output={out}",
+                            "progress=false", cwd=tmp_path)
     assert result.returncode == 0, output_of(result)[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["absolute.tif", "escaped.tif"]
     assert not (out / "escaped.tif").is_symlink()  # replaced, not written through
@@ -777,8 +794,8 @@ def test_output_names_from_metadata_stay_in_the_output_folder(small_views, check
 def test_an_output_name_that_is_no_file_name_is_refused(small_views, checkpoint, tmp_path: Path):
     inputs = tmp_path / "in"
     _h5_with_source(small_views["good"], inputs, "a_angle.h5", "..")
-    result = fmc("fmc.predict", f"ckpt={checkpoint}", f"input={inputs}",
-                 f"output={tmp_path / 'out'}", "progress=false", cwd=tmp_path)
+    result = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={inputs}",
+                            f"output={tmp_path / 'out'}", "progress=false", cwd=tmp_path)
     assert_user_error(result, "output name '..' is not a plain file name")
     assert list((tmp_path / "out").iterdir()) == []
 

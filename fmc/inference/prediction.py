@@ -29,6 +29,8 @@ from fmc.models.fallback import FALLBACK_CHOICES, PlaneBuffer, make_fallback, re
 log = logging.getLogger(__name__)
 
 OUTPUT_DTYPES = ("float32", "uint16")
+# The challenge template's TIFF tiles (its reader and tifffile read them; ImageJ's reader does not).
+CHALLENGE_TILE = (128, 128)
 # The defaults of PredictSettings (and of the commands' sliding-window keys).
 INFERENCE_DEFAULTS = Path(CONFIG_DIR) / "inference" / "default.yaml"
 
@@ -106,6 +108,9 @@ class PredictSettings:
         the input, :mod:`fmc.models.fallback`).
     output_dtype : str
         ``float32`` (normalised intensities) or ``uint16`` (mapped back to the input's range).
+    tiff_tiles : bool
+        Write 128×128 TIFF tiles (the challenge template) instead of strips: ImageJ's own reader
+        opens only untiled files, so predictions are untiled unless the challenge wants tiles.
     buffer_threshold_gb : float
         Above this size the fallback's second pass reads the prediction from a temporary file.
     progress : bool
@@ -120,6 +125,7 @@ class PredictSettings:
     tta: tuple[str, ...] = _key(_axes, "a list of axes, e.g. [y, x]")
     fallback: str = _key(str, "a name")
     output_dtype: str = _key(str, "a name")
+    tiff_tiles: bool = _key(bool, "true or false")
     buffer_threshold_gb: float = _key(float, "a number")
     progress: bool = _key(bool, "true or false")
 
@@ -203,7 +209,8 @@ def predict_file(model, source: str | Path, output: str | Path, settings: Predic
         from fmc.io.tiff import write_volume_slabs
 
         return write_volume_slabs(target, converted, network_input.shape, settings.output_dtype,
-                                  network_input.output_meta(settings.output_dtype))
+                                  network_input.output_meta(settings.output_dtype),
+                                  tile=CHALLENGE_TILE if settings.tiff_tiles else None)
     finally:
         opened.close()
 

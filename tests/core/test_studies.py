@@ -51,9 +51,21 @@ def test_a_bad_study_file_is_one_line_naming_it(tmp_path: Path, edit, message):
 
 
 def test_train_config_shows_the_facts():
-    result = run_command("fmc.train", "--cfg", "job", "study=4")
-    assert result.returncode == 0, result.stderr
-    assert "study_facts:\n  study1:" in result.stdout and "  study5:" in result.stdout
+    """The config ``fmc.train --cfg job study=4`` prints: fmc.train's command line adds the facts
+    (fmc.training.profile.with_study_facts; the real command line does it in
+    test_a_new_study_is_one_yaml_file, and prints a config in test_train.py)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from fmc.core.cli import CONFIG_DIR
+    from fmc.training.profile import with_study_facts
+
+    overrides = with_study_facts(["fmc.train", "study=4"])[1:]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        printed = OmegaConf.to_yaml(compose(config_name="train", overrides=overrides))
+    assert "study_facts:\n  study1:" in printed and "  study5:" in printed
 
 
 def test_a_new_study_is_one_yaml_file(tmp_path: Path):

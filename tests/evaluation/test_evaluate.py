@@ -1,4 +1,7 @@
-"""``python -m fmc.evaluate`` through the real command: tables, baselines, and bad inputs."""
+"""``python -m fmc.evaluate``: tables, baselines, and bad inputs.
+
+The command's ``main`` runs in-process (``run_in_process``); one test runs the real command line
+for its exit-2 contract."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import pytest
 
 from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import read_volume, write_volume
-from tests.conftest import assert_user_error, fused_as_predictions, run_command
+from tests.conftest import assert_user_error, fused_as_predictions, run_command, run_in_process
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -21,8 +24,8 @@ def read_csv(path: Path) -> list[dict]:
 def test_identity_scores_zero_and_ground_truth_scores_one(raw_folder: Path, tmp_path: Path):
     predictions = fused_as_predictions(raw_folder, tmp_path / "pred")
     out = tmp_path / "out"
-    result = run_command("fmc.evaluate", f"raw={raw_folder}", f"pred={predictions}", f"out={out}",
-                         "baseline=identity", "progress=false")
+    result = run_in_process("fmc.evaluate", f"raw={raw_folder}", f"pred={predictions}", f"out={out}",
+                            "baseline=identity", "progress=false")
     assert result.returncode == 0, result.stderr
     rows = read_csv(out / "per_image.csv")
     assert list(rows[0])[:7] == ["file", "study", "content", "ssim_input", "ssim_pred", "n_ssim",
@@ -44,8 +47,8 @@ def test_identity_scores_zero_and_ground_truth_scores_one(raw_folder: Path, tmp_
 
 def test_gaussian_sweep_reports_best_sigma(raw_folder: Path, tmp_path: Path):
     out = tmp_path / "out"
-    result = run_command("fmc.evaluate", f"raw={raw_folder}", f"out={out}", "baseline=gaussian",
-                         "sigma=sweep", "sigma_sweep=[0.3,0.6]", "progress=false")
+    result = run_in_process("fmc.evaluate", f"raw={raw_folder}", f"out={out}", "baseline=gaussian",
+                            "sigma=sweep", "sigma_sweep=[0.3,0.6]", "progress=false")
     assert result.returncode == 0, result.stderr
     methods = {r["method"] for r in read_csv(out / "per_image.csv")}
     assert methods == {"gaussian(sigma=0.3)", "gaussian(sigma=0.6)"}
@@ -53,8 +56,8 @@ def test_gaussian_sweep_reports_best_sigma(raw_folder: Path, tmp_path: Path):
 
 
 def test_anisotropic_sigma(raw_folder: Path, tmp_path: Path):
-    result = run_command("fmc.evaluate", f"raw={raw_folder}", f"out={tmp_path / 'o'}",
-                         "baseline=gaussian", "sigma=[0.2,0.5,0.5]", "progress=false")
+    result = run_in_process("fmc.evaluate", f"raw={raw_folder}", f"out={tmp_path / 'o'}",
+                            "baseline=gaussian", "sigma=[0.2,0.5,0.5]", "progress=false")
     assert result.returncode == 0, result.stderr
     assert "gaussian(sigma=[0.2,0.5,0.5])" in result.stdout
 
@@ -65,8 +68,8 @@ def test_missing_prediction_is_listed_not_dropped(raw_folder: Path, tmp_path: Pa
     view, meta = read_volume(raw_folder / "image_0_nucleus_angle.tif")
     write_volume(predictions / "image_0_nucleus_angle.tif", view.astype(np.float32), meta)
     out = tmp_path / "out"
-    result = run_command("fmc.evaluate", f"raw={raw_folder}", f"pred={predictions}", f"out={out}",
-                         "progress=false")
+    result = run_in_process("fmc.evaluate", f"raw={raw_folder}", f"pred={predictions}", f"out={out}",
+                            "progress=false")
     assert result.returncode == 0, result.stderr
     status = {r["file"]: r["status"] for r in read_csv(out / "per_image.csv")}
     assert status == {"image_0_nucleus_angle.tif": "ok", "image_1_membrane_angle.tif": "missing",
@@ -82,6 +85,7 @@ def test_shape_mismatch_names_both_shapes(raw_folder: Path, tmp_path: Path):
     write_volume(predictions / "image_0_nucleus_angle.tif", np.zeros((16, 32, 30), np.float32),
                  VolumeMeta())
     out = tmp_path / "out"
+    # The real command line: the exit-2 contract (one line, no traceback) of fmc.evaluate.
     result = run_command("fmc.evaluate", f"raw={raw_folder}", f"pred={predictions}", f"out={out}")
     assert_user_error(result, "(16, 32, 30)", "(16, 32, 32)", "image_0_nucleus_angle.tif")
     assert not (out / "per_image.csv").exists()
@@ -116,7 +120,7 @@ def test_bad_inputs_exit_2_with_a_message(raw_folder: Path, tmp_path: Path, case
     elif case == "missing_pred_dir":
         args.append(f"pred={tmp_path / 'nopred'}")
         expected = "prediction folder does not exist"
-    result = run_command("fmc.evaluate", *args)
+    result = run_in_process("fmc.evaluate", *args)
     assert_user_error(result, expected)
     assert not (out / "per_image.csv").exists() and not (out / "summary.csv").exists()
 
@@ -126,14 +130,14 @@ def test_nan_prediction_is_refused(raw_folder: Path, tmp_path: Path):
     broken = np.ones((16, 32, 32), np.float32)
     broken[2, 3, 4] = np.nan
     write_volume(predictions / "image_0_nucleus_angle.tif", broken, VolumeMeta())
-    result = run_command("fmc.evaluate", f"raw={raw_folder}", f"pred={predictions}",
-                         f"out={tmp_path / 'out'}")
+    result = run_in_process("fmc.evaluate", f"raw={raw_folder}", f"pred={predictions}",
+                            f"out={tmp_path / 'out'}")
     assert_user_error(result, "NaN or infinite")
 
 
 def test_without_raw_the_default_dataset_is_synthesized_once(tmp_path: Path):
-    result = run_command("fmc.evaluate", "baseline=identity", "out=scores", "progress=false",
-                         "table=content", cwd=tmp_path)
+    result = run_in_process("fmc.evaluate", "baseline=identity", "out=scores", "progress=false",
+                            "table=content", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "synthesizing the default dataset" in result.stdout + result.stderr
     pairs = sorted((tmp_path / "data" / "synthetic").glob("*_angle.tif"))
@@ -142,14 +146,14 @@ def test_without_raw_the_default_dataset_is_synthesized_once(tmp_path: Path):
     assert {(r["study"], r["content"]) for r in rows} == {
         (str(s), c) for s in range(1, 6) for c in ("nucleus", "membrane")}
     assert all(float(r["n_ssim"]) == 0.0 for r in rows)
-    again = run_command("fmc.evaluate", "baseline=identity", "out=scores2", "progress=false",
-                        cwd=tmp_path)
+    again = run_in_process("fmc.evaluate", "baseline=identity", "out=scores2", "progress=false",
+                           cwd=tmp_path)
     assert again.returncode == 0 and "synthesizing" not in again.stdout + again.stderr
 
 
 def test_bad_table_choice(raw_folder: Path, tmp_path: Path):
-    result = run_command("fmc.evaluate", f"raw={raw_folder}", "baseline=identity", "table=wide",
-                         f"out={tmp_path / 'o'}")
+    result = run_in_process("fmc.evaluate", f"raw={raw_folder}", "baseline=identity", "table=wide",
+                            f"out={tmp_path / 'o'}")
     assert_user_error(result, "table=wide")
 
 
@@ -158,21 +162,21 @@ def test_split_list_restricts_the_scored_images(raw_folder: Path, tmp_path: Path
     listed.write_text("image_0_nucleus_angle.h5;image_0_nucleus_fused.h5\n"
                       "image_2_nucleus_angle.h5;image_2_nucleus_fused.h5\n")
     out = tmp_path / "out"
-    result = run_command("fmc.evaluate", f"raw={raw_folder}", "baseline=identity",
-                         f"split_list={listed}", f"out={out}", "progress=false")
+    result = run_in_process("fmc.evaluate", f"raw={raw_folder}", "baseline=identity",
+                            f"split_list={listed}", f"out={out}", "progress=false")
     assert result.returncode == 0, result.stderr
     assert [r["file"] for r in read_csv(out / "per_image.csv")] == [
         "image_0_nucleus_angle.tif", "image_2_nucleus_angle.tif"]
     listed.write_text("image_9_nucleus_angle.h5;image_9_nucleus_fused.h5\n")
-    result = run_command("fmc.evaluate", f"raw={raw_folder}", "baseline=identity",
-                         f"split_list={listed}", f"out={tmp_path / 'o2'}")
+    result = run_in_process("fmc.evaluate", f"raw={raw_folder}", "baseline=identity",
+                            f"split_list={listed}", f"out={tmp_path / 'o2'}")
     assert_user_error(result, "image_9_nucleus_angle")
 
 
 def test_several_baselines_side_by_side(raw_folder: Path, tmp_path: Path):
     out = tmp_path / "out"
-    result = run_command("fmc.evaluate", f"raw={raw_folder}", "baseline=[identity,gaussian]",
-                         "sigma=0.5", f"out={out}", "progress=false")
+    result = run_in_process("fmc.evaluate", f"raw={raw_folder}", "baseline=[identity,gaussian]",
+                            "sigma=0.5", f"out={out}", "progress=false")
     assert result.returncode == 0, result.stderr
     assert {r["method"] for r in read_csv(out / "per_image.csv")} == {"identity",
                                                                         "gaussian(sigma=0.5)"}

@@ -27,7 +27,7 @@ from fmc.evaluation.scoring import (
 from fmc.evaluation.segmentation import CellposeSegmenter, ProxySegmenter, make_segmenter
 from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import write_volume
-from tests.conftest import assert_user_error, fused_as_predictions, run_command
+from tests.conftest import assert_user_error, fused_as_predictions, run_in_process
 
 SPACING = (2.0, 0.5, 0.5)
 SHAPE = (24, 48, 48)
@@ -312,8 +312,8 @@ def scene_folder(tmp_path: Path) -> Path:
 def test_evaluate_with_the_proxy_writes_proxy_columns(scene_folder: Path, tmp_path: Path):
     predictions = fused_as_predictions(scene_folder, tmp_path / "pred")
     out = tmp_path / "out"
-    result = run_command("fmc.evaluate", f"raw={scene_folder}", f"pred={predictions}",
-                         "baseline=identity", "iou=proxy", f"out={out}", "progress=false")
+    result = run_in_process("fmc.evaluate", f"raw={scene_folder}", f"pred={predictions}",
+                            "baseline=identity", "iou=proxy", f"out={out}", "progress=false")
     assert result.returncode == 0, result.stderr
     rows = read_csv(out / "per_image.csv")
     assert list(rows[0]) == [*PER_IMAGE_COLUMNS, "iou_input_proxy", "iou_pred_proxy", "n_iou_proxy"]
@@ -332,23 +332,21 @@ def test_evaluate_with_the_proxy_writes_proxy_columns(scene_folder: Path, tmp_pa
 
 
 @pytest.mark.parametrize("case", ["cellpose_missing", "unknown_backend", "bad_cap"])
-def test_evaluate_iou_user_errors(scene_folder: Path, tmp_path: Path, case: str):
+def test_evaluate_iou_user_errors(scene_folder: Path, tmp_path: Path, case: str,
+                                  monkeypatch: pytest.MonkeyPatch):
     if case == "cellpose_missing":
         # A 'cellpose' that fails to import stands in for an environment without it, whether or
         # not the real one is installed.
-        fake = tmp_path / "fake" / "cellpose"
-        fake.mkdir(parents=True)
-        (fake / "__init__.py").write_text("raise ImportError('No module named cellpose')\n")
-        result = run_command("fmc.evaluate", f"raw={scene_folder}", "baseline=identity",
-                             "iou=cellpose", f"out={tmp_path / 'out'}",
-                             env={"PYTHONPATH": str(fake.parent)})
+        monkeypatch.setitem(sys.modules, "cellpose", None)  # import cellpose now raises ImportError
+        result = run_in_process("fmc.evaluate", f"raw={scene_folder}", "baseline=identity",
+                                "iou=cellpose", f"out={tmp_path / 'out'}")
         assert_user_error(result, "iou=cellpose", "cellpose is not installed")
     elif case == "unknown_backend":
-        result = run_command("fmc.evaluate", f"raw={scene_folder}", "baseline=identity",
-                             "iou=stardist", f"out={tmp_path / 'out'}")
+        result = run_in_process("fmc.evaluate", f"raw={scene_folder}", "baseline=identity",
+                                "iou=stardist", f"out={tmp_path / 'out'}")
         assert_user_error(result, "iou=stardist", "choose none, proxy or cellpose")
     else:
-        result = run_command("fmc.evaluate", f"raw={scene_folder}", "baseline=identity",
-                             "iou=proxy", "iou_max_voxels=-5", f"out={tmp_path / 'out'}")
+        result = run_in_process("fmc.evaluate", f"raw={scene_folder}", "baseline=identity",
+                                "iou=proxy", "iou_max_voxels=-5", f"out={tmp_path / 'out'}")
         assert_user_error(result, "iou_max_voxels=-5")
     assert not (tmp_path / "out" / "per_image.csv").exists()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fmc.preprocessing.splits import read_list
-from tests.conftest import TINY_RUN, run_command, save_tiny_checkpoint
+from tests.conftest import TINY_RUN, run_in_process, save_tiny_checkpoint
 
 
 def test_identity_model_scores_zero_and_matches_evaluate_on_the_tiffs(raw_and_h5, tmp_path: Path):
@@ -39,11 +39,11 @@ def test_identity_model_scores_zero_and_matches_evaluate_on_the_tiffs(raw_and_h5
     trainer.strategy.connect(changed)
     trainer.save_checkpoint(checkpoint, weights_only=False)
     test_list = h5_root / "lists" / "study1_nucleus_test.csv"
-    predicted = run_command("fmc.predict", f"ckpt={checkpoint}", f"input={test_list}",
-                            f"output={tmp_path / 'pred'}", "progress=false")
+    predicted = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={test_list}",
+                               f"output={tmp_path / 'pred'}", "progress=false")
     assert predicted.returncode == 0, predicted.stderr[-2000:]
-    evaluated = run_command("fmc.evaluate", f"raw={raw}", f"pred={tmp_path / 'pred'}",
-                            f"split_list={test_list}", f"out={tmp_path / 'eval'}")
+    evaluated = run_in_process("fmc.evaluate", f"raw={raw}", f"pred={tmp_path / 'pred'}",
+                               f"split_list={test_list}", f"out={tmp_path / 'eval'}")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     rows = list(csv.DictReader((tmp_path / "eval" / "per_image.csv").open()))
     assert abs(ours.n_ssim) > 1e-3  # the net really changed something
@@ -56,9 +56,9 @@ def test_identity_model_scores_zero_and_matches_evaluate_on_the_tiffs(raw_and_h5
 def test_training_selects_by_whole_volumes_and_scores_the_test_list(h5_root: Path,
                                                                     tmp_path: Path):
     run_dir = tmp_path / "run"
-    result = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}",
-                         "callbacks.volume_validation.every_n_steps=1",
-                         "trainer.max_steps=3", f"hydra.run.dir={run_dir}")
+    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}",
+                            "callbacks.volume_validation.every_n_steps=1",
+                            "trainer.max_steps=3", run_dir=run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((run_dir / "volume_validation.json").read_text())
     # Every step, and not again at the end (the last step was just validated).
@@ -76,8 +76,8 @@ def test_training_selects_by_whole_volumes_and_scores_the_test_list(h5_root: Pat
     assert len(metrics["test/volumes"]) == 1
     assert metrics["test/n_ssim"] == pytest.approx(metrics["test/n_ssim/study1"])
     # The report takes the run's own test score when nothing else scored it.
-    report = run_command("fmc.report", f"runs=[{run_dir}]", f"out={tmp_path / 'report'}",
-                         "evaluate_missing=false", "montage=false")
+    report = run_in_process("fmc.report", f"runs=[{run_dir}]", f"out={tmp_path / 'report'}",
+                            "evaluate_missing=false", "montage=false")
     assert report.returncode == 0, report.stderr[-2000:]
     row = next(csv.DictReader((tmp_path / "report" / "report.csv").open()))
     assert float(row["test_n_ssim"]) == pytest.approx(metrics["test/n_ssim"], abs=1e-6)
@@ -87,9 +87,9 @@ def test_training_selects_by_whole_volumes_and_scores_the_test_list(h5_root: Pat
 def test_minutes_cadence_and_final_validation(h5_root: Path, tmp_path: Path):
     """A cadence longer than the run: only the final weights are judged (at_end)."""
     run_dir = tmp_path / "run"
-    result = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}",
-                         "callbacks.volume_validation.every_minutes=60", "test_volumes=false",
-                         f"hydra.run.dir={run_dir}")
+    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}",
+                            "callbacks.volume_validation.every_minutes=60", "test_volumes=false",
+                            run_dir=run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((run_dir / "volume_validation.json").read_text())
     assert [h["step"] for h in history] == [2]
@@ -99,9 +99,9 @@ def test_minutes_cadence_and_final_validation(h5_root: Path, tmp_path: Path):
 
 def test_patch_proxy_selection_still_available(h5_root: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    result = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}",
-                         "callbacks.checkpoint.monitor=val/n_ssim", "data.epoch_steps=1",
-                         f"hydra.run.dir={run_dir}")
+    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}",
+                            "callbacks.checkpoint.monitor=val/n_ssim", "data.epoch_steps=1",
+                            run_dir=run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     names = [p.name for p in (run_dir / "checkpoints").glob("*.ckpt")]
     assert any("-nssim" in n and "vnssim" not in n for n in names)
@@ -127,7 +127,6 @@ def test_an_epoch_is_a_number_of_steps(h5_root: Path):
 def test_bad_selection_metric_is_a_config_error(h5_root: Path, tmp_path: Path):
     from tests.conftest import assert_user_error
 
-    result = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}",
-                         "callbacks.checkpoint.monitor=val/loss",
-                         f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}",
+                            "callbacks.checkpoint.monitor=val/loss", run_dir=tmp_path / "run")
     assert_user_error(result, "callbacks.checkpoint.monitor=val/loss")

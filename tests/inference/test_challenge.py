@@ -1,4 +1,7 @@
-"""``python -m fmc.challenge`` on temporary folders (no Docker), and the container build script."""
+"""``python -m fmc.challenge`` on temporary folders (no Docker), and the container build script.
+
+The command's ``main`` runs in-process (``run_in_process``); one call runs the real command line
+for its exit-2 contract."""
 
 from __future__ import annotations
 
@@ -8,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 from fmc.io.tiff import read_volume
 from fmc.simulation.synth import write_pair
-from tests.conftest import REPO, assert_user_error, run_command, save_tiny_checkpoint
+from tests.conftest import REPO, assert_user_error, run_command, run_in_process, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +34,8 @@ def case(tmp_path_factory) -> Path:
 
 def test_challenge_writes_the_same_names_with_the_input_metadata(case: Path, tmp_path: Path):
     out = tmp_path / "output" / "images" / "fused-fluorescence-lightsheet-3D-microscopy"
-    result = run_command("fmc.challenge", f"input={case / 'input'}", f"output={out}",
-                         f"registry={case / 'registry'}", env={"FMC_LOG_DIR": str(tmp_path / "log")})
+    result = run_in_process("fmc.challenge", f"input={case / 'input'}", f"output={out}",
+                            f"registry={case / 'registry'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in out.iterdir()] == ["image_7.tif"]
     prediction, meta = read_volume(out / "image_7.tif")
@@ -41,6 +45,8 @@ def test_challenge_writes_the_same_names_with_the_input_metadata(case: Path, tmp
     assert prediction.shape == view.shape and prediction.dtype == np.uint16
     assert (meta.study, meta.content, meta.spacing_zyx) == (1, "membrane", view_meta.spacing_zyx)
     assert np.abs(prediction.astype(int) - view.astype(int)).max() <= 1  # identity model
+    with tifffile.TiffFile(out / "image_7.tif") as tif:  # the challenge template's tiles
+        assert tif.pages[0].is_tiled
 
 
 def test_a_failing_case_is_written_as_its_input(case: Path, tmp_path: Path):
@@ -48,29 +54,28 @@ def test_a_failing_case_is_written_as_its_input(case: Path, tmp_path: Path):
     save_tiny_checkpoint(registry / "odd.ckpt", channels=["raw_image", "depth_map"])
     (registry / "models.yaml").write_text("models:\n  - {study: 1, content: nucleus, ckpt: odd.ckpt}\n")
     out = tmp_path / "out"
-    result = run_command("fmc.challenge", f"input={case / 'input'}", f"output={out}",
-                         f"registry={registry}", env={"FMC_LOG_DIR": str(tmp_path / "log")})
+    result = run_in_process("fmc.challenge", f"input={case / 'input'}", f"output={out}",
+                            f"registry={registry}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "written as their input" in result.stdout
     written, _ = read_volume(out / "image_7.tif")
     view, _ = read_volume(case / "input" / "image_7.tif")
     np.testing.assert_array_equal(written, view)
     # With on_error=fail the same case is an error.
-    result = run_command("fmc.challenge", f"input={case / 'input'}", f"output={tmp_path / 'o2'}",
-                         f"registry={registry}", "on_error=fail",
-                         env={"FMC_LOG_DIR": str(tmp_path / "log")})
+    result = run_in_process("fmc.challenge", f"input={case / 'input'}", f"output={tmp_path / 'o2'}",
+                            f"registry={registry}", "on_error=fail")
     assert_user_error(result, "depth_map")
 
 
 def test_challenge_without_models_or_input_is_a_clear_error(case: Path, tmp_path: Path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    env = {"FMC_LOG_DIR": str(tmp_path / "log")}
+    # The real command line (its Hydra log folder is FMC_LOG_DIR): the exit-2 contract.
     result = run_command("fmc.challenge", f"input={case / 'input'}", f"output={tmp_path / 'o'}",
-                         f"registry={empty}", env=env)
+                         f"registry={empty}", env={"FMC_LOG_DIR": str(tmp_path / "log")})
     assert_user_error(result, "no model found")
-    result = run_command("fmc.challenge", f"input={empty}", f"output={tmp_path / 'o'}",
-                         f"registry={case / 'registry'}", env=env)
+    result = run_in_process("fmc.challenge", f"input={empty}", f"output={tmp_path / 'o'}",
+                            f"registry={case / 'registry'}")
     assert_user_error(result, "no .tif/.tiff file")
 
 

@@ -1,4 +1,5 @@
-"""``python -m fmc.predict`` through the real command."""
+"""``python -m fmc.predict``: its ``main`` in-process (``run_in_process``), and once the real
+command line for its exit-2 contract."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import pytest
 
 from fmc.io.tiff import read_volume
 from fmc.simulation.synth import write_pair
-from tests.conftest import assert_user_error, run_command, save_tiny_checkpoint
+from tests.conftest import (
+    assert_imagej_readable,
+    assert_user_error,
+    run_command,
+    run_in_process,
+    save_tiny_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +29,15 @@ def test_predict_writes_the_input_name_shape_and_metadata(checkpoint: Path, tmp_
     raw = tmp_path / "raw"
     write_pair(raw, 1, "nucleus", 0, shape=(24, 48, 48), scale=3.0)
     out = tmp_path / "pred"
-    result = run_command("fmc.predict", f"ckpt={checkpoint}", f"input={raw}", f"output={out}",
-                         "progress=false")
+    result = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={raw}", f"output={out}",
+                            "progress=false")
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["image_0_nucleus_angle.tif"]  # fused skipped
     prediction, meta = read_volume(out / "image_0_nucleus_angle.tif")
     view, view_meta = read_volume(raw / "image_0_nucleus_angle.tif")
     assert prediction.shape == view.shape and prediction.dtype == np.float32
     assert (meta.study, meta.content, meta.spacing_zyx) == (1, "nucleus", view_meta.spacing_zyx)
+    assert_imagej_readable(out / "image_0_nucleus_angle.tif", view_meta.spacing_zyx)
     # An untrained residual model is the identity: the prediction is the normalised view.
     from fmc.core.normalization import percentile_normalize
 
@@ -41,6 +49,7 @@ def test_predict_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path):
     fake.write_text("not a checkpoint")
     raw = tmp_path / "raw"
     write_pair(raw, 1, "nucleus", 0, shape=(24, 48, 48), scale=3.0)
+    # The real command line: the exit-2 contract (one line, no traceback) of fmc.predict.
     result = run_command("fmc.predict", f"ckpt={fake}", f"input={raw}", f"output={tmp_path / 'o'}")
     assert_user_error(result, "not an fmc checkpoint")
     assert not (tmp_path / "o").exists()
@@ -55,15 +64,15 @@ def views(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("views")
     for index in range(2):
         write_pair(folder / "raw", 1, "nucleus", index, shape=(20, 40, 44), scale=3.0)
-    result = run_command("fmc.prepare", f"input={folder / 'raw'}", f"output={folder / 'h5'}",
-                         "progress=false")
+    result = run_in_process("fmc.prepare", f"input={folder / 'raw'}", f"output={folder / 'h5'}",
+                            "progress=false")
     assert result.returncode == 0, result.stderr[-2000:]
     return folder
 
 
 def _predict(checkpoint, source, out, *extra):
-    result = run_command("fmc.predict", f"ckpt={checkpoint}", f"input={source}", f"output={out}",
-                         "progress=false", *extra)
+    result = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={source}", f"output={out}",
+                            "progress=false", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -141,12 +150,12 @@ def test_predict_refuses_bad_volumes_before_writing(checkpoint: Path, tmp_path: 
     bad = tmp_path / "bad"
     bad.mkdir()
     tifffile.imwrite(bad / "flat.tif", np.zeros((32, 32), np.uint16))
-    result = run_command("fmc.predict", f"ckpt={checkpoint}", f"input={bad / 'flat.tif'}",
-                         f"output={tmp_path / 'o'}")
+    result = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={bad / 'flat.tif'}",
+                            f"output={tmp_path / 'o'}")
     assert_user_error(result, "flat.tif")
     tifffile.imwrite(bad / "four.tif", np.zeros((2, 3, 16, 16), np.uint16), photometric="minisblack")
-    result = run_command("fmc.predict", f"ckpt={checkpoint}", f"input={bad / 'four.tif'}",
-                         f"output={tmp_path / 'o'}")
+    result = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={bad / 'four.tif'}",
+                            f"output={tmp_path / 'o'}")
     assert_user_error(result, "four.tif")
     assert not (tmp_path / "o").exists()
 
@@ -155,8 +164,8 @@ def test_predict_refuses_an_unwritable_output_before_predicting(checkpoint: Path
                                                                 tmp_path: Path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
-    result = run_command("fmc.predict", f"ckpt={checkpoint}", f"input={views / 'raw'}",
-                         f"output={blocker / 'sub'}")
+    result = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={views / 'raw'}",
+                            f"output={blocker / 'sub'}")
     assert_user_error(result, "cannot write there")
 
 
@@ -168,15 +177,15 @@ def test_predict_refuses_an_unwritable_output_before_predicting(checkpoint: Path
 ])
 def test_predict_config_errors(checkpoint: Path, views: Path, tmp_path: Path, overrides, message):
     args = [f"ckpt={checkpoint}", f"input={views / 'raw'}", f"output={tmp_path / 'o'}", *overrides]
-    result = run_command("fmc.predict", *args)
+    result = run_in_process("fmc.predict", *args)
     assert_user_error(result, message)
     assert not any((tmp_path / "o").glob("*.tif"))
 
 
 def test_checkpoint_asking_for_an_unknown_channel_is_refused(views: Path, tmp_path: Path):
     odd = save_tiny_checkpoint(tmp_path / "odd.ckpt", channels=["raw_image", "depth_map"])
-    result = run_command("fmc.predict", f"ckpt={odd}", f"input={views / 'raw'}",
-                         f"output={tmp_path / 'o'}")
+    result = run_in_process("fmc.predict", f"ckpt={odd}", f"input={views / 'raw'}",
+                            f"output={tmp_path / 'o'}")
     assert_user_error(result, "depth_map")
     assert not any((tmp_path / "o").glob("*.tif"))
 
@@ -187,8 +196,9 @@ def test_checkpoint_asking_for_an_unknown_channel_is_refused(views: Path, tmp_pa
 # The defaults README.md documents ("Predicting"); fmc.challenge changes the two it states.
 DOCUMENTED_DEFAULTS = {"patch": None, "overlap": 0.5, "batch_size": 2, "weighting": "gaussian",
                        "roof_crop": (5, 15, 15), "tta": (), "fallback": "auto",
-                       "output_dtype": "float32", "buffer_threshold_gb": 2.0, "progress": True}
-CHALLENGE_CHANGES = {"output_dtype": "uint16", "progress": False}
+                       "output_dtype": "float32", "tiff_tiles": False, "buffer_threshold_gb": 2.0,
+                       "progress": True}
+CHALLENGE_CHANGES = {"output_dtype": "uint16", "tiff_tiles": True, "progress": False}
 
 
 def compose_config(command: str, *overrides: str):

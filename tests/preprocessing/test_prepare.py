@@ -23,7 +23,7 @@ from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import write_volume
 from fmc.preprocessing.splits import read_list, split_counts
 from fmc.simulation.synth import write_pair
-from tests.conftest import assert_user_error, run_command
+from tests.conftest import assert_user_error, run_command, run_in_process
 
 TINY = dict(shape=(24, 48, 48), scale=3.0)
 
@@ -38,7 +38,8 @@ def tiff_folder(tmp_path_factory) -> Path:
 
 
 def prepare(*args: str, **kwargs):
-    return run_command("fmc.prepare", "progress=false", *args, **kwargs)
+    """fmc.prepare's ``main`` in this process (see ``run_in_process``)."""
+    return run_in_process("fmc.prepare", "progress=false", *args, **kwargs)
 
 
 def test_prepare_writes_h5_files_and_lists(tiff_folder: Path, tmp_path: Path):
@@ -100,7 +101,10 @@ def test_rerun_skips_complete_files_and_rebuilds_unfinished(tiff_folder: Path, t
 
 def test_parallel_equals_serial(tiff_folder: Path, tmp_path: Path):
     assert prepare(f"input={tiff_folder}", f"output={tmp_path / 'a'}", "workers=1").returncode == 0
-    assert prepare(f"input={tiff_folder}", f"output={tmp_path / 'b'}", "workers=2").returncode == 0
+    # Two worker processes: the real command line, not forked from this test process.
+    parallel = run_command("fmc.prepare", "progress=false", f"input={tiff_folder}",
+                           f"output={tmp_path / 'b'}", "workers=2")
+    assert parallel.returncode == 0, parallel.stderr[-3000:]
     for path in sorted((tmp_path / "a").glob("*.h5")):
         with h5py.File(path) as one, h5py.File(tmp_path / "b" / path.name) as two:
             for name in one["data"]:
@@ -143,7 +147,9 @@ def test_bad_configuration(tiff_folder: Path, tmp_path: Path, args, message):
 
 def test_empty_folder(tmp_path: Path):
     (tmp_path / "empty").mkdir()
-    result = prepare(f"input={tmp_path / 'empty'}", f"output={tmp_path / 'h5'}")
+    # The real command line: the exit-2 contract (one line, no traceback) of fmc.prepare.
+    result = run_command("fmc.prepare", "progress=false", f"input={tmp_path / 'empty'}",
+                         f"output={tmp_path / 'h5'}")
     assert_user_error(result, "no .tif/.tiff file found")
 
 

@@ -1,7 +1,8 @@
 """``python -m fmc.report``: the sweep table, its files and figures, from a hand-made sweep folder.
 
 The sweep's runs carry metrics.json and test_scores/summary.csv files written here, so no
-training or prediction runs (except in the one test marked slow).
+training or prediction runs (except in the one test marked slow). The command's ``main`` runs
+in-process (``run_in_process``); one call runs the real command line for its exit-2 contract.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fmc.reporting.evaluate_runs import evaluation_commands, hydra_override
 from fmc.reporting.montage import MontageImage, image_panels, montage_array, panel_shapes
 from fmc.reporting.report import inspect_run
 from fmc.reporting.runs import best_checkpoint, read_test_scores
-from tests.conftest import assert_user_error, run_command, save_tiny_checkpoint
+from tests.conftest import assert_user_error, run_command, run_in_process, save_tiny_checkpoint
 
 SPACING = (3.0, 0.5, 0.5)  # a 6x coarser z step, as in light-sheet stacks
 SHAPE = (8, 16, 16)
@@ -108,8 +109,8 @@ def sweep(tmp_path: Path) -> dict:
 
 def test_report_table_files_and_figures(sweep: dict):
     folder = sweep["sweep"]
-    result = run_command("fmc.report", f"sweep={folder}", f"raw={sweep['raw']}",
-                         "evaluate_missing=false", "montage_panel_px=64")
+    result = run_in_process("fmc.report", f"sweep={folder}", f"raw={sweep['raw']}",
+                            "evaluate_missing=false", "montage_panel_px=64")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {r["run"]: r for r in read_csv(folder / "report.csv")}
     assert list(rows) == ["0", "1", "2"]
@@ -150,8 +151,8 @@ def test_report_table_files_and_figures(sweep: dict):
 
 def test_a_run_without_metrics_is_listed_as_incomplete(sweep: dict):
     folder = sweep["sweep"]
-    result = run_command("fmc.report", f"sweep={folder}", f"raw={sweep['raw']}",
-                         "evaluate_missing=false", "montage=false")
+    result = run_in_process("fmc.report", f"sweep={folder}", f"raw={sweep['raw']}",
+                            "evaluate_missing=false", "montage=false")
     assert result.returncode == 0, result.stderr[-3000:]
     row = next(r for r in read_csv(folder / "report.csv") if r["run"] == "2")
     assert row["status"].startswith("incomplete: no metrics.json")
@@ -168,8 +169,8 @@ def test_runs_list_and_unscored_run(sweep: dict, tmp_path: Path):
         "run_name": "x", "study": 1, "content": "nucleus", "channels": "raw", "loss": "l1",
         "best/val_n_ssim": 0.2, "best/checkpoint": "epoch0000-step1-nssim0.2000.ckpt"})
     out = tmp_path / "report"
-    result = run_command("fmc.report", f"runs=[{folder / '1'},{unscored}]", f"out={out}",
-                         "evaluate_missing=false", "montage=false")
+    result = run_in_process("fmc.report", f"runs=[{folder / '1'},{unscored}]", f"out={out}",
+                            "evaluate_missing=false", "montage=false")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_csv(out / "report.csv")
     assert [r["run"] for r in rows] == ["1", "run"]
@@ -179,13 +180,14 @@ def test_runs_list_and_unscored_run(sweep: dict, tmp_path: Path):
 
 
 def test_missing_sweep_folder_is_a_user_error(tmp_path: Path):
+    # The real command line: the exit-2 contract (one line, no traceback) of fmc.report.
     result = run_command("fmc.report", f"sweep={tmp_path / 'nope'}")
     assert_user_error(result, "sweep=", "no such folder")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_user_error(run_command("fmc.report", f"sweep={empty}"), "no run folder")
-    assert_user_error(run_command("fmc.report"), "give sweep=DIR")
-    assert_user_error(run_command("fmc.report", f"runs=[{empty}]"), "out=DIR is needed")
+    assert_user_error(run_in_process("fmc.report", f"sweep={empty}"), "no run folder")
+    assert_user_error(run_in_process("fmc.report"), "give sweep=DIR")
+    assert_user_error(run_in_process("fmc.report", f"runs=[{empty}]"), "out=DIR is needed")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,8 +289,8 @@ def test_evaluate_missing_runs_predict_and_evaluate(raw_folder: Path, tmp_path: 
     (run / ".hydra").mkdir()
     (run / ".hydra" / "config.yaml").write_text(
         f"study: all\ncontent: nucleus\ndata:\n  root: {raw_folder}\n  test_list: test.csv\n")
-    result = run_command("fmc.report", f"sweep={run.parent}", f"raw={raw_folder}",
-                         "montage_panel_px=32")
+    result = run_in_process("fmc.report", f"sweep={run.parent}", f"raw={raw_folder}",
+                            "montage_panel_px=32")
     assert result.returncode == 0, result.stderr[-3000:]
     row = read_csv(run.parent / "report.csv")[0]
     assert row["status"] == "ok" and row["n_test"] == "2"
@@ -301,7 +303,7 @@ def test_evaluate_missing_runs_predict_and_evaluate(raw_folder: Path, tmp_path: 
     assert (run.parent / "report_montage.png").stat().st_size > 0
     # Scores gone, predictions of the same checkpoint still there: only evaluate runs again.
     shutil.rmtree(run / "test_scores")
-    again = run_command("fmc.report", f"sweep={run.parent}", f"raw={raw_folder}", "montage=false")
+    again = run_in_process("fmc.report", f"sweep={run.parent}", f"raw={raw_folder}", "montage=false")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing the predictions" in again.stdout + again.stderr
     assert read_csv(run.parent / "report.csv")[0]["test_n_ssim"] == row["test_n_ssim"]

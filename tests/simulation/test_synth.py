@@ -30,6 +30,7 @@ from fmc.simulation.synth import (
     resolve_geometry,
     write_pair,
 )
+from tests.conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 # Tiny but holding a few cells: demo spacing (scale 3), 24×48×48 voxels = 72×28×28 µm for S1.
@@ -179,18 +180,28 @@ def test_studies_have_their_own_specimen_and_optics_and_overrides_win():
 
 
 def _cli(*args, cwd):
+    """The real command line, in a subprocess."""
     return subprocess.run([sys.executable, "-m", "fmc.synth", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
 def test_cli_writes_pairs(tmp_path):
-    result = _cli(f"out={tmp_path / 'o'}", "study=2", "content=nucleus", "n=2", "start=3",
-                  "shape=[24,48,48]", "scale=3", "seed=1", cwd=tmp_path)
+    result = run_in_process("fmc.synth", f"out={tmp_path / 'o'}", "study=2", "content=nucleus",
+                            "n=2", "start=3", "shape=[24,48,48]", "scale=3", "seed=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for index in (3, 4):
         for path in pair_paths(tmp_path / "o", index, "nucleus"):
             assert path.exists()
+
+
+def test_the_command_line_exits_2_with_one_line(tmp_path):
+    """fmc.synth's exit-2 contract through the real command line (the cases below: in-process)."""
+    result = _cli(f"out={tmp_path / 'o'}", "study=9", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("fmc.synth: error: ") and result.stderr.count("\n") == 1
+    assert "valid studies are 1, 2, 3, 4, 5" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize("args, message", [
@@ -200,7 +211,7 @@ def test_cli_writes_pairs(tmp_path):
     (["field_of_view=outside"], "field_of_view='outside': choose one of inside, fill"),
 ])
 def test_cli_bad_input_exits_2_without_traceback(tmp_path, args, message):
-    result = _cli(f"out={tmp_path / 'o'}", *args, cwd=tmp_path)
+    result = run_in_process("fmc.synth", f"out={tmp_path / 'o'}", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout

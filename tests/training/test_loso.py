@@ -13,7 +13,7 @@ import torch
 from fmc.core.naming import lists_prefix
 from fmc.models.fallback import ChangeLimit, calibrate_change_limit, resolve_fallback
 from fmc.reporting.loso import HARM_LIMIT, held_out_scores, loso_markdown, loso_rows
-from tests.conftest import TINY_DATA, assert_user_error, run_command
+from tests.conftest import TINY_DATA, assert_user_error, run_in_process
 
 TINY_TRAIN = ["logger=csv", "model.features=4", "model.depth=2",
               "data.patch_size=[16,32,32]", "data.batch_size=1", "data.epoch_steps=2",
@@ -66,10 +66,10 @@ def test_holdout_lists_leave_the_study_out_of_training_and_test_all_of_it(three_
         lists / "study4_nucleus_val.csv")
 
 
-def test_holdout_needs_study_all(three_studies):
+def test_holdout_needs_study_all(three_studies, tmp_path):
     _, root = three_studies
-    result = run_command("fmc.train", "holdout=2", "study=1", f"data.root={root}",
-                         *TINY_TRAIN)
+    result = run_in_process("fmc.train", "holdout=2", "study=1", f"data.root={root}",
+                            *TINY_TRAIN, run_dir=tmp_path / "run")
     assert_user_error(result, "holdout=2 with study=1", "study=all")
 
 
@@ -78,9 +78,9 @@ def test_holdout_run_with_a_confidence_head_and_a_calibrated_fallback(three_stud
     calibrated fallback, and fmc.predict applies them without extra flags."""
     raw, root = three_studies
     run_dir = tmp_path / "run"
-    result = run_command("fmc.train", "holdout=2", "content=nucleus", f"data.root={root}",
-                         "model.confidence=head", "model.fallback=calibrated", *TINY_TRAIN,
-                         f"hydra.run.dir={run_dir}")
+    result = run_in_process("fmc.train", "holdout=2", "content=nucleus", f"data.root={root}",
+                            "model.confidence=head", "model.fallback=calibrated", *TINY_TRAIN,
+                            run_dir=run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["holdout"] == 2 and metrics["run_name"].startswith("holdout2_nucleus")
@@ -93,8 +93,8 @@ def test_holdout_run_with_a_confidence_head_and_a_calibrated_fallback(three_stud
     assert resolve_fallback("auto", hparams) == "calibrated"
 
     # The report's leave-one-study-out table, from the run's own test scores.
-    report = run_command("fmc.report", f"runs=[{run_dir}]", f"out={tmp_path / 'report'}",
-                         "evaluate_missing=false", "montage=false")
+    report = run_in_process("fmc.report", f"runs=[{run_dir}]", f"out={tmp_path / 'report'}",
+                            "evaluate_missing=false", "montage=false")
     assert report.returncode == 0, report.stderr[-3000:]
     assert "Leave one study out" in report.stdout
     assert (tmp_path / "report" / "report_loso.png").is_file()
@@ -105,9 +105,9 @@ def test_holdout_run_with_a_confidence_head_and_a_calibrated_fallback(three_stud
     outputs = {}
     for choice in ("auto", "calibrated"):
         out = tmp_path / f"pred_{choice}"
-        predicted = run_command("fmc.predict", f"ckpt={metrics['best/checkpoint']}",
-                                f"input={view}", f"output={out}", f"fallback={choice}",
-                                "progress=false")
+        predicted = run_in_process("fmc.predict", f"ckpt={metrics['best/checkpoint']}",
+                                   f"input={view}", f"output={out}", f"fallback={choice}",
+                                   "progress=false")
         assert predicted.returncode == 0, predicted.stderr[-3000:]
         from fmc.io.tiff import read_volume
 

@@ -1,4 +1,8 @@
-"""``python -m fmc.train``: configs, a CPU fit, resume, sweeps, and bad inputs."""
+"""``python -m fmc.train``: configs, a CPU fit, resume, sweeps, and bad inputs.
+
+Fits and bad inputs call the command's ``main`` in-process (``run_in_process``); the real command
+line runs where only it can: ``--cfg job`` and ``profile=auto``, the exit-2 contract, multirun,
+joblib, DDP, and the smoke run of every experiment."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from fmc.core.cli import CONFIG_DIR
-from tests.conftest import TINY_RUN, assert_user_error, run_command
+from tests.conftest import TINY_RUN, assert_user_error, run_command, run_in_process
 
 
 def compose_train(*overrides: str):
@@ -138,8 +142,7 @@ def test_a_bad_choice_is_one_line_and_exit_2():
 
 def test_fit_writes_self_contained_checkpoints_and_resumes(h5_root: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    result = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}",
-                         f"hydra.run.dir={run_dir}")
+    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", run_dir=run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     last = run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file()
@@ -165,8 +168,8 @@ def test_fit_writes_self_contained_checkpoints_and_resumes(h5_root: Path, tmp_pa
     assert summary["channels"] == "raw_distance" and summary["loss"] == "ssim_l1"
     assert isinstance(summary["best/val_n_ssim"], float) and "final/val_n_ssim" in summary
     # Resume from last.ckpt: the step count continues.
-    resumed = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}",
-                          f"hydra.run.dir={run_dir}", "ckpt_path=last", "trainer.max_steps=4")
+    resumed = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", "ckpt_path=last",
+                             "trainer.max_steps=4", run_dir=run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
 
@@ -189,8 +192,8 @@ def test_multirun_skips_combinations_without_data(h5_root: Path, tmp_path: Path)
     ("study=7", "valid studies are 1, 2, 3, 4, 5"),
 ])
 def test_bad_inputs_stop_before_training(h5_root: Path, tmp_path: Path, override, message):
-    result = run_command("fmc.train", *TINY_RUN, f"data.root={h5_root}", override,
-                         f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", override,
+                            run_dir=tmp_path / "run")
     assert_user_error(result, message)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -248,8 +251,8 @@ def test_every_experiment_smoke_runs(h5_root: Path, tmp_path: Path, experiment: 
 def test_wandb_offline_run_has_name_group_flat_config_and_panel(h5_root: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
     args = [a for a in TINY_RUN if not a.startswith("logger=")]
-    result = run_command("fmc.train", *args, "logger=wandb", f"data.root={h5_root}",
-                         f"hydra.run.dir={run_dir}", env={"WANDB_MODE": "offline"})
+    result = run_in_process("fmc.train", *args, "logger=wandb", f"data.root={h5_root}",
+                            run_dir=run_dir, env={"WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
