@@ -7,6 +7,8 @@ STAMP   := $(VENV)/.fmc-installed
 # The CPU wheel of torch 2.13.0 lies on the lab machines' disk; on a GPU box set TORCH_SPEC to the
 # build you want, e.g. `make TORCH_SPEC='torch==2.13.0' test` with your own index configured.
 TORCH_SPEC ?= torch==2.13.0
+# PyTorch's own wheel index for TORCH_SPEC, e.g. https://download.pytorch.org/whl/cpu (empty: pip's).
+TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
 .PHONY: install test test-full coverage demo lint bench clean-venv
@@ -16,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 

@@ -17,7 +17,8 @@ FMC = Path(__file__).resolve().parent.parent / "fmc"
 # Pipeline order; a package may import those before it (and itself).
 STAGES = ("core", "io", "simulation", "preprocessing", "data", "models", "inference", "evaluation",
           "training", "reporting")
-COMMANDS = ("train", "predict", "evaluate", "prepare", "synth", "report", "challenge")
+COMMANDS = ("train", "predict", "evaluate", "prepare", "synth", "report", "challenge",
+            "registry")
 MAX_LINES = 400
 
 

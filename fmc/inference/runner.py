@@ -43,8 +43,11 @@ class ModelPicker:
         if ckpt == "auto":
             if not registry:
                 raise FmcConfigError("ckpt=auto needs registry=DIR (a folder with models.yaml, "
-                                     "or a training sweep's output folder)")
-            return cls(device, registry=ModelRegistry.from_folder(registry))
+                                     "a training sweep's output folder, a model package .zip "
+                                     "or its URL)")
+            from fmc.inference.packages import open_registry
+
+            return cls(device, registry=open_registry(registry))
         return cls(device, ckpt=ckpt)
 
     def pick(self, path: Path):
