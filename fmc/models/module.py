@@ -23,6 +23,22 @@ CONFIDENCES = ("none", "head")
 SCHEDULERS = ("none", "cosine", "plateau")
 
 
+def confidence_blend(inputs: torch.Tensor, out: torch.Tensor, residual: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A confidence head's output: the view blended toward the prediction by sigmoid(logit).
+
+    ``out`` holds the prediction (channel 0) and the confidence logit (channel 1); returns
+    ``(blended, prediction, logit)``. Shared by the module and its exports
+    (:mod:`fmc.inference.export`).
+    """
+    view = inputs[:, :1]
+    prediction, logit = out[:, :1], out[:, 1:2]
+    if residual:  # UNet3D adds the view to every output channel
+        logit = logit - view
+    blended = view + torch.sigmoid(logit) * (prediction - view)
+    return blended, prediction, logit
+
+
 class FusionModule(L.LightningModule):
     """Train, validate and checkpoint a :class:`fmc.models.unet3d.UNet3D`.
 
@@ -115,12 +131,7 @@ class FusionModule(L.LightningModule):
         out = self.net(inputs)
         if self.hparams.get("confidence", "none") != "head":
             return out, None, None
-        view = inputs[:, :1]
-        prediction, logit = out[:, :1], out[:, 1:2]
-        if self.net.residual:  # UNet3D adds the view to every output channel
-            logit = logit - view
-        blended = view + torch.sigmoid(logit) * (prediction - view)
-        return blended, prediction, logit
+        return confidence_blend(inputs, out, self.net.residual)
 
     def _confidence_loss(self, prediction: torch.Tensor, logit: torch.Tensor,
                          target: torch.Tensor, view: torch.Tensor) -> torch.Tensor:

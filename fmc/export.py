@@ -1,0 +1,26 @@
+"""``python -m fmc.export ckpt=... format=torchscript|onnx out=...``: a checkpoint for other tools.
+
+Settings: ``conf/export.yaml``; the work is done by :mod:`fmc.inference.export`.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from fmc.core.cli import hydra_entry
+
+
+@hydra_entry("export", "fmc.export")
+def main(cfg: DictConfig):
+    """Hydra entry point (see ``conf/export.yaml``)."""
+    from fmc.inference.export import export_checkpoint
+
+    tile = None if cfg.tile is None else tuple(int(n) for n in cfg.tile)
+    result = export_checkpoint(str(cfg.ckpt), str(cfg.format), str(cfg.out), tile)
+    print(f"wrote {result.path} (largest difference to the checkpoint on a tile: "
+          f"{result.max_abs_difference:.2e}) and its card {result.card}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""A checkpoint's network as a file other tools run: TorchScript or ONNX (``python -m fmc.export``).
+
+The exported function is what ``fmc.predict`` applies to one tile: input ``(N, C, Z, Y, X)``
+float32 with the checkpoint's channels in order (``raw_image`` percentile-normalised as
+``fmc.prepare`` stores it, then each distance channel as ``tanh(d / scale)`` with ``d`` in µm,
+the checkpoint's ``channel_scales_um``), output ``(N, 1, Z, Y, X)`` on the normalised intensity
+scale (the confidence head's blend included). Z, Y and X are free, each a multiple of
+``2 ** depth``. What stays in fmc: the sliding window, the surface-distance computation and the
+whole-volume input fallback (``fallback``), which needs the whole volume. Every export is checked
+on a tile against the checkpoint: the largest absolute difference must stay below ``TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmc.core.errors import FmcConfigError, FmcInputError
+from fmc.core.files import atomic_path
+
+FORMATS = ("torchscript", "onnx")
+TOLERANCE = 1e-4
+SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was written and how far the exported network is from the checkpoint on a tile."""
+
+    path: Path
+    card: Path
+    max_abs_difference: float
+
+
+class TileFunction(torch.nn.Module):
+    """The checkpoint's tile function as a plain module: its network and, with a confidence
+    head, the same blend (:func:`fmc.models.module.confidence_blend`); no Lightning."""
+
+    def __init__(self, module) -> None:
+        super().__init__()
+        self.net = module.net
+        self.confidence = module.hparams.get("confidence", "none") == "head"
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        out = self.net(inputs)
+        if not self.confidence:
+            return out
+        from fmc.models.module import confidence_blend
+
+        return confidence_blend(inputs, out, self.net.residual)[0]
+
+
+def example_tile(model, tile: tuple[int, int, int] | None = None, seed: int = 0) -> torch.Tensor:
+    """A reproducible input tile: the training patch (or ``tile``), plausible value ranges."""
+    shape = tuple(int(n) for n in (tile or model.hparams.patch_size))
+    divisor = model.net.required_divisor
+    if any(n % divisor for n in shape):
+        raise FmcConfigError(f"tile={list(shape)}: each side must be a multiple of {divisor}")
+    generator = torch.Generator().manual_seed(seed)
+    tile_values = torch.rand((1, len(model.hparams.channels), *shape), generator=generator)
+    tile_values[:, 1:] = tile_values[:, 1:] * 2 - 1  # distance channels lie in (-1, 1)
+    return tile_values
+
+
+def export_torchscript(model, example: torch.Tensor, path: Path) -> np.ndarray:
+    """Trace the tile function to TorchScript at ``path``; its output on ``example``."""
+    traced = torch.jit.trace(TileFunction(model).eval(), example)
+    with atomic_path(path) as temporary:
+        traced.save(str(temporary))
+    loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        return loaded(example).numpy()
+
+
+def export_onnx(model, example: torch.Tensor, path: Path) -> np.ndarray:
+    """Export the tile function to ONNX at ``path`` (free N, Z, Y, X); its onnxruntime output."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise FmcConfigError("format=onnx needs the export extra: pip install -e '.[export]'") \
+            from None
+    axes = {0: "batch", 2: "z", 3: "y", 4: "x"}
+    with atomic_path(path) as temporary:
+        torch.onnx.export(TileFunction(model).eval(), (example,), str(temporary),
+                          input_names=["input"], output_names=["output"], opset_version=17,
+                          dynamic_axes={"input": axes, "output": axes}, dynamo=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": example.numpy()})[0]
+
+
+def card_text(model, checkpoint: Path, fmt: str, path: Path, difference: float) -> str:
+    """The exported file's card: inputs, outputs, how to compute the channels, the check."""
+    from fmc.data.patches import CHANNELS
+
+    hp = model.hparams
+    scales = {name: spec.default_scale_um for name, spec in CHANNELS.items()
+              if getattr(spec, "default_scale_um", None)}
+    scales.update(hp.get("channel_scales_um") or {})
+    inputs = []
+    for index, name in enumerate(hp.channels):
+        if name == "raw_image":
+            inputs.append(f"{index}: raw_image — the view, (x - p2) / (p99.8 - p2) over the whole "
+                          "volume, not clipped")
+        else:
+            inputs.append(f"{index}: {name} — tanh(d / {scales.get(name)} µm), d from "
+                          f"`python -m fmc.prepare` (H5 dataset data/{name})")
+    return "\n".join([
+        f"# {path.name}", "",
+        f"{fmt} export of `{checkpoint.name}` (fmc: one light-sheet view → its multi-view fusion;",
+        f"study {hp.get('study')}, content {hp.get('content')}).", "",
+        "- input `input`: float32 (N, C, Z, Y, X); Z, Y, X multiples of "
+        f"{model.net.required_divisor}; trained on {list(hp.patch_size)} tiles at "
+        f"{hp.get('spacing_zyx')} µm",
+        *[f"  - channel {line}" for line in inputs],
+        "- output `output`: float32 (N, 1, Z, Y, X), normalised intensities (the view's scale)",
+        "- not included: the sliding window over a whole volume, and the input fallback "
+        f"`{hp.get('fallback', 'none')}` (whole-volume; `python -m fmc.predict ckpt=...` applies both)",
+        f"- checked: largest |export − checkpoint| on a {list(hp.patch_size)} tile = "
+        f"{difference:.2e} (limit {TOLERANCE:g})", ""])
+
+
+def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
+                      tile: tuple[int, int, int] | None = None) -> ExportResult:
+    """Export ``checkpoint`` as ``fmt`` to ``out``, check it on a tile and write its card.
+
+    Raises
+    ------
+    FmcConfigError
+        For an unknown format or a tile the network cannot take.
+    FmcInputError
+        If the export differs from the checkpoint by more than :data:`TOLERANCE` (nothing is
+        left behind).
+    """
+    from fmc.inference.prediction import load_model
+
+    if fmt not in FORMATS:
+        raise FmcConfigError(f"format={fmt}: choose one of {', '.join(FORMATS)}")
+    checkpoint, out = Path(checkpoint), Path(out)
+    model = load_model(checkpoint).float().eval()
+    example = example_tile(model, tile)
+    with torch.no_grad():
+        expected = model(example).numpy()
+    exported = (export_torchscript if fmt == "torchscript" else export_onnx)(model, example, out)
+    difference = float(np.max(np.abs(exported - expected)))
+    if not difference <= TOLERANCE:
+        out.unlink(missing_ok=True)
+        raise FmcInputError(f"{out}: the {fmt} export differs from the checkpoint by "
+                            f"{difference:.2e} on a tile (limit {TOLERANCE:g}); nothing kept")
+    card = out.with_suffix(out.suffix + ".md")
+    with atomic_path(card) as temporary:
+        temporary.write_text(card_text(model, checkpoint, fmt, out, difference))
+    meta = out.with_suffix(out.suffix + ".json")
+    with atomic_path(meta) as temporary:
+        temporary.write_text(json.dumps({
+            "format": fmt, "checkpoint": checkpoint.name, "channels": list(model.hparams.channels),
+            "channel_scales_um": dict(model.hparams.get("channel_scales_um") or {}),
+            "divisor": model.net.required_divisor, "patch_size": list(model.hparams.patch_size),
+            "spacing_zyx": model.hparams.get("spacing_zyx"), "max_abs_difference": difference},
+            indent=2) + "\n")
+    return ExportResult(out, card, difference)

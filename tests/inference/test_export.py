@@ -1,0 +1,91 @@
+"""python -m fmc.export: TorchScript and ONNX copies of a checkpoint's tile function, equal to
+fmc's within 1e-4 on tiles of any allowed size, with a card naming the inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import assert_user_error, run_command, run_in_process
+
+
+def trained_looking_checkpoint(path: Path, **hparams) -> Path:
+    """A checkpoint whose network is not the identity (random weights everywhere)."""
+    import lightning as L
+
+    from fmc.models.module import FusionModule
+
+    torch.manual_seed(0)
+    model = FusionModule(**{"features": 4, "depth": 2, "residual": True, "norm": "group",
+                            "patch_size": [16, 32, 32], "study": 1, "content": "nucleus",
+                            **hparams})
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path, weights_only=False)
+    return path
+
+
+@pytest.fixture(scope="module", params=["none", "head"])
+def checkpoint(request, tmp_path_factory) -> Path:
+    return trained_looking_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.ckpt",
+                                      confidence=request.param)
+
+
+def fmc_output(checkpoint: Path, tile: torch.Tensor) -> np.ndarray:
+    from fmc.inference.prediction import load_model
+
+    with torch.no_grad():
+        return load_model(checkpoint)(tile).numpy()
+
+
+def a_tile(shape) -> torch.Tensor:
+    values = torch.rand((1, 2, *shape), generator=torch.Generator().manual_seed(3))
+    values[:, 1] = values[:, 1] * 2 - 1
+    return values
+
+
+def test_torchscript_equals_fmc_on_other_tile_sizes(checkpoint: Path, tmp_path: Path):
+    result = run_in_process("fmc.export", f"ckpt={checkpoint}", "format=torchscript",
+                            f"out={tmp_path / 'model.pt'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    scripted = torch.jit.load(str(tmp_path / "model.pt"))
+    for shape in [(16, 32, 32), (8, 20, 44)]:
+        tile = a_tile(shape)
+        expected = fmc_output(checkpoint, tile)
+        assert np.abs(expected - tile[:, :1].numpy()).max() > 1e-2  # not the identity
+        with torch.no_grad():
+            np.testing.assert_allclose(scripted(tile).numpy(), expected, atol=1e-4)
+    card = (tmp_path / "model.pt.md").read_text()
+    assert "channel 1: surface_distance — tanh(d / 50.0 µm)" in card
+    facts = json.loads((tmp_path / "model.pt.json").read_text())
+    assert facts["channels"] == ["raw_image", "surface_distance"] and facts["divisor"] == 4
+
+
+def test_onnx_equals_fmc_on_other_tile_sizes(checkpoint: Path, tmp_path: Path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    result = run_in_process("fmc.export", f"ckpt={checkpoint}", "format=onnx",
+                            f"out={tmp_path / 'model.onnx'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    for shape in [(16, 32, 32), (8, 20, 44)]:
+        tile = a_tile(shape)
+        output = session.run(None, {"input": tile.numpy()})[0]
+        np.testing.assert_allclose(output, fmc_output(checkpoint, tile), atol=1e-4)
+
+
+def test_bad_requests_are_one_line(tmp_path: Path, checkpoint: Path):
+    result = run_command("fmc.export", f"ckpt={checkpoint}", "format=tflite",
+                         f"out={tmp_path / 'm.x'}")
+    assert_user_error(result, "format=tflite: choose one of torchscript, onnx")
+    result = run_in_process("fmc.export", f"ckpt={checkpoint}", "tile=[16,30,32]",
+                            f"out={tmp_path / 'm.pt'}")
+    assert_user_error(result, "multiple of 4")
+    assert not (tmp_path / "m.pt").exists()
