@@ -20,7 +20,7 @@ from fmc.core.errors import FmcInputError
 REQUIRED_KEYS = ("state_dict", "hyper_parameters")
 RESUME_KEYS = ("optimizer_states", "loops")
 # Hyper-parameters that decide the network's shape (named in mismatch messages).
-NETWORK_KEYS = ("channels", "out_channels", "features", "depth", "norm", "residual",
+NETWORK_KEYS = ("network", "channels", "out_channels", "features", "depth", "norm", "residual",
                 "out_activation", "confidence")
 
 

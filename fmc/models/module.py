@@ -15,8 +15,8 @@ import lightning as L
 import torch
 
 from fmc.models.losses import build_loss
+from fmc.models.networks import build_network
 from fmc.models.patch_metric import PooledPatchNSSIM
-from fmc.models.unet3d import UNet3D
 
 OPTIMIZERS = ("radam", "adam", "adamw")
 CONFIDENCES = ("none", "head")
@@ -40,7 +40,7 @@ def confidence_blend(inputs: torch.Tensor, out: torch.Tensor, residual: bool
 
 
 class FusionModule(L.LightningModule):
-    """Train, validate and checkpoint a :class:`fmc.models.unet3d.UNet3D`.
+    """Train, validate and checkpoint a 3D network (:mod:`fmc.models.networks`).
 
     Parameters
     ----------
@@ -77,6 +77,8 @@ class FusionModule(L.LightningModule):
     fallback : {'none', 'difference', 'calibrated'}
         The input fallback ``fmc.predict`` and whole-volume scoring apply by default
         (:mod:`fmc.models.fallback`).
+    network : {'unet3d', 'monai_basicunet', 'monai_segresnet'}
+        Which network (:mod:`fmc.models.networks`); the others need the ``monai`` extra.
     change_limit : float, optional
         For ``fallback=calibrated``: the largest local change the network made on its
         validation volumes (set at the end of training).
@@ -95,7 +97,8 @@ class FusionModule(L.LightningModule):
                  normalization: str = "percentile (2, 99.8) per volume, not clipped",
                  image_panel: bool = True, channels_last: bool = False,
                  confidence: str = "none", confidence_weight: float = 0.1,
-                 fallback: str = "none", change_limit: float | None = None):
+                 fallback: str = "none", change_limit: float | None = None,
+                 network: str = "unet3d"):
         super().__init__()
         if confidence not in CONFIDENCES:
             raise ValueError(f"confidence={confidence!r}: choose one of {', '.join(CONFIDENCES)}")
@@ -104,10 +107,11 @@ class FusionModule(L.LightningModule):
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler={scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
         self.save_hyperparameters()
-        self.net = UNet3D(in_channels=len(channels),
-                          out_channels=out_channels + (confidence == "head"), features=features,
-                          depth=depth, norm=norm, negative_slope=negative_slope,
-                          out_activation=out_activation, residual=residual)
+        self.net = build_network(network, in_channels=len(channels),
+                                 out_channels=out_channels + (confidence == "head"),
+                                 features=features, depth=depth, norm=norm,
+                                 negative_slope=negative_slope, out_activation=out_activation,
+                                 residual=residual)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last_3d)
         self.loss_fn = build_loss(loss, **(loss_kwargs or {}))

@@ -25,10 +25,13 @@ def training_choices() -> dict[str, tuple[tuple[str, ...], str]]:
     from fmc.models.fallback import FALLBACKS
     from fmc.models.losses import LOSSES
     from fmc.models.module import CONFIDENCES, OPTIMIZERS, SCHEDULERS
+    from fmc.models.networks import NETWORKS
     from fmc.models.unet3d import NORMS, OUT_ACTIVATIONS
 
     model = "conf/model/unet3d.yaml"
     return {
+        "model.network": (NETWORKS, "the model group: model=unet3d | monai_basicunet | "
+                          "monai_segresnet"),
         "model.norm": (NORMS, model), "model.out_activation": (OUT_ACTIVATIONS, model),
         "model.optimizer": (OPTIMIZERS, model), "model.scheduler": (SCHEDULERS, model),
         "model.confidence": (CONFIDENCES, model), "model.fallback": (FALLBACKS, model),
@@ -106,7 +109,15 @@ RUN_ARGUMENTS = ("channels", "loss", "loss_kwargs", "channel_scales_um", "patch_
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Checks that need no data: patch vs depth, channel names, loss and model choices."""
+    """Checks that need no data: enumerated keys, model keys, network vs depth, patch vs depth."""
+    from fmc.models.networks import check_network
+
+    check_choices(cfg)
+    check_model_keys(cfg)
+    try:
+        check_network(str(cfg.model.network), int(cfg.model.depth))
+    except ValueError as error:
+        raise FmcConfigError(str(error)) from None
     depth = int(cfg.model.depth)
     divisor = 2 ** depth
     patch = list(cfg.data.patch_size)
@@ -114,8 +125,6 @@ def check_config(cfg: DictConfig) -> None:
         raise FmcConfigError(
             f"data.patch_size={patch}: each side must be a positive multiple of 2**model.depth = "
             f"{divisor} (e.g. data.patch_size=[{divisor * 4},{divisor * 8},{divisor * 8}])")
-    check_choices(cfg)
-    check_model_keys(cfg)
 
 
 def study_number(value: Any) -> int | None:
