@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import write_volume
@@ -229,3 +230,22 @@ def assert_imagej_readable(path: Path, spacing_zyx) -> None:
         x_resolution = pages[0].tags["XResolution"].value
         assert x_resolution[0] / x_resolution[1] == pytest.approx(1 / spacing_zyx[2], rel=1e-5)
         assert pages[0].dtype in (np.uint16, np.float32)
+
+
+def trained_looking_checkpoint(path: Path, **hparams) -> Path:
+    """A checkpoint whose network is not the identity (random weights everywhere)."""
+    import lightning as L
+
+    from fmc.models.module import FusionModule
+
+    torch.manual_seed(0)
+    model = FusionModule(**{"features": 4, "depth": 2, "residual": True, "norm": "group",
+                            "patch_size": [16, 32, 32], "study": 1, "content": "nucleus",
+                            **hparams})
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path, weights_only=False)
+    return path

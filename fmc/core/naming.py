@@ -14,18 +14,35 @@ from pathlib import Path
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 H5_SUFFIXES = (".h5", ".hdf5")
+# A zarr store is a folder; OME-Zarr images end in .ome.zarr.
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")
 ANGLE, FUSED = "angle", "fused"
 LIST_DELIMITER = ";"
 SPLITS = ("train", "val", "test")
 METRICS_FILE = "metrics.json"
 
-_PAIR_NAME = re.compile(r"^(?P<stem>.+)_(?P<kind>angle|fused)(?P<suffix>\.(?:tiff?|h5|hdf5))$",
-                        re.IGNORECASE)
+_PAIR_NAME = re.compile(
+    r"^(?P<stem>.+)_(?P<kind>angle|fused)(?P<suffix>\.(?:tiff?|h5|hdf5|ome\.zarr|zarr))$",
+    re.IGNORECASE)
 
 
 def is_tiff(name: str | Path) -> bool:
     """True for a ``.tif`` / ``.tiff`` file name (any case)."""
     return Path(name).suffix.lower() in TIFF_SUFFIXES
+
+
+def is_zarr(name: str | Path) -> bool:
+    """True for a ``.zarr`` / ``.ome.zarr`` name (a zarr store is a folder)."""
+    return str(name).rstrip("/").lower().endswith(".zarr")
+
+
+def volume_stem(name: str | Path) -> str:
+    """The name without its volume suffix: ``a.ome.zarr``, ``a.tif``, ``a.h5`` → ``a``."""
+    base = Path(str(name).rstrip("/")).name
+    for suffix in (*ZARR_SUFFIXES, *TIFF_SUFFIXES, *H5_SUFFIXES):
+        if base.lower().endswith(suffix):
+            return base[: -len(suffix)]
+    return base
 
 
 def is_h5(name: str | Path) -> bool:

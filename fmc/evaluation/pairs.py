@@ -17,8 +17,18 @@ import numpy as np
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import natural_key
-from fmc.core.naming import ANGLE, FUSED, TIFF_SUFFIXES, is_tiff, pair_parts, split_list_rows
-from fmc.io.tiff import TiffVolume
+from fmc.core.naming import (
+    ANGLE,
+    FUSED,
+    TIFF_SUFFIXES,
+    ZARR_SUFFIXES,
+    is_tiff,
+    is_zarr,
+    pair_parts,
+    split_list_rows,
+    volume_stem,
+)
+from fmc.io.zarr_volume import open_lazy
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +84,8 @@ def find_pairs(raw_dir: str | Path) -> list[RawPair]:
     by_stem: dict[str, dict[str, Path]] = {}
     for path in raw_dir.iterdir():
         parts = pair_parts(path.name)
-        if parts is not None and is_tiff(path.name) and path.is_file():
+        if parts is not None and ((is_tiff(path.name) and path.is_file())
+                                  or (is_zarr(path.name) and path.is_dir())):
             by_stem.setdefault(parts[0], {})[parts[1]] = path
     pairs, lonely = [], []
     for files in by_stem.values():
@@ -112,10 +123,14 @@ def restrict_to_list(pairs: Sequence[RawPair], list_path: str | Path) -> list[Ra
 
 def prediction_path(folder: Path, pair: RawPair) -> Path | None:
     """The prediction for ``pair`` in ``folder`` (same name as the angle file, .tif or .tiff)."""
-    stem = pair.angle.name.rsplit(".", 1)[0]
+    stem = volume_stem(pair.angle.name)
     for suffix in (pair.angle.suffix, *TIFF_SUFFIXES):
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
+            return candidate
+    for suffix in ZARR_SUFFIXES:  # fmc.predict output_format=ome-zarr
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_dir():
             return candidate
     return None
 
@@ -158,7 +173,7 @@ def check_predictions(pairs: Sequence[RawPair], methods: Sequence[Method]) -> No
             path = prediction_path(method.folder, pair)
             if path is None:
                 continue
-            with TiffVolume(pair.fused) as fused, TiffVolume(path) as prediction:
+            with open_lazy(pair.fused) as fused, open_lazy(path) as prediction:
                 if prediction.shape != fused.shape:
                     raise FmcInputError(
                         f"{path}: prediction shape {prediction.shape} differs from the ground "

@@ -34,6 +34,7 @@ from fmc.evaluation.metrics import (
 from fmc.evaluation.pairs import Method, RawPair, prediction_path
 from fmc.evaluation.segmentation import Segmenter
 from fmc.io.tiff import TiffVolume
+from fmc.io.zarr_volume import open_lazy
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def score_pair(pair: RawPair, methods: Sequence[Method], slab: int = DEFAULT_SLA
     rows also get ``iou_input``, ``iou_pred`` and ``n_iou``, on isotropic grids of at most
     ``iou_max_voxels``; without it nothing is segmented.
     """
-    with TiffVolume(pair.angle) as view, TiffVolume(pair.fused) as fused:
+    with open_lazy(pair.angle) as view, open_lazy(pair.fused) as fused:
         if view.shape != fused.shape:
             raise FmcInputError(f"{pair.angle}: shape {view.shape} differs from its fused "
                                 f"partner's {fused.shape} ({pair.fused.name})")
@@ -174,7 +175,7 @@ def _method_volume(method: Method, pair: RawPair, view: TiffVolume, opened: list
     path = prediction_path(method.folder, pair)
     if path is None:
         return None
-    volume = TiffVolume(path)
+    volume = open_lazy(path)
     opened.append(volume)
     return volume
 

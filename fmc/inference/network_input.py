@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from fmc.core.errors import FmcInputError
+from fmc.core.naming import is_zarr, volume_stem
 from fmc.core.normalization import VolumeStats, volume_stats
 from fmc.core.studies import STUDIES, parse_content, parse_study
 from fmc.data.patches import scale_channel
@@ -74,6 +75,11 @@ def open_volume(path: str | Path) -> OpenedVolume:
     path = Path(path)
     if path.suffix.lower() in (".h5", ".hdf5"):
         return _open_h5(path)
+    if is_zarr(path):
+        from fmc.io.zarr_volume import ZarrVolume
+
+        volume = ZarrVolume(path)
+        return OpenedVolume(volume, volume.meta, f"{volume_stem(path)}.tif", handle=volume)
     tiff = TiffVolume(path)
     if len(tiff.shape) != 3:
         tiff.close()

@@ -21,7 +21,7 @@ import torch
 from fmc.core.cli import CONFIG_DIR
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import remove_stale_parts, writable_folder
-from fmc.core.naming import H5_SUFFIXES, TIFF_SUFFIXES, is_ground_truth
+from fmc.core.naming import H5_SUFFIXES, TIFF_SUFFIXES, is_ground_truth, is_zarr, volume_stem
 from fmc.inference.network_input import NetworkInput, open_volume
 from fmc.inference.tiling import WEIGHTINGS, flip_combinations, iter_predicted_slabs
 from fmc.models.fallback import FALLBACK_CHOICES, PlaneBuffer, make_fallback, resolve_fallback
@@ -29,6 +29,7 @@ from fmc.models.fallback import FALLBACK_CHOICES, PlaneBuffer, make_fallback, re
 log = logging.getLogger(__name__)
 
 OUTPUT_DTYPES = ("float32", "uint16")
+OUTPUT_FORMATS = ("tiff", "ome-zarr")
 # The challenge template's TIFF tiles (its reader and tifffile read them; ImageJ's reader does not).
 CHALLENGE_TILE = (128, 128)
 # The defaults of PredictSettings (and of the commands' sliding-window keys).
@@ -108,6 +109,9 @@ class PredictSettings:
         the input, :mod:`fmc.models.fallback`).
     output_dtype : str
         ``float32`` (normalised intensities) or ``uint16`` (mapped back to the input's range).
+    output_format : str
+        ``tiff`` (the input's name) or ``ome-zarr`` (``<name>.ome.zarr``: chunks written slab by
+        slab, the voxel size in the NGFF metadata; the ``zarr`` extra).
     tiff_tiles : bool
         Write 128×128 TIFF tiles (the challenge template) instead of strips: ImageJ's own reader
         opens only untiled files, so predictions are untiled unless the challenge wants tiles.
@@ -126,6 +130,7 @@ class PredictSettings:
     fallback: str = _key(str, "a name")
     output_dtype: str = _key(str, "a name")
     tiff_tiles: bool = _key(bool, "true or false")
+    output_format: str = _key(str, "a name")
     buffer_threshold_gb: float = _key(float, "a number")
     progress: bool = _key(bool, "true or false")
 
@@ -139,7 +144,8 @@ class PredictSettings:
             raise FmcConfigError(f"batch_size={self.batch_size}: give at least 1")
         for key, value, choices in (("weighting", self.weighting, WEIGHTINGS),
                                     ("fallback", self.fallback, FALLBACK_CHOICES),
-                                    ("output_dtype", self.output_dtype, OUTPUT_DTYPES)):
+                                    ("output_dtype", self.output_dtype, OUTPUT_DTYPES),
+                                    ("output_format", self.output_format, OUTPUT_FORMATS)):
             if value not in choices:
                 raise FmcConfigError(f"{key}={value!r}: choose one of {', '.join(choices)}")
         try:
@@ -204,15 +210,25 @@ def predict_file(model, source: str | Path, output: str | Path, settings: Predic
         if fallback != "none":
             slabs = _with_fallback(slabs, network_input, output, settings.buffer_threshold_gb,
                                    make_fallback(fallback, network_input.shape, model.hparams))
-        target = output / _safe_name(name or opened.output_name)
+        target = output / output_name(_safe_name(name or opened.output_name), settings.output_format)
         converted = (_convert(planes, settings.output_dtype, network_input) for _, planes in slabs)
+        meta = network_input.output_meta(settings.output_dtype)
+        if settings.output_format == "ome-zarr":
+            from fmc.io.zarr_volume import write_zarr_slabs
+
+            return write_zarr_slabs(target, converted, network_input.shape, settings.output_dtype,
+                                    meta)
         from fmc.io.tiff import write_volume_slabs
 
         return write_volume_slabs(target, converted, network_input.shape, settings.output_dtype,
-                                  network_input.output_meta(settings.output_dtype),
-                                  tile=CHALLENGE_TILE if settings.tiff_tiles else None)
+                                  meta, tile=CHALLENGE_TILE if settings.tiff_tiles else None)
     finally:
         opened.close()
+
+
+def output_name(name: str, output_format: str) -> str:
+    """The prediction's file name: the input's TIFF name, or ``<stem>.ome.zarr``."""
+    return f"{volume_stem(name)}.ome.zarr" if output_format == "ome-zarr" else name
 
 
 def _safe_name(name: str) -> str:
@@ -264,10 +280,13 @@ def _convert(planes: np.ndarray, dtype: str, network_input: NetworkInput) -> np.
 def input_files(path: str | Path) -> list[Path]:
     """The volumes named by ``input=``.
 
-    A TIFF or H5 file; a folder (its TIFFs except ``*_fused`` ground truths, or, when it holds no
-    TIFF, its H5 files except fused ones); or a split list (``.csv``/``.txt``, the angle column).
+    A TIFF, H5 or (OME-)zarr volume; a folder (its TIFFs except ``*_fused`` ground truths, or,
+    when it holds no TIFF, its H5 files, else its zarr images, fused ones skipped); or a split
+    list (``.csv``/``.txt``, the angle column).
     """
     path = Path(path)
+    if is_zarr(path) and path.is_dir():
+        return [path]
     if path.is_file():
         if path.suffix.lower() in (".csv", ".txt"):
             from fmc.preprocessing.splits import read_list
@@ -287,7 +306,11 @@ def input_files(path: str | Path) -> list[Path]:
                        and not is_ground_truth(p.name) and not p.name.startswith("."))
         if files:
             return files
-    raise FmcInputError(f"input={path}: no .tif/.tiff (or .h5) file to predict")
+    stores = sorted(p for p in path.iterdir() if is_zarr(p.name) and p.is_dir()
+                    and not is_ground_truth(p.name) and not p.name.startswith("."))
+    if stores:
+        return stores
+    raise FmcInputError(f"input={path}: no .tif/.tiff (or .h5, .ome.zarr) volume to predict")
 
 
 def check_output_folder(folder: str | Path) -> Path:

@@ -10,26 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import assert_user_error, run_command, run_in_process
-
-
-def trained_looking_checkpoint(path: Path, **hparams) -> Path:
-    """A checkpoint whose network is not the identity (random weights everywhere)."""
-    import lightning as L
-
-    from fmc.models.module import FusionModule
-
-    torch.manual_seed(0)
-    model = FusionModule(**{"features": 4, "depth": 2, "residual": True, "norm": "group",
-                            "patch_size": [16, 32, 32], "study": 1, "content": "nucleus",
-                            **hparams})
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.1 * torch.randn_like(parameter))
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path, weights_only=False)
-    return path
+from tests.conftest import assert_user_error, run_command, run_in_process, trained_looking_checkpoint
 
 
 @pytest.fixture(scope="module", params=["none", "head"])
