@@ -264,7 +264,7 @@ def test_a_run_folder_under_a_file_is_a_user_error(tmp_path: Path, command, args
 
 @pytest.mark.parametrize("command, case, message", [
     ("fmc.predict", "missing", "input={path}: no such file or folder"),
-    ("fmc.predict", "empty", "input={path}: no .tif/.tiff (or .h5) file to predict"),
+    ("fmc.predict", "empty", "input={path}: no .tif/.tiff (or .h5, .ome.zarr) volume to predict"),
     pytest.param("fmc.challenge", "missing", "input={path}: no such folder",
                  marks=pytest.mark.slow),
 ])
@@ -747,9 +747,10 @@ def test_hyper_parameters_are_never_instantiated(pair, checkpoint, tmp_path: Pat
 def test_no_fmc_code_instantiates_configs():
     """Nothing in fmc/ calls Hydra's instantiate: hyper-parameters stay keyword arguments.
 
-    The one ``_target_`` in conf/ is fmc's own Hydra callback (conf/hydra/default.yaml).
+    The ``_target_`` entries in conf/ are fmc's own Hydra callback (conf/hydra/default.yaml)
+    and the Optuna sampler that Hydra's sweeper builds (conf/hparams_search/optuna.yaml).
     """
-    for path in sorted((REPO / "fmc").glob("*.py")):
+    for path in sorted((REPO / "fmc").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
@@ -757,7 +758,7 @@ def test_no_fmc_code_instantiates_configs():
                 assert name != "instantiate", f"{path.name}:{node.lineno}"
     targets = [str(p.relative_to(REPO)) for p in (REPO / "conf").rglob("*.yaml")
                if "_target_" in p.read_text(encoding="utf-8")]
-    assert targets == ["conf/hydra/default.yaml"]
+    assert sorted(targets) == ["conf/hparams_search/optuna.yaml", "conf/hydra/default.yaml"]
 
 
 def _h5_with_source(view: Path, folder: Path, name: str, source: str) -> Path:
