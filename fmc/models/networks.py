@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fmc.models.unet3d import UNet3D, _group_count, make_out_activation
+from fmc.models.unet3d import UNet3D, _group_count, make_out_activation, start_as_identity
 
 NETWORKS = ("unet3d", "monai_basicunet", "monai_segresnet")
 # BasicUNet has four fixed downsamplings; SegResNet takes depth + 1 stages (at most 4 here).
@@ -71,9 +71,7 @@ class MonaiNetwork(nn.Module):
                                        act=act)
         self.out_activation = make_out_activation(out_activation, float(negative_slope))
         if self.residual:
-            nn.init.zeros_(self.last_conv.weight)
-            if self.last_conv.bias is not None:
-                nn.init.zeros_(self.last_conv.bias)
+            start_as_identity(self.last_conv)
 
     @property
     def required_divisor(self) -> int:

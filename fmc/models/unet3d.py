@@ -106,6 +106,13 @@ def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def start_as_identity(last_conv: nn.Conv3d) -> None:
+    """Zero a residual network's final convolution: it then returns the view it is given."""
+    nn.init.zeros_(last_conv.weight)
+    if last_conv.bias is not None:
+        nn.init.zeros_(last_conv.bias)
+
+
 class UNet3D(nn.Module):
     """3D U-Net with strided-conv downsampling and transposed-conv upsampling.
 
@@ -187,8 +194,7 @@ class UNet3D(nn.Module):
             # Start as the identity: N_SSIM punishes any damage where the view is already good,
             # so a residual model begins at "return the view" and learns only the corrections
             # (with random weights it started at a patch N_SSIM of -4.5 on the demo data).
-            nn.init.zeros_(self.last_conv.weight)
-            nn.init.zeros_(self.last_conv.bias)
+            start_as_identity(self.last_conv)
 
     @property
     def required_divisor(self) -> int:
