@@ -34,7 +34,13 @@ log = logging.getLogger("fmc.train")
 
 
 def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path`` (a path, or ``last`` which must exist), or
+    with ``resume=true`` this run's ``last.ckpt`` when there is one."""
     if cfg.ckpt_path is None:
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if cfg.get("resume") and last.is_file():
+            log.info("resume=true: continuing from %s", last)
+            return str(last)
         return None
     path = output_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" \
         else Path(cfg.ckpt_path)
@@ -59,6 +65,12 @@ def train(cfg: DictConfig) -> float | None:
     log.info("profile=%s: model.features=%s, data.patch_size=%s, data.batch_size=%s",
              profile_choice(), cfg.model.features, list(cfg.data.patch_size), cfg.data.batch_size)
     output_dir = output_folder()
+    finished = output_dir / METRICS_FILE
+    if cfg.get("resume") and finished.is_file():
+        # A resumed sweep trains only what did not finish: this run already wrote its results.
+        best = json.loads(finished.read_text()).get("best/val_n_ssim")
+        log.info("resume=true: %s already finished (%s); skipped", output_dir, METRICS_FILE)
+        return None if best is None else float(best)
     lock_run_folder(output_dir)
     datamodule = build_datamodule(cfg, root)
     try:

@@ -184,6 +184,27 @@ def test_multirun_skips_combinations_without_data(h5_root: Path, tmp_path: Path)
     assert not (tmp_path / "sweep" / "1" / "checkpoints").exists()
 
 
+def test_a_resumed_sweep_trains_only_what_did_not_finish(h5_root: Path, tmp_path: Path):
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    command = ["fmc.train", "--multirun", *TINY_RUN, f"data.root={h5_root}", "seed=1,2,3",
+               "resume=true", f"hydra.sweep.dir={sweep}"]
+    result = run_command(*command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    finished = sweep / "0" / "metrics.json"
+    stamp = finished.stat().st_mtime_ns
+    # Killed: job 1 after its last checkpoint, job 2 before any checkpoint.
+    (sweep / "1" / "metrics.json").unlink()
+    shutil.rmtree(sweep / "2")
+    result = run_command(*command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert finished.stat().st_mtime_ns == stamp and "already finished" in log  # job 0 skipped
+    assert "continuing from" in log and str(sweep / "1" / "checkpoints" / "last.ckpt") in log
+    assert all((sweep / job / "metrics.json").is_file() for job in ("1", "2"))
+
+
 @pytest.mark.parametrize("override,message", [
     ("data.train_list=lists/nope.csv", "nope.csv"),
     ("data.patch_size=[16,30,32]", "multiple of 2**model.depth"),
