@@ -23,7 +23,7 @@ from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import remove_stale_parts, writable_folder
 from fmc.core.naming import H5_SUFFIXES, TIFF_SUFFIXES, is_ground_truth, is_zarr, volume_stem
 from fmc.inference.network_input import NetworkInput, open_volume
-from fmc.inference.tiling import WEIGHTINGS, flip_combinations, iter_predicted_slabs
+from fmc.inference.tiling import AMP_CHOICES, WEIGHTINGS, flip_combinations, iter_predicted_slabs
 from fmc.models.fallback import FALLBACK_CHOICES, PlaneBuffer, make_fallback, resolve_fallback
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,9 @@ class PredictSettings:
         the input, :mod:`fmc.models.fallback`).
     output_dtype : str
         ``float32`` (normalised intensities) or ``uint16`` (mapped back to the input's range).
+    amp : str
+        ``none``, ``bf16`` or ``fp16``: the network's precision on each tile (blending stays
+        float32). ``none`` on the CPU; the GPU default awaits a GPU measurement.
     output_format : str
         ``tiff`` (the input's name) or ``ome-zarr`` (``<name>.ome.zarr``: chunks written slab by
         slab, the voxel size in the NGFF metadata; the ``zarr`` extra).
@@ -131,6 +134,7 @@ class PredictSettings:
     output_dtype: str = _key(str, "a name")
     tiff_tiles: bool = _key(bool, "true or false")
     output_format: str = _key(str, "a name")
+    amp: str = _key(str, "a name")
     buffer_threshold_gb: float = _key(float, "a number")
     progress: bool = _key(bool, "true or false")
 
@@ -145,7 +149,8 @@ class PredictSettings:
         for key, value, choices in (("weighting", self.weighting, WEIGHTINGS),
                                     ("fallback", self.fallback, FALLBACK_CHOICES),
                                     ("output_dtype", self.output_dtype, OUTPUT_DTYPES),
-                                    ("output_format", self.output_format, OUTPUT_FORMATS)):
+                                    ("output_format", self.output_format, OUTPUT_FORMATS),
+                                    ("amp", self.amp, AMP_CHOICES)):
             if value not in choices:
                 raise FmcConfigError(f"{key}={value!r}: choose one of {', '.join(choices)}")
         try:
@@ -204,7 +209,7 @@ def predict_file(model, source: str | Path, output: str | Path, settings: Predic
             network_input, model, patch, overlap=settings.overlap,
             batch_size=settings.batch_size, weighting=settings.weighting,
             progress=settings.progress, device=device, tta_axes=settings.tta,
-            roof_crop=settings.roof_crop)
+            roof_crop=settings.roof_crop, amp=settings.amp)
         output = Path(output)
         fallback = resolve_fallback(settings.fallback, model.hparams)
         if fallback != "none":
