@@ -27,6 +27,7 @@ pass is the same filter applied to the zero-padded gradient (see ``_SeparableFil
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -241,6 +242,21 @@ def patch_n_ssim(prediction: Tensor, target: Tensor, input_view: Tensor, data_ra
     return _n_ssim_terms(prediction, target, input_view, data_range, eps)[0]
 
 
+def float32_loss(forward):
+    """Run a loss's ``forward`` in float32 even under mixed precision (``trainer=gpu``'s
+    bf16-mixed): SSIM is a ratio of small differences of local means, whose digits bfloat16
+    would lose. Inputs are cast to float32 and autocast is off inside."""
+
+    @functools.wraps(forward)
+    def wrapper(self, prediction: Tensor, target: Tensor,
+                input_view: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        with torch.autocast(device_type=prediction.device.type, enabled=False):
+            return forward(self, prediction.float(), target.float(),
+                           None if input_view is None else input_view.float())
+
+    return wrapper
+
+
 class SsimL1Loss(nn.Module):
     """``ssim_weight · (1 - SSIM(pred, target)) + L1(pred, target)``: RWTH-GE's default loss.
 
@@ -267,6 +283,7 @@ class SsimL1Loss(nn.Module):
         self.crop_border = crop_border
         self.window, self.window_size, self.sigma = window, int(window_size), float(sigma)
 
+    @float32_loss
     def forward(self, prediction: Tensor, target: Tensor,
                 input_view: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Return the scalar loss and its detached parts ``ssim`` (the SSIM itself) and ``l1``."""
@@ -299,6 +316,7 @@ class NssimL1Loss(nn.Module):
             raise ValueError(f"eps={eps!r} is not valid; it must be positive")
         self.eps, self.data_range, self.crop_border = float(eps), float(data_range), crop_border
 
+    @float32_loss
     def forward(self, prediction: Tensor, target: Tensor,
                 input_view: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Return the scalar loss and detached batch means ``n_ssim``, ``ssim``, ``ssim_input``, ``l1``."""
@@ -314,6 +332,7 @@ class NssimL1Loss(nn.Module):
 class L1Loss(nn.Module):
     """Mean absolute error; ``input_view`` is accepted and ignored."""
 
+    @float32_loss
     def forward(self, prediction: Tensor, target: Tensor,
                 input_view: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Return the scalar loss and its detached copy as part ``l1``."""

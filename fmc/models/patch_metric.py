@@ -31,9 +31,12 @@ class PooledPatchNSSIM(Metric):
                        dist_reduce_fx="sum")
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor, input_view: torch.Tensor) -> None:
-        ssim_prediction = ssim3d(prediction.detach().float(), target.float(), self.data_range,
-                                 reduction="none")
-        ssim_input = ssim3d(input_view.float(), target.float(), self.data_range, reduction="none")
+        # float32 whatever the trainer's precision (bf16-mixed on a GPU): see float32_loss.
+        with torch.autocast(device_type=prediction.device.type, enabled=False):
+            ssim_prediction = ssim3d(prediction.detach().float(), target.float(), self.data_range,
+                                     reduction="none")
+            ssim_input = ssim3d(input_view.float(), target.float(), self.data_range,
+                                reduction="none")
         self.gain += (ssim_prediction - ssim_input).sum().double()
         self.headroom += (1.0 - ssim_input).clamp_min(0).sum().double()
 

@@ -168,3 +168,32 @@ def test_uniform_window_with_crop_equals_the_challenge_ssim():
     assert float(value) == pytest.approx(1 - float(parts["ssim"]) + float(parts["l1"]), rel=1e-5)
     with pytest.raises(ValueError, match="window='box'"):
         SsimL1Loss(window="box")
+
+
+@pytest.mark.parametrize("name", ["ssim_l1", "nssim_l1", "l1"])
+def test_losses_stay_float32_under_mixed_precision(name):
+    """trainer=gpu trains in bf16-mixed: the SSIM losses must not lose their digits to it."""
+    from fmc.models.losses import build_loss
+
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand((1, 1, 16, 32, 32), generator=generator)
+    prediction = (target + 0.05 * torch.randn(target.shape, generator=generator)).requires_grad_()
+    view = target * 0.8
+    loss = build_loss(name)
+    expected, _ = loss(prediction, target, view)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mixed, _ = loss(prediction.bfloat16(), target.bfloat16(), view.bfloat16())
+    assert mixed.dtype == torch.float32
+    # Only the bf16 rounding of the inputs differs, not the arithmetic.
+    rounded, _ = loss(prediction.bfloat16().float(), target.bfloat16().float(),
+                      view.bfloat16().float())
+    torch.testing.assert_close(mixed, rounded, rtol=1e-6, atol=1e-6)
+    assert torch.isfinite(expected)
+
+
+def test_trainer_gpu_is_bf16_mixed():
+    from omegaconf import OmegaConf
+
+    from fmc.core.cli import CONFIG_DIR
+
+    assert OmegaConf.load(f"{CONFIG_DIR}/trainer/gpu.yaml").precision == "bf16-mixed"
