@@ -25,6 +25,7 @@ from fmc.training.profile import profile_choice
 from fmc.training.results import (
     best_selection,
     calibrate_fallback,
+    log_model_artifact,
     run_metrics,
     score_test_volumes,
 )
@@ -118,6 +119,8 @@ def train(cfg: DictConfig) -> float | None:
             for key, value in metrics.items():
                 if key.startswith(("best/", "final/", "test/")) and value is not None:
                     summary[key] = value
+            if cfg.logger.get("log_model"):
+                log_model_artifact(logger, str(cfg.run_name), metrics)
         best = selection["score"]
         log.info("best %s %s, checkpoint %s", selection["metric"],
                  None if best is None else f"{float(best):.4f}", selection["checkpoint"])

@@ -133,3 +133,23 @@ def score_test_volumes(cfg: DictConfig, datamodule, selection: dict[str, Any],
     log.info("test N_SSIM (challenge metric, %d whole volumes): %.4f", len(scores),
              result.get("test/n_ssim", float("nan")))
     return result
+
+
+def log_model_artifact(logger, run_name: str, metrics: dict[str, Any]) -> None:
+    """Upload the run's selected checkpoint (else ``last.ckpt``) to W&B as a ``model`` artifact
+    named ``model-<run_name>``, aliased ``best`` and ``latest``, the run's scores as metadata.
+
+    Lightning's own ``log_model`` follows ModelCheckpoint callbacks only; fmc selects by whole
+    validation volumes (:mod:`fmc.training.volume_validation`), so it logs the choice itself.
+    """
+    import wandb
+
+    path = metrics.get("best/checkpoint") or metrics.get("last_checkpoint")
+    if not path or not Path(path).is_file():
+        log.warning("logger.log_model: no checkpoint to log")
+        return
+    scores = {k: v for k, v in metrics.items()
+              if k.startswith(("best/val", "test/n_ssim")) and isinstance(v, (int, float))}
+    artifact = wandb.Artifact(f"model-{run_name}", type="model", metadata=scores)
+    artifact.add_file(str(path), name=Path(path).name)
+    logger.experiment.log_artifact(artifact, aliases=["best", "latest"])

@@ -272,8 +272,8 @@ def test_every_experiment_smoke_runs(h5_root: Path, tmp_path: Path, experiment: 
 def test_wandb_offline_run_has_name_group_flat_config_and_panel(h5_root: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
     args = [a for a in TINY_RUN if not a.startswith("logger=")]
-    result = run_in_process("fmc.train", *args, "logger=wandb", f"data.root={h5_root}",
-                            run_dir=run_dir, env={"WANDB_MODE": "offline"})
+    result = run_in_process("fmc.train", *args, "logger=wandb", "logger.log_model=true",
+                            f"data.root={h5_root}", run_dir=run_dir, env={"WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -284,6 +284,8 @@ def test_wandb_offline_run_has_name_group_flat_config_and_panel(h5_root: Path, t
     assert list((runs[0] / "files" / "media" / "images").rglob("*.png"))  # val/panel
     assert b"best/val_n_ssim" in record and b"final/val_n_ssim" in record  # summary metrics
     assert b"test/n_ssim/study1" in record  # the challenge score of the test volumes
+    # logger.log_model: the selected checkpoint as a model artifact, scores as its metadata.
+    assert b"model-study1_nucleus_raw_distance_ssim_l1" in record and b"latest" in record
 
 
 def test_channels_last_changes_the_layout_not_the_numbers(tmp_path: Path):
