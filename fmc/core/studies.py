@@ -194,22 +194,6 @@ STUDIES: dict[int, StudyProfile] = load_studies()
 EMBEDDED_STUDIES: tuple[int, ...] = tuple(n for n, p in STUDIES.items() if p.embedded)
 
 
-def study_facts(studies: Any = "all") -> dict[str, dict[str, Any]]:
-    """Plain facts of ``studies`` (numbers, or "all") by study number, for configs and loggers."""
-    from dataclasses import asdict
-
-    numbers = list(STUDIES) if str(studies).lower() == "all" else [int(s) for s in studies]
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    return {str(n): plain(asdict(get_profile(n))) for n in numbers}
-
-
 def get_profile(study: int | str) -> StudyProfile:
     """Return the profile of ``study`` or raise a :class:`FmcConfigError` listing valid values."""
     try:

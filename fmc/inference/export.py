@@ -21,10 +21,10 @@ import torch
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import atomic_path
+from fmc.models.module import confidence_blend
 
 FORMATS = ("torchscript", "onnx")
 TOLERANCE = 1e-4
-SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,6 @@ class TileFunction(torch.nn.Module):
         out = self.net(inputs)
         if not self.confidence:
             return out
-        from fmc.models.module import confidence_blend
-
         return confidence_blend(inputs, out, self.net.residual)[0]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-PROFILES = ("auto", "cpu", "gpu")
 # Hydra's command-line options that take a value (``--info`` takes one only from its choices).
 _VALUE_OPTIONS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
                   "-cn", "--config-dir", "-cd", "--experimental-rerun"}
