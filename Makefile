@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install --quiet -e ".[dev,export,monai,napari,zarr,hpo]"
+	$(PY) -m pip install --quiet -e ".[dev,export,monai,napari,zarr,hpo,bioimageio]"
 	@touch $(STAMP)
 
 test: $(STAMP)

@@ -23,7 +23,7 @@ from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import atomic_path
 from fmc.models.module import confidence_blend
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "bioimageio")
 TOLERANCE = 1e-4
 
 
@@ -121,9 +121,28 @@ def card_text(model, checkpoint: Path, fmt: str, path: Path, difference: float) 
         f"{difference:.2e} (limit {TOLERANCE:g})", ""])
 
 
+def default_sample(model) -> Path:
+    """A prepared volume of the embedded dataset for ``model``'s test tensors: the first of its
+    study and content, else of its content."""
+    from fmc.io.h5 import read_attrs
+    from fmc.preprocessing.embedded import prepare_default_dataset
+
+    root = prepare_default_dataset()
+    content = model.hparams.get("content")
+    candidates = sorted(root.glob(f"*_{content}_angle.h5")) or sorted(root.glob("*_angle.h5"))
+    same_study = [p for p in candidates
+                  if str(read_attrs(p).get("study")) == str(model.hparams.get("study"))]
+    return (same_study or candidates)[0]
+
+
 def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
-                      tile: tuple[int, int, int] | None = None) -> ExportResult:
+                      tile: tuple[int, int, int] | None = None, sample: str | Path | None = None,
+                      zoo: dict | None = None) -> ExportResult:
     """Export ``checkpoint`` as ``fmt`` to ``out``, check it on a tile and write its card.
+
+    ``sample`` (an ``fmc.prepare`` angle H5 file; default: the embedded dataset's) and ``zoo``
+    (``name``, ``authors``, ``license``) serve ``fmt="bioimageio"``
+    (:mod:`fmc.inference.model_zoo`).
 
     Raises
     ------
@@ -140,6 +159,9 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
     checkpoint, out = Path(checkpoint), Path(out)
     model = load_model(checkpoint).float().eval()
     example = example_tile(model, tile)
+    if fmt == "bioimageio":
+        return _export_bioimageio(model, checkpoint, out, tuple(example.shape[2:]), sample,
+                                  dict(zoo or {}))
     with torch.no_grad():
         expected = model(example).numpy()
     exported = (export_torchscript if fmt == "torchscript" else export_onnx)(model, example, out)
@@ -159,4 +181,21 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
             "divisor": model.net.required_divisor, "patch_size": list(model.hparams.patch_size),
             "spacing_zyx": model.hparams.get("spacing_zyx"), "max_abs_difference": difference},
             indent=2) + "\n")
+    return ExportResult(out, card, difference)
+
+
+def _export_bioimageio(model, checkpoint: Path, out: Path, tile: tuple[int, ...],
+                       sample: str | Path | None, zoo: dict) -> ExportResult:
+    from fmc.inference.model_zoo import export_bioimageio, zoo_card
+
+    sample = Path(str(sample)) if sample is not None else default_sample(model)
+    if not sample.is_file():
+        raise FmcInputError(f"sample={sample}: no such file (give an angle H5 file written by "
+                            "python -m fmc.prepare)")
+    difference = export_bioimageio(model, checkpoint, out, sample, tile, name=zoo.get("name"),
+                                   authors=list(zoo.get("authors") or ["fmc"]),
+                                   license_id=str(zoo.get("license", "MIT")))
+    card = out.with_suffix(out.suffix + ".md")
+    with atomic_path(card) as temporary:
+        temporary.write_text(zoo_card(model, checkpoint))
     return ExportResult(out, card, difference)

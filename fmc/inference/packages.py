@@ -66,15 +66,22 @@ def model_card(registry: ModelRegistry, names: list[str]) -> str:
                   f"{hp.get('features')} features, depth {hp.get('depth')}, norm {hp.get('norm')}",
                   f"- training patch {hp.get('patch_size')}, spacing {hp.get('spacing_zyx')} µm; "
                   f"fallback {hp.get('fallback', 'none')}"]
-        metrics = entry.ckpt.parent.parent / METRICS_FILE
-        if metrics.is_file():
-            scores = json.loads(metrics.read_text())
-            shown = {k: v for k, v in scores.items() if k.startswith(("best/val", "test/n_ssim"))
-                     and isinstance(v, (int, float))}
-            lines += [f"- {key}: {value:+.4f}" for key, value in sorted(shown.items())]
-            lines.append(f"- run: {scores.get('run_name')}, {scores.get('global_step')} steps")
+        lines += run_score_lines(entry.ckpt)
         lines.append("")
     return "\n".join(lines)
+
+
+def run_score_lines(checkpoint: Path) -> list[str]:
+    """Markdown bullets of the scores of the training run that wrote ``checkpoint`` (its
+    ``metrics.json``: best validation and test N_SSIM, run name, steps); none when not found."""
+    metrics = Path(checkpoint).parent.parent / METRICS_FILE
+    if not metrics.is_file():
+        return []
+    scores = json.loads(metrics.read_text())
+    shown = {k: v for k, v in scores.items() if k.startswith(("best/val", "test/n_ssim"))
+             and isinstance(v, (int, float))}
+    return [*(f"- {key}: {value:+.4f}" for key, value in sorted(shown.items())),
+            f"- run: {scores.get('run_name')}, {scores.get('global_step')} steps"]
 
 
 def export_package(source: str | Path, out: str | Path) -> Path:
