@@ -18,7 +18,7 @@ FMC = Path(__file__).resolve().parent.parent / "fmc"
 STAGES = ("core", "io", "simulation", "preprocessing", "data", "models", "inference", "evaluation",
           "training", "reporting")
 COMMANDS = ("train", "predict", "evaluate", "prepare", "synth", "report", "challenge",
-            "registry", "export")
+            "registry", "export", "view")
 MAX_LINES = 400
 
 
