@@ -23,7 +23,8 @@ from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import remove_stale_parts, writable_folder
 from fmc.core.naming import H5_SUFFIXES, TIFF_SUFFIXES, is_ground_truth, is_zarr, volume_stem
 from fmc.inference.network_input import NetworkInput, open_volume
-from fmc.inference.tiling import AMP_CHOICES, WEIGHTINGS, flip_combinations, iter_predicted_slabs
+from fmc.inference.precision import AMP_CHOICES
+from fmc.inference.tiling import WEIGHTINGS, flip_combinations, iter_predicted_slabs
 from fmc.models.fallback import FALLBACK_CHOICES, PlaneBuffer, make_fallback, resolve_fallback
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ def load_model(path: str | Path, device: str = "cpu"):
         raise FmcInputError(f"ckpt={path}: no such checkpoint")
     read_checkpoint(path)  # the clear refusals first: code, bare state_dicts, other files
     try:
-        model = FusionModule.load_from_checkpoint(path, map_location=device, weights_only=True)
+        # Trained with model.compile=true or not, prediction compiles only when asked.
+        model = FusionModule.load_from_checkpoint(path, map_location=device, weights_only=True,
+                                                  compile=False)
     except Exception as error:  # noqa: BLE001 - any failure means "not a usable checkpoint"
         raise FmcInputError(f"{path}: {describe_load_error(error)}") from None
     first = next(iter(model.net.parameters()))
@@ -97,7 +100,7 @@ class PredictSettings:
     overlap : float
         Fraction of a tile shared with its neighbours.
     batch_size : int
-        Tiles per forward pass.
+        Tiles per forward pass (halved, down to 1, when a GPU runs out of memory).
     weighting : str
         ``gaussian``, ``constant`` or ``roof`` (RWTH-GE's window, with ``roof_crop``).
     roof_crop : tuple of 3 ints
@@ -112,6 +115,8 @@ class PredictSettings:
     amp : str
         ``none``, ``bf16`` or ``fp16``: the network's precision on each tile (blending stays
         float32). ``none`` on the CPU; the GPU default awaits a GPU measurement.
+    compile : bool
+        Run the network through ``torch.compile`` (once per model; pays off over many tiles).
     output_format : str
         ``tiff`` (the input's name) or ``ome-zarr`` (``<name>.ome.zarr``: chunks written slab by
         slab, the voxel size in the NGFF metadata; the ``zarr`` extra).
@@ -135,6 +140,7 @@ class PredictSettings:
     tiff_tiles: bool = _key(bool, "true or false")
     output_format: str = _key(str, "a name")
     amp: str = _key(str, "a name")
+    compile: bool = _key(bool, "true or false")
     buffer_threshold_gb: float = _key(float, "a number")
     progress: bool = _key(bool, "true or false")
 
@@ -205,6 +211,8 @@ def predict_file(model, source: str | Path, output: str | Path, settings: Predic
         _warn_on_mismatch(model, opened.meta, source)
         patch = _tile_for(model, settings)
         device = next(model.parameters()).device
+        if settings.compile and not model.compiled:
+            model.compile_network()
         slabs = iter_predicted_slabs(
             network_input, model, patch, overlap=settings.overlap,
             batch_size=settings.batch_size, weighting=settings.weighting,

@@ -16,7 +16,6 @@ accumulator: the summed weights are the outer product of three 1D sums.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import sys
@@ -27,9 +26,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from fmc.inference.precision import OutOfMemoryHalving
+
 WEIGHTINGS = ("gaussian", "constant", "roof")
-# Mixed precision of prediction: the network in bfloat16 or float16, the blend in float32.
-AMP_CHOICES = ("none", "bf16", "fp16")
 # RWTH-GE's Docker inference zeroed this many voxels (ZYX) at each face of its roof window.
 RWTH_GE_ROOF_CROP = (5, 15, 15)
 # Every voxel of a tile keeps at least this share of the peak weight (per axis for separable
@@ -294,6 +293,7 @@ def iter_predicted_slabs(source: SlabSource, predict: Callable[[torch.Tensor], t
         return base, np.ascontiguousarray(full[:, :shape[1], :shape[2]])
 
     bar = _progress_bar(len(starts[0]) * len(lateral), progress)
+    memory = OutOfMemoryHalving()
     try:
         with torch.inference_mode():
             for z in starts[0]:
@@ -311,9 +311,8 @@ def iter_predicted_slabs(source: SlabSource, predict: Callable[[torch.Tensor], t
                     windows = [(slice(0, patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
                                for y, x in batch]
                     inputs = torch.from_numpy(np.stack([slab[(slice(None), *w)] for w in windows]))
-                    with autocast(device, amp):  # the network in low precision, if asked
-                        predictions = forward(inputs.to(device))
-                    predictions = predictions.float().cpu()[:, 0]  # accumulated in float32
+                    predictions = memory.run(lambda part: forward(part.to(device)), inputs,
+                                             device, amp)
                     for window, prediction in zip(windows, predictions, strict=True):
                         accumulator[window] += (prediction * weight_tensor).numpy()
                         weights.add(window)
@@ -324,20 +323,6 @@ def iter_predicted_slabs(source: SlabSource, predict: Callable[[torch.Tensor], t
     finally:
         if bar is not None:
             bar.close()
-
-
-def autocast(device: str | torch.device, amp: str):
-    """``torch.autocast`` for ``amp`` (``bf16`` | ``fp16``) on ``device``; nothing for ``none``.
-
-    Only the network runs in low precision: the tiles' blend, the weights and the division stay
-    float32 (:func:`iter_predicted_slabs`).
-    """
-    if amp not in AMP_CHOICES:
-        raise ValueError(f"amp={amp!r}: choose one of {', '.join(AMP_CHOICES)}")
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def _progress_bar(total: int, enabled: bool):

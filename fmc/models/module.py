@@ -82,6 +82,9 @@ class FusionModule(L.LightningModule):
     change_limit : float, optional
         For ``fallback=calibrated``: the largest local change the network made on its
         validation volumes (set at the end of training).
+    compile : bool
+        Train through ``torch.compile`` (:meth:`compile_network`). Loading a checkpoint never
+        compiles (:func:`fmc.inference.prediction.load_model` passes ``compile=False``).
     """
 
     def __init__(self, channels: Sequence[str] = ("raw_image", "surface_distance"),
@@ -98,7 +101,7 @@ class FusionModule(L.LightningModule):
                  image_panel: bool = True, channels_last: bool = False,
                  confidence: str = "none", confidence_weight: float = 0.1,
                  fallback: str = "none", change_limit: float | None = None,
-                 network: str = "unet3d"):
+                 network: str = "unet3d", compile: bool = False):
         super().__init__()
         if confidence not in CONFIDENCES:
             raise ValueError(f"confidence={confidence!r}: choose one of {', '.join(CONFIDENCES)}")
@@ -114,6 +117,8 @@ class FusionModule(L.LightningModule):
                                  residual=residual)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last_3d)
+        if compile:
+            self.compile_network()
         self.loss_fn = build_loss(loss, **(loss_kwargs or {}))
         self.val_n_ssim = PooledPatchNSSIM()
         self.test_n_ssim = PooledPatchNSSIM()
@@ -124,6 +129,20 @@ class FusionModule(L.LightningModule):
         """Number of input channels the network expects."""
         return len(self.hparams.channels)
 
+    def compile_network(self) -> None:
+        """Run the network through ``torch.compile`` from now on.
+
+        The compiled wrapper is kept outside the module's children, so checkpoints hold the
+        plain network's weights (no ``_orig_mod.`` keys) and load without compiling:
+        prediction decides for itself (``compile=true``).
+        """
+        self.__dict__["_compiled_net"] = torch.compile(self.net)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether :meth:`compile_network` was called."""
+        return "_compiled_net" in self.__dict__
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.forward_parts(inputs)[0]
 
@@ -132,7 +151,7 @@ class FusionModule(L.LightningModule):
         """The output, and with a confidence head the raw prediction and the confidence logit."""
         if self.hparams.get("channels_last") and inputs.ndim == 5:
             inputs = inputs.contiguous(memory_format=torch.channels_last_3d)
-        out = self.net(inputs)
+        out = self.__dict__.get("_compiled_net", self.net)(inputs)
         if self.hparams.get("confidence", "none") != "head":
             return out, None, None
         return confidence_blend(inputs, out, self.net.residual)

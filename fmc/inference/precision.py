@@ -1,0 +1,70 @@
+"""The network's precision and memory on each batch of tiles: mixed precision (``amp``) with the
+blend kept in float32, and batches that shrink when a GPU runs out of memory.
+
+fmc accumulates the blended prediction on the CPU always (a numpy slab of ``patch_z`` planes),
+so the GPU holds only the network and one batch of tiles; when even that does not fit, the
+batch is halved (nnU-Net's first fallback) down to a single tile, then the run stops with one
+line saying what to change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+import torch
+
+from fmc.core.errors import FmcInputError
+
+log = logging.getLogger("fmc.predict")
+
+# Mixed precision of prediction: the network in bfloat16 or float16, the blend in float32.
+AMP_CHOICES = ("none", "bf16", "fp16")
+
+
+class OutOfMemoryHalving:
+    """Forward passes that survive a GPU running out of memory: the batch is split in halves
+    (down to one tile), and the smaller size is kept for the rest of the volume."""
+
+    def __init__(self) -> None:
+        self.limit: int | None = None
+
+    def run(self, forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+            device: str | torch.device, amp: str) -> torch.Tensor:
+        """``forward`` on ``inputs`` in parts of at most :attr:`limit` tiles; ``(N, Z, Y, X)``
+        float32 on the CPU (the blend accumulates there)."""
+        size = len(inputs) if self.limit is None else min(self.limit, len(inputs))
+        outputs, first = [], 0
+        while first < len(inputs):
+            part = inputs[first:first + size]
+            try:
+                with autocast(device, amp):  # the network in low precision, if asked
+                    outputs.append(forward(part).float().cpu()[:, 0])
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise FmcInputError(
+                        "the GPU ran out of memory on a single tile: give a smaller patch, "
+                        "amp=bf16, or device=cpu") from None
+                size = max(1, size // 2)
+                self.limit = size
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                log.warning("out of GPU memory: predicting %d tile(s) at a time", size)
+                continue
+            first += len(part)
+        return torch.cat(outputs)
+
+
+def autocast(device: str | torch.device, amp: str):
+    """``torch.autocast`` for ``amp`` (``bf16`` | ``fp16``) on ``device``; nothing for ``none``.
+
+    Only the network runs in low precision: the tiles' blend, the weights and the division stay
+    float32 (:func:`fmc.inference.tiling.iter_predicted_slabs`).
+    """
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp={amp!r}: choose one of {', '.join(AMP_CHOICES)}")
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)

@@ -1,0 +1,427 @@
+"""One prepared GPU benchmark: training steps/s, predict time against MONAI, peak memory, and the
+challenge budget per study, in one table (docs/benchmarks.md, "GPU").
+
+    python scripts/bench_gpu.py                   # on a GPU: ~6 minutes on an H100-class card
+    python scripts/bench_gpu.py --write-docs      # ... and put the table into docs/benchmarks.md
+    python scripts/bench_gpu.py --smoke           # tiny sizes on the CPU: checks the script runs
+
+It makes its own data (random-phantom volumes of each study's typical size) and measures:
+
+1. **train**: optimizer steps/s of fmc's GPU configuration (``profile=gpu``: UNet3D, 16 features,
+   depth 3, GroupNorm, confidence head, SSIM+L1; 64×256×256 patches, batch 1 and 2) through
+   Lightning with fmc's module, in ``32-true``, ``bf16-mixed`` and ``bf16-mixed`` + ``torch.compile``
+   (steps after a warm-up; patches already on the device, so the data loader is not measured).
+2. **loader**: training patches/s of fmc's data module at the GPU patch for 0, 2, 4, 8 workers
+   (CPU work: does the loader keep up with the steps of 1.?).
+3. **predict**: ``fmc.inference.prediction.predict_file`` (read, distance channel, tiles, blend,
+   write) on a study-1-sized volume with ``amp=none`` and ``amp=bf16`` and a study-5-sized one with
+   ``amp=bf16``, the default window and overlap; and MONAI's ``sliding_window_inference`` on the same network,
+   tiles, overlap and Gaussian blend over the study-1-sized input already in memory, against
+   fmc's tile loop on the same input.
+4. **budget**: per-case minutes for each study's typical volume from the measured seconds per
+   tile of the full study-5 run, at overlap 0.5 and 0.25.
+
+Peak GPU memory (``torch.cuda.max_memory_allocated``) is reported per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DOCS = ROOT / "docs" / "benchmarks.md"
+MARK_START, MARK_END = "<!-- bench_gpu:start -->", "<!-- bench_gpu:end -->"
+
+
+@dataclass
+class Sizes:
+    """What to measure at: the GPU sizes, or tiny ones for ``--smoke``."""
+
+    patch: tuple[int, int, int] = (64, 256, 256)
+    features: int = 16
+    batches: tuple[int, ...] = (1, 2)
+    steps: int = 30
+    warmup: int = 5
+    study1: tuple[int, int, int] = (222, 731, 860)
+    study5: tuple[int, int, int] = (309, 1920, 1920)
+    workers: tuple[int, ...] = (0, 2, 4, 8)
+    loader_patches: int = 40
+    volumes: dict = field(default_factory=dict)
+
+
+# (precision, torch.compile, channels_last_3d): fmc's trainer=gpu is the second row.
+TRAIN_VARIANTS = (("32-true", False, True), ("bf16-mixed", False, True),
+                  ("bf16-mixed", True, True), ("bf16-mixed", False, False))
+SMOKE = Sizes(patch=(16, 32, 32), features=4, batches=(1,), steps=2, warmup=1,
+              study1=(24, 48, 56), study5=(32, 64, 64), workers=(0, 1), loader_patches=4)
+
+
+@dataclass
+class Row:
+    section: str
+    what: str
+    value: str
+    peak_gb: float | None = None
+    note: str = ""
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    import platform
+
+    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def reset_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gb(device: str) -> float | None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**30
+    return None
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def gpu_module(sizes: Sizes, compile_network: bool = False, channels_last: bool = True):
+    """fmc's GPU-profile module, as ``python -m fmc.train profile=gpu`` builds it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fmc.core.cli import CONFIG_DIR
+    from fmc.training.builders import build_module
+
+    GlobalHydra.instance().clear()
+    overrides = ["profile=gpu", "study=1", "content=nucleus", f"model.features={sizes.features}",
+                 f"data.patch_size=[{','.join(map(str, sizes.patch))}]",
+                 f"model.compile={str(compile_network).lower()}",
+                 f"model.channels_last={str(channels_last).lower()}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    return build_module(cfg, {"spacing_zyx": [1.0, 0.195, 0.195], "study": 1,
+                              "content": "nucleus"})
+
+
+class _Timer:
+    """A Lightning callback timing the steps after ``warmup``."""
+
+    def __init__(self, warmup: int, device: str) -> None:
+        import lightning as L
+
+        outer = self
+
+        class Callback(L.Callback):
+            def on_train_batch_end(self, trainer, *args) -> None:
+                if trainer.global_step == warmup:
+                    synchronize(device)
+                    outer.start = time.perf_counter()
+
+        self.callback = Callback()
+        self.start = None
+
+
+def train_steps_per_second(sizes: Sizes, batch: int, precision: str, compile_network: bool,
+                           device: str, channels_last: bool = True) -> tuple[float, float | None]:
+    import lightning as L
+    from torch.utils.data import DataLoader, Dataset
+
+    class Patches(Dataset):  # patches already in memory: the step alone is measured
+        def __init__(self) -> None:
+            generator = torch.Generator().manual_seed(0)
+            shape = (2, *sizes.patch)
+            self.input = torch.rand(shape, generator=generator)
+            self.target = self.input[:1] * 0.8 + 0.1
+
+        def __len__(self) -> int:
+            return 10**6
+
+        def __getitem__(self, index: int) -> dict:
+            return {"input": self.input, "target": self.target}
+
+    module = gpu_module(sizes, compile_network, channels_last)
+    timer = _Timer(sizes.warmup, device)
+    total = sizes.warmup + sizes.steps
+    trainer = L.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1,
+                        precision=precision, max_steps=total, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, callbacks=[timer.callback])
+    reset_peak(device)
+    trainer.fit(module, DataLoader(Patches(), batch_size=batch, pin_memory=device != "cpu"))
+    synchronize(device)
+    return sizes.steps / (time.perf_counter() - timer.start), peak_gb(device)
+
+
+def phantom(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """A cheap uint16 phantom of any size: an ellipsoidal specimen of bright spots on noise
+    (made plane by plane so that a study-5 volume needs no volume-sized float temporaries)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = shape
+    volume = np.empty(shape, np.uint16)
+    yy, xx = np.mgrid[0:y, 0:x]
+    for plane in range(z):
+        inside = ((yy / y - 0.5) ** 2 + (xx / x - 0.5) ** 2 + (plane / z - 0.5) ** 2) < 0.16
+        values = rng.poisson(100, size=(y, x)).astype(np.float32)
+        values[inside] += 300 * (rng.random(inside.sum()) > 0.97)
+        volume[plane] = np.clip(values, 0, 65535).astype(np.uint16)
+    return volume
+
+
+def write_study_volume(folder: Path, study: int, shape) -> Path:
+    from fmc.io.metadata import VolumeMeta
+    from fmc.io.tiff import write_volume
+
+    spacing = {1: (1.0, 0.195, 0.195), 5: (1.01, 0.388, 0.388)}[study]
+    path = folder / f"image_{study}_nucleus_angle.tif"
+    write_volume(path, phantom(shape, study), VolumeMeta(study=study, content="nucleus",
+                                                         spacing_zyx=spacing))
+    return path
+
+
+def save_module(module, path: Path) -> Path:
+    import lightning as L
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def predict_seconds(checkpoint: Path, volume: Path, out: Path, device: str, amp: str
+                    ) -> tuple[float, int, float | None]:
+    from fmc.inference.prediction import default_settings, load_model, predict_file
+    from fmc.inference.tiling import tile_count
+
+    settings = default_settings(amp=amp, progress=False).check()
+    model = load_model(checkpoint, device=device)
+    from fmc.io.tiff import TiffVolume
+
+    with TiffVolume(volume) as opened:
+        shape = opened.shape
+    tiles = tile_count(shape, model.hparams.patch_size, settings.overlap)
+    reset_peak(device)
+    start = time.perf_counter()
+    predict_file(model, volume, out, settings)
+    synchronize(device)
+    return time.perf_counter() - start, tiles, peak_gb(device)
+
+
+def monai_against_fmc(checkpoint: Path, volume: Path, device: str, amp: str
+                      ) -> tuple[float, float, int]:
+    """The same tiles, overlap, batch and Gaussian blend: MONAI's sliding window and fmc's tile
+    loop over one in-memory input; seconds for each and the tile count."""
+    from monai.inferers import sliding_window_inference
+
+    from fmc.inference.network_input import NetworkInput, open_volume
+    from fmc.inference.precision import autocast
+    from fmc.inference.prediction import default_settings, load_model
+    from fmc.inference.tiling import ArraySource, iter_predicted_slabs, tile_count
+
+    settings = default_settings(progress=False)
+    model = load_model(checkpoint, device=device)
+    patch = tuple(int(p) for p in model.hparams.patch_size)
+    opened = open_volume(volume)
+    try:
+        network_input = NetworkInput(opened, model.hparams.channels,
+                                     model.hparams.get("channel_scales_um"), fallback_study=1)
+        channels = network_input.slab(0, network_input.shape[0])
+    finally:
+        opened.close()
+    tiles = tile_count(channels.shape[1:], patch, settings.overlap)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in iter_predicted_slabs(ArraySource(channels), model, patch, settings.overlap,
+                                  settings.batch_size, device=device, amp=amp):
+        pass
+    synchronize(device)
+    fmc_seconds = time.perf_counter() - start
+    inputs = torch.from_numpy(channels[None])
+    start = time.perf_counter()
+    with torch.inference_mode(), autocast(device, amp):
+        sliding_window_inference(inputs, patch, settings.batch_size, model, settings.overlap,
+                                 mode="gaussian", sw_device=device, device="cpu")
+    synchronize(device)
+    return fmc_seconds, time.perf_counter() - start, tiles
+
+
+def loader_patches_per_second(root: Path, sizes: Sizes, workers: int) -> float:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fmc.core.cli import CONFIG_DIR
+    from fmc.training.builders import build_datamodule
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            "profile=gpu", "study=1", "content=nucleus", f"data.root={root}",
+            f"data.num_workers={workers}", f"data.patch_size=[{','.join(map(str, sizes.patch))}]"])
+    datamodule = build_datamodule(cfg, root)
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    iterator = iter(loader)
+    next(iterator)  # workers started
+    start = time.perf_counter()
+    seen = 0
+    while seen < sizes.loader_patches:
+        seen += len(next(iterator)["input"])
+    return seen / (time.perf_counter() - start)
+
+
+def prepared_training_data(folder: Path, sizes: Sizes) -> Path:
+    from fmc.preprocessing.conversion import convert_folder
+    from fmc.preprocessing.splits import write_lists
+    from fmc.simulation.synth import write_pair
+
+    raw = folder / "train_raw"
+    shape = tuple(int(p * 1.25) for p in sizes.patch)
+    for index in range(3):
+        write_pair(raw, 1, "nucleus", index, shape=shape, scale=1.0)
+    root = folder / "train_h5"
+    convert_folder(raw, root, progress=False)
+    write_lists(root)
+    return root
+
+
+def budget_rows(seconds_per_tile: float, sizes_label: str) -> list[Row]:
+    from fmc.core.studies import STUDIES
+    from fmc.inference.tiling import tile_count
+
+    rows = []
+    for study, facts in sorted(STUDIES.items()):
+        shape = tuple(int(n) for n in facts.typical_shape)
+        parts = []
+        for overlap in (0.5, 0.25):
+            tiles = tile_count(shape, (64, 256, 256), overlap)
+            parts.append(f"{tiles} tiles at {overlap}: {tiles * seconds_per_tile / 60:.1f} min")
+        rows.append(Row("budget", f"study {study} {'×'.join(map(str, shape))}", "; ".join(parts),
+                        note=sizes_label))
+    return rows
+
+
+def run(sizes: Sizes, device: str, sections: set[str], work: Path) -> list[Row]:
+    rows: list[Row] = []
+    if "train" in sections:
+        for batch in sizes.batches:
+            for precision, compiled, channels_last in TRAIN_VARIANTS:
+                if batch != sizes.batches[0] and not channels_last:
+                    continue  # the memory layout is compared once, at the first batch size
+                if device == "cpu":  # bf16 on a CPU is far slower: the smoke run stays float32
+                    precision = "32-true"
+                steps, peak = train_steps_per_second(sizes, batch, precision, compiled, device,
+                                                     channels_last)
+                label = precision + (" + compile" if compiled else "") + \
+                    ("" if channels_last else ", channels_last off")
+                rows.append(Row("train", f"{label}, batch {batch}", f"{steps:.2f} steps/s", peak,
+                                f"patch {'×'.join(map(str, sizes.patch))}"))
+                print(rows[-1], flush=True)
+    if "loader" in sections:
+        root = prepared_training_data(work, sizes)
+        for workers in sizes.workers:
+            rate = loader_patches_per_second(root, sizes, workers)
+            rows.append(Row("loader", f"{workers} workers", f"{rate:.2f} patches/s"))
+            print(rows[-1], flush=True)
+    seconds_per_tile = None
+    if sections & {"predict", "budget", "monai"}:
+        checkpoint = save_module(gpu_module(sizes), work / "gpu.ckpt")
+        volumes = {1: write_study_volume(work, 1, sizes.study1)}
+        if sections & {"predict", "budget"}:
+            volumes[5] = write_study_volume(work, 5, sizes.study5)
+            for study in (1, 5):
+                # study 5 (1764 tiles, 4.6 GB written) once, with the faster amp: 8 minutes
+                for amp in ("none",) if device == "cpu" else ("none", "bf16") if study == 1 \
+                        else ("bf16",):
+                    seconds, tiles, peak = predict_seconds(checkpoint, volumes[study],
+                                                           work / f"out_{study}_{amp}", device, amp)
+                    rows.append(Row("predict", f"study {study}-sized, amp={amp}",
+                                    f"{seconds:.1f} s ({tiles} tiles, {seconds / tiles:.3f} s/tile)",
+                                    peak, "×".join(map(str, sizes.study1 if study == 1
+                                                       else sizes.study5))))
+                    print(rows[-1], flush=True)
+                    if study == 5:
+                        seconds_per_tile = min(seconds_per_tile or np.inf, seconds / tiles)
+        if "monai" in sections:
+            for amp in ("none",) if device == "cpu" else ("none", "bf16"):
+                fmc_s, monai_s, tiles = monai_against_fmc(checkpoint, volumes[1], device, amp)
+                rows.append(Row("monai", f"same {tiles} tiles, amp={amp}",
+                                f"fmc {fmc_s:.1f} s, MONAI {monai_s:.1f} s "
+                                f"(fmc/MONAI {fmc_s / monai_s:.2f})"))
+                print(rows[-1], flush=True)
+    if "budget" in sections and seconds_per_tile is not None:
+        rows += budget_rows(seconds_per_tile, f"{seconds_per_tile:.3f} s/tile (study-5 run, "
+                                               "best amp)")
+    return rows
+
+
+def table(rows: list[Row], name: str, command: str) -> str:
+    lines = [f"GPU: **{name}**, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; "
+             f"`{command}`", "", "| section | what | result | peak GPU memory | note |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        memory = "" if row.peak_gb is None else f"{row.peak_gb:.1f} GiB"
+        lines.append(f"| {row.section} | {row.what} | {row.value} | {memory} | {row.note} |")
+    return "\n".join(lines)
+
+
+def write_docs(text: str) -> None:
+    docs = DOCS.read_text()
+    block = f"{MARK_START}\n{text}\n{MARK_END}"
+    if MARK_START in docs:
+        docs = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: block, docs,
+                      flags=re.S)
+    else:
+        docs = docs.rstrip() + "\n\n## GPU (scripts/bench_gpu.py)\n\n" + block + "\n"
+    DOCS.write_text(docs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (the CPU, tests)")
+    parser.add_argument("--sections", default="train,loader,predict,monai,budget")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON lines here")
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else Sizes()
+    sections = set(args.sections.split(","))
+    if args.device == "cpu" and not args.smoke and sections - {"loader"}:
+        print("no GPU: give --smoke to check the script on the CPU (or --sections loader: the "
+              "data loader is CPU work)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="fmc-bench-gpu-") as work:
+        rows = run(sizes, args.device, sections, Path(work))
+    command = "python scripts/bench_gpu.py" + (" --smoke" if args.smoke else "")
+    text = table(rows, device_name(args.device), command)
+    print(text)
+    if args.json:
+        with args.json.open("a") as handle:
+            for row in rows:
+                handle.write(json.dumps({**row.__dict__, "device": device_name(args.device)}) + "\n")
+    if args.write_docs:
+        write_docs(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
