@@ -12,6 +12,7 @@ import torch
 from fmc.io.tiff import read_volume
 from tests.conftest import TINY_RUN, run_in_process
 
+
 @pytest.mark.slow  # a compiled fit and a compiled prediction: about a minute on 2 cores
 def test_a_compiled_run_saves_plain_weights_and_predicts_the_same(h5_root: Path,
                                                                   raw_and_h5, tmp_path: Path):
