@@ -56,9 +56,10 @@ def test_rwth_ge_is_the_seed_network():
 def test_profiles_are_configuration():
     cpu = compose_train("profile=cpu")
     assert cpu.model.features == 8 and list(cpu.data.patch_size) == [16, 64, 64]
-    assert cpu.data.batch_size == 2
+    assert cpu.data.batch_size == 2 and cpu.data.num_workers == 0  # workers: slower on 2 cores
     gpu = compose_train("profile=gpu")
     assert gpu.model.features == 16 and list(gpu.data.patch_size) == [64, 256, 256]
+    assert gpu.data.num_workers == 4  # loading overlaps the GPU step (docs/benchmarks.md)
     # An experiment keeps its network and batch; a key on the command line wins.
     seed = compose_train("profile=cpu", "experiment=rwth_ge")
     assert seed.model.features == 16 and seed.data.batch_size == 1
