@@ -186,7 +186,8 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
 
 def _export_bioimageio(model, checkpoint: Path, out: Path, tile: tuple[int, ...],
                        sample: str | Path | None, zoo: dict) -> ExportResult:
-    from fmc.inference.model_zoo import export_bioimageio, zoo_card
+    from fmc.inference.model_zoo import export_bioimageio
+    from fmc.inference.zoo_card import zoo_card
 
     sample = Path(str(sample)) if sample is not None else default_sample(model)
     if not sample.is_file():

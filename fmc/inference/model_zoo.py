@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import shutil
 import tempfile
 import warnings
@@ -33,7 +34,8 @@ import torch
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import atomic_path
 from fmc.core.normalization import PERCENTILE_HIGH, PERCENTILE_LOW
-from fmc.inference.packages import run_score_lines, sha256_of
+from fmc.inference.packages import sha256_of
+from fmc.inference.zoo_card import distance_scales, study_label, zoo_card
 
 log = logging.getLogger("fmc.export")
 
@@ -45,6 +47,7 @@ NETWORK_INPUT = "raw"
 NETWORK_OUTPUT = "fused"
 AXES = ("z", "y", "x")
 COVER_MIN_HEIGHT = 256
+ZOO_NAME = re.compile(r"[A-Za-z0-9_+\- ()]+")  # the spec's characters for a name
 
 
 class ZooTileFunction(torch.nn.Module):
@@ -61,15 +64,6 @@ class ZooTileFunction(torch.nn.Module):
     def forward(self, raw: torch.Tensor, *distances: torch.Tensor) -> torch.Tensor:
         scaled = [torch.tanh(d / s) for d, s in zip(distances, self.scales, strict=True)]
         return self.tile(torch.cat([raw, *scaled], dim=1))
-
-
-def distance_scales(module) -> list[float]:
-    """The µm scale of each distance channel of ``module``, in input order."""
-    from fmc.data.patches import CHANNELS
-
-    stored = dict(module.hparams.get("channel_scales_um") or {})
-    return [float(stored.get(name, CHANNELS[name].default_scale_um))
-            for name in module.hparams.channels[1:]]
 
 
 def architecture_source() -> str:
@@ -237,8 +231,8 @@ def describe(model, files: dict[str, Path], name: str, authors: list[str], licen
         weights["torchscript"]["parent"] = "pytorch_state_dict"
     return {
         "format_version": SPEC_VERSION, "type": "model", "name": name,
-        "description": (f"fmc: one light-sheet view to its multi-view fusion (study "
-                        f"{hp.get('study')}, {hp.get('content')})"),
+        "description": (f"fmc: one light-sheet view to its multi-view fusion "
+                        f"({study_label(model, ', ')}; {hp.get('content')})"),
         "authors": [{"name": author} for author in authors], "license": license_id,
         "cite": [{"text": "Fuse My Cells challenge, ISBI 2025",
                   "url": "https://fusemycells.grand-challenge.org/"}],
@@ -293,48 +287,6 @@ def write_package_files(model, folder: Path, sample: Path, tile: tuple[int, int,
     return files, float(np.max(np.abs(expected - reference)))
 
 
-def zoo_card(model, checkpoint: Path) -> str:
-    """The package's README.md: what the model does, its inputs and how to compute them, its
-    training configuration and the run's scores."""
-    hp = model.hparams
-    from fmc.data.patches import CHANNELS
-
-    distance_lines = [
-        f"- `{name}`: {CHANNELS[name].description.split(' → ')[0]}; the H5 dataset `data/{name}` that\n"
-        "  `python -m fmc.prepare input=RAW_DIR output=H5_DIR` writes for each view; the\n"
-        f"  network applies tanh(d / {scale:g} µm) itself"
-        for name, scale in zip(hp.channels[1:], distance_scales(model), strict=True)]
-    settings = {key: hp.get(key) for key in ("network", "features", "depth", "norm", "residual",
-                                            "confidence", "loss", "lr", "patch_size",
-                                            "spacing_zyx", "fallback")}
-    return "\n".join([
-        f"# fmc: study {hp.get('study')}, {hp.get('content')}", "",
-        "A 3D network that turns one light-sheet view into the quality of a multi-view fusion",
-        "(Fuse My Cells challenge, ISBI 2025), trained with `fmc` (`python -m fmc.train`).", "",
-        "## Inputs", "",
-        "- `raw`: the view as recorded. The package normalises it to (x - p2) / (p99.8 - p2)",
-        "  per sample; give the whole volume (as fmc does), not tiles normalised on their own.",
-        *distance_lines, "",
-        "## Output", "",
-        "- `fused`: the predicted fusion on the view's normalised scale.", "",
-        "## What stays in fmc", "",
-        "`python -m fmc.predict ckpt=CHECKPOINT input=... output=...` applies the same network",
-        "with a blended sliding window, computes the distance channels from the view, applies",
-        f"the whole-volume input fallback (`{hp.get('fallback', 'none')}`), which a zoo tile",
-        "function cannot, and writes float32 or, with `output_dtype=uint16`, the view's range.", "",
-        "## Weights", "",
-        "- " + ("`pytorch_state_dict` (with `fmc_network.py`, torch only) and `torchscript`"
-                if hp.get("network", "unet3d") == "unet3d" else
-                f"`torchscript` (the {hp.get('network')} network is MONAI's: no state-dict "
-                "architecture file without MONAI)"), "",
-        "## Training", "",
-        f"- checkpoint `{checkpoint.name}` (sha256 {sha256_of(checkpoint)[:16]}…)",
-        *(f"- {key}: {value}" for key, value in settings.items()),
-        *run_score_lines(checkpoint), "",
-        "Trained on one study's microscope and specimens: on other studies, check the score",
-        "first (fmc's leave-one-study-out table in its docs/benchmarks.md).", ""])
-
-
 def _first_failure(summary) -> str:
     for detail in summary.details:
         if detail.status == "failed":
@@ -370,7 +322,10 @@ def export_bioimageio(model, checkpoint: Path, out: Path, sample: Path,
         raise FmcConfigError("format=bioimageio needs the bioimageio extra: "
                              "pip install -e '.[bioimageio]'") from None
     hp = model.hparams
-    name = name or f"fmc study {hp.get('study')} {hp.get('content')}"
+    name = name or f"fmc {study_label(model, '-')} {hp.get('content')}"
+    if not ZOO_NAME.fullmatch(name):
+        raise FmcConfigError(f"zoo.name={name!r}: the zoo allows letters, digits, spaces and "
+                             "_ + - ( ) only")
     with tempfile.TemporaryDirectory(prefix="fmc-bioimageio-") as temporary:
         folder = Path(temporary)
         files, difference = write_package_files(model, folder, sample, tile)

@@ -125,3 +125,14 @@ def test_a_monai_network_travels_as_torchscript(sample: Path, tmp_path: Path):
         rdf = yaml.safe_load(package.read("rdf.yaml"))
     assert set(rdf["weights"]) == {"torchscript"}
     assert "`torchscript` (the monai_basicunet network" in (tmp_path / "monai.zip.md").read_text()
+
+
+def test_a_model_of_several_studies_gets_a_valid_zoo_name(sample: Path, tmp_path: Path):
+    checkpoint = trained_looking_checkpoint(tmp_path / "all.ckpt", study=[1, 2, 5])
+    result = export(checkpoint, sample, tmp_path / "all.zip")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with zipfile.ZipFile(tmp_path / "all.zip") as package:
+        rdf = yaml.safe_load(package.read("rdf.yaml"))
+    assert rdf["name"] == "fmc studies 1-2-5 nucleus"
+    result = export(checkpoint, sample, tmp_path / "bad.zip", "zoo.name=a/b")
+    assert_user_error(result, "zoo.name='a/b': the zoo allows letters, digits")
