@@ -31,7 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # A training run small enough for a test: a 4-feature net on 16×32×32 patches, two steps.
-TINY_RUN = ["study=1", "content=nucleus", "logger=csv",
+# A tiny UNet3D (depth 2: 16-voxel patch sides suffice); the default network, BasicUNet, has
+# four fixed downsamplings and its own short runs (tests/models/test_networks.py).
+TINY_RUN = ["study=1", "content=nucleus", "logger=csv", "model=unet3d",
             "model.features=4", "model.depth=2", "data.patch_size=[16,32,32]",
             "data.batch_size=1", "data.epoch_steps=1", "trainer.accelerator=cpu",
             "trainer.max_steps=2",

@@ -59,10 +59,10 @@ def zoo_card(model, checkpoint: Path) -> str:
         f"the whole-volume input fallback (`{hp.get('fallback', 'none')}`), which a zoo tile",
         "function cannot, and writes float32 or, with `output_dtype=uint16`, the view's range.", "",
         "## Weights", "",
-        "- " + ("`pytorch_state_dict` (with `fmc_network.py`, torch only) and `torchscript`"
-                if hp.get("network", "unet3d") == "unet3d" else
-                f"`torchscript` (the {hp.get('network')} network is MONAI's: no state-dict "
-                "architecture file without MONAI)"), "",
+        "- `pytorch_state_dict` (the architecture: `fmc_network.py`, generated from fmc's own "
+        "network code; its environment: `environment.yaml`"
+        + (", MONAI included" if hp.get("network", "unet3d") != "unet3d" else ", torch only")
+        + ") and `torchscript` (no Python code needed)", "",
         "## Training", "",
         f"- checkpoint `{checkpoint.name}` (sha256 {sha256_of(checkpoint)[:16]}…)",
         *(f"- {key}: {value}" for key, value in settings.items()),

@@ -11,7 +11,7 @@ from fmc.core.errors import FmcConfigError
 from fmc.core.studies import EMBEDDED_STUDIES, STUDIES, STUDY_DIR, load_studies, read_study_file
 from tests.conftest import run_command
 
-TINY_TRAIN = ["logger=none", "model.features=4", "model.depth=2", "data.patch_size=[8,16,16]",
+TINY_TRAIN = ["logger=none", "model=unet3d", "model.features=4", "model.depth=2", "data.patch_size=[8,16,16]",
               "data.batch_size=1", "data.epoch_steps=2", "trainer.max_steps=2",
               "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0",
               "callbacks.volume_validation.every_minutes=null"]

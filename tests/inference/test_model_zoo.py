@@ -115,16 +115,29 @@ def test_without_bioimageio_the_format_names_the_extra(checkpoint: Path, sample:
     assert_user_error(result, "pip install -e '.[bioimageio]'")
 
 
-def test_a_monai_network_travels_as_torchscript(sample: Path, tmp_path: Path):
+def test_a_monai_network_travels_with_both_weight_formats(sample: Path, tmp_path: Path):
     pytest.importorskip("monai")
+    from bioimageio.core import create_prediction_pipeline, load_model_description, predict
+
     checkpoint = trained_looking_checkpoint(tmp_path / "monai.ckpt", network="monai_basicunet",
                                             features=8, depth=4)
     result = export(checkpoint, sample, tmp_path / "monai.zip")
     assert result.returncode == 0, result.stderr[-2000:]
     with zipfile.ZipFile(tmp_path / "monai.zip") as package:
         rdf = yaml.safe_load(package.read("rdf.yaml"))
-    assert set(rdf["weights"]) == {"torchscript"}
-    assert "`torchscript` (the monai_basicunet network" in (tmp_path / "monai.zip.md").read_text()
+        environment = package.read("environment.yaml").decode()
+    assert set(rdf["weights"]) == {"pytorch_state_dict", "torchscript"}
+    assert "monai==" in environment and "torch==" in environment
+    assert "MONAI included" in (tmp_path / "monai.zip.md").read_text()
+    rng = np.random.default_rng(2)
+    raw = rng.gamma(2.0, 50.0, size=(16, 32, 48)).astype(np.float32)
+    distance = rng.normal(0, 40, size=raw.shape).astype(np.float32)
+    expected = fmc_prediction(checkpoint, raw, distance)
+    pipeline = create_prediction_pipeline(load_model_description(tmp_path / "monai.zip"),
+                                          weight_format="pytorch_state_dict")
+    got = predict(model=pipeline, inputs={"raw": raw[None, None],
+                                          "surface_distance": distance[None, None]})
+    np.testing.assert_allclose(np.asarray(got.members["fused"].data), expected, atol=1e-4)
 
 
 def test_a_model_of_several_studies_gets_a_valid_zoo_name(sample: Path, tmp_path: Path):

@@ -63,11 +63,18 @@ def test_a_network_that_cannot_take_the_depth_is_one_line():
         check_config(compose("model.network=resnet"))
 
 
-def test_fmc_train_runs_a_monai_network(h5_root: Path, tmp_path: Path):
-    result = run_in_process("fmc.train", "model=monai_segresnet", "study=1", "content=nucleus",
+@pytest.mark.parametrize("network", [["model=monai_segresnet", "model.depth=2"],
+                                     []], ids=["segresnet", "default_basicunet"])
+def test_fmc_train_runs_a_monai_network(h5_root: Path, tmp_path: Path, network: list[str]):
+    result = run_in_process("fmc.train", *network, "study=1", "content=nucleus",
                             f"data.root={h5_root}", "logger=none", "model.features=4",
-                            "model.depth=2", "data.patch_size=[16,32,32]", "data.epoch_steps=2",
+                            "data.patch_size=[16,32,32]", "data.epoch_steps=2",
                             "trainer.max_steps=2", "trainer.enable_progress_bar=false",
                             "trainer.num_sanity_val_steps=0", run_dir=tmp_path / "run")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    if not network:  # the default network is BasicUNet
+        from fmc.inference.prediction import load_model
+
+        model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
+        assert model.hparams.network == "monai_basicunet" and model.hparams.depth == 4

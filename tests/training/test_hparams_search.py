@@ -17,7 +17,7 @@ def test_an_optuna_sweep_maximises_the_validation_score(h5_root: Path, tmp_path:
     sweep = tmp_path / "sweep"
     result = run_command(
         "fmc.train", "--multirun", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-        "study=1", "content=nucleus", f"data.root={h5_root}", "logger=none", "model.depth=2",
+        "study=1", "content=nucleus", f"data.root={h5_root}", "logger=none", "model=unet3d", "model.depth=2",
         "data.patch_size=[16,32,32]", "data.epoch_steps=2", "trainer.max_steps=2",
         "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0",
         "callbacks.volume_validation.every_minutes=null", f"hydra.sweep.dir={sweep}", timeout=600)

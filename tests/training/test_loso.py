@@ -15,7 +15,7 @@ from fmc.models.fallback import ChangeLimit, calibrate_change_limit, resolve_fal
 from fmc.reporting.loso import HARM_LIMIT, held_out_scores, loso_markdown, loso_rows
 from tests.conftest import TINY_DATA, assert_user_error, run_in_process
 
-TINY_TRAIN = ["logger=csv", "model.features=4", "model.depth=2",
+TINY_TRAIN = ["logger=csv", "model=unet3d", "model.features=4", "model.depth=2",
               "data.patch_size=[16,32,32]", "data.batch_size=1", "data.epoch_steps=2",
               "trainer.accelerator=cpu", "trainer.max_steps=4", "trainer.enable_progress_bar=false",
               "trainer.num_sanity_val_steps=0"]

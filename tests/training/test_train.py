@@ -130,7 +130,7 @@ def test_every_model_key_reaches_the_module():
     argument, and its value lands in the checkpoint's hyperparameters."""
     from fmc.training.builders import build_module
 
-    cfg = compose_train("profile=cpu", "model.confidence_weight=0.25", "model.depth=2")
+    cfg = compose_train("profile=cpu", "model=unet3d", "model.confidence_weight=0.25", "model.depth=2")
     module = build_module(cfg, {})
     for key, value in cfg.model.items():
         assert module.hparams[key] == value, key
