@@ -7,8 +7,9 @@ challenge budget per study, in one table (docs/benchmarks.md, "GPU").
 
 It makes its own data (random-phantom volumes of each study's typical size) and measures:
 
-1. **train**: optimizer steps/s of fmc's GPU configuration (``profile=gpu``: UNet3D, 16 features,
-   depth 3, GroupNorm, confidence head, SSIM+L1; 64×256×256 patches, batch 1 and 2) through
+1. **train**: optimizer steps/s of fmc's GPU configuration (``profile=gpu``: the default network
+   or ``--model unet3d`` (RWTH-GE's), 16 features, GroupNorm, confidence head, SSIM+L1;
+   64×256×256 patches, batch 1 and 2) through
    Lightning with fmc's module, in ``32-true``, ``bf16-mixed`` and ``bf16-mixed`` + ``torch.compile``
    (steps after a warm-up; patches already on the device, so the data loader is not measured).
 2. **loader**: training patches/s of fmc's data module at the GPU patch for 0, 2, 4, 8 workers
@@ -32,7 +33,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ class Sizes:
     study5: tuple[int, int, int] = (309, 1920, 1920)
     workers: tuple[int, ...] = (0, 2, 4, 8)
     loader_patches: int = 40
-    volumes: dict = field(default_factory=dict)
+    model: str | None = None  # a conf/model/ name; None = fmc's default network
 
 
 # (precision, torch.compile, channels_last_3d): fmc's trainer=gpu is the second row.
@@ -114,6 +115,7 @@ def gpu_module(sizes: Sizes, compile_network: bool = False, channels_last: bool 
 
     GlobalHydra.instance().clear()
     overrides = ["profile=gpu", "study=1", "content=nucleus", f"model.features={sizes.features}",
+                 *([f"model={sizes.model}"] if sizes.model else []),
                  f"data.patch_size=[{','.join(map(str, sizes.patch))}]",
                  f"model.compile={str(compile_network).lower()}",
                  f"model.channels_last={str(channels_last).lower()}"]
@@ -402,8 +404,10 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON lines here")
+    parser.add_argument("--model", help="a conf/model/ name (default: fmc's default network; "
+                        "unet3d: RWTH-GE's)")
     args = parser.parse_args()
-    sizes = SMOKE if args.smoke else Sizes()
+    sizes = replace(SMOKE if args.smoke else Sizes(), model=args.model)
     sections = set(args.sections.split(","))
     if args.device == "cpu" and not args.smoke and sections - {"loader"}:
         print("no GPU: give --smoke to check the script on the CPU (or --sections loader: the "
@@ -411,7 +415,8 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="fmc-bench-gpu-") as work:
         rows = run(sizes, args.device, sections, Path(work))
-    command = "python scripts/bench_gpu.py" + (" --smoke" if args.smoke else "")
+    command = "python scripts/bench_gpu.py" + (" --smoke" if args.smoke else "") + \
+        (f" --model {args.model}" if args.model else "")
     text = table(rows, device_name(args.device), command)
     print(text)
     if args.json:
