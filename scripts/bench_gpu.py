@@ -1,7 +1,7 @@
 """One prepared GPU benchmark: training steps/s, predict time against MONAI, peak memory, and the
 challenge budget per study, in one table (docs/benchmarks.md, "GPU").
 
-    python scripts/bench_gpu.py                   # on a GPU: ~6 minutes on an H100-class card
+    python scripts/bench_gpu.py                   # on a GPU (sized for 8 minutes; not yet run on one)
     python scripts/bench_gpu.py --write-docs      # ... and put the table into docs/benchmarks.md
     python scripts/bench_gpu.py --smoke           # tiny sizes on the CPU: checks the script runs
 

@@ -18,6 +18,8 @@ import torch
 from fmc.core.errors import FmcInputError
 
 log = logging.getLogger("fmc.predict")
+# torch >= 2.5 names it at the top level; 2.4 (fmc's lowest torch) only under torch.cuda.
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 # Mixed precision of prediction: the network in bfloat16 or float16, the blend in float32.
 AMP_CHOICES = ("none", "bf16", "fp16")
@@ -41,7 +43,7 @@ class OutOfMemoryHalving:
             try:
                 with autocast(device, amp):  # the network in low precision, if asked
                     outputs.append(forward(part).float().cpu()[:, 0])
-            except torch.OutOfMemoryError:
+            except OUT_OF_MEMORY:
                 if size == 1:
                     raise FmcInputError(
                         "the GPU ran out of memory on a single tile: give a smaller patch, "
