@@ -24,7 +24,7 @@ def distance_scales(module) -> list[float]:
 def study_label(model, separator: str) -> str:
     """``study 3``, or ``studies 1<sep>2<sep>5`` for a model trained on several."""
     study = model.hparams.get("study")
-    if isinstance(study, (list, tuple)) or hasattr(study, "__len__") and not isinstance(study, str):
+    if isinstance(study, (list, tuple)):
         return "studies " + separator.join(str(s) for s in study)
     return f"study {study}"
 
@@ -67,5 +67,5 @@ def zoo_card(model, checkpoint: Path) -> str:
         f"- checkpoint `{checkpoint.name}` (sha256 {sha256_of(checkpoint)[:16]}…)",
         *(f"- {key}: {value}" for key, value in settings.items()),
         *run_score_lines(checkpoint), "",
-        "Trained on one study's microscope and specimens: on other studies, check the score",
-        "first (fmc's leave-one-study-out table in its docs/benchmarks.md).", ""])
+        f"Trained on {study_label(model, ', ')}: on recordings of other microscopes or specimens,",
+        "check the score first (fmc's leave-one-study-out table in its docs/benchmarks.md).", ""])
