@@ -82,7 +82,7 @@ def show(layers: list[ViewLayer], ndisplay: int = 2, grid: bool = True,
         raise FmcConfigError("python -m fmc.view needs napari: pip install 'napari[all]'") \
             from None
     # A window is needed even for a screenshot: a hidden canvas renders nothing under Xvfb.
-    viewer = napari.Viewer(title="fmc: " + ", ".join(layer.role for layer in layers))
+    viewer = napari.Viewer(title="fmc: " + ", ".join(dict.fromkeys(layer.role for layer in layers)))
     for layer in layers:
         viewer.add_image(layer.data, **_supported(layer.attributes))
     grid_owner = getattr(viewer, "canvas", viewer)  # napari ≥ 0.9 moved the grid to the canvas
