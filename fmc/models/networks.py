@@ -4,8 +4,8 @@ Every network offers what the rest of fmc uses: ``in_channels``, ``residual``,
 ``required_divisor`` (each spatial side a multiple of it) and ``forward`` (N, C, Z, Y, X) →
 (N, out_channels, Z, Y, X). With ``residual`` a network returns the view plus a learned
 correction and starts as the identity (its last convolution zeroed), as UNet3D does: N_SSIM
-punishes damage where the view is already good. MONAI's networks need the ``monai`` extra
-(``pip install -e '.[monai]'``).
+punishes damage where the view is already good. MONAI is installed with fmc: its BasicUNet is
+the default network (conf/model/monai_basicunet.yaml).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class MonaiNetwork(nn.Module):
         try:
             from monai.networks import nets
         except ImportError:
-            raise ValueError(f"network={network} needs MONAI: pip install -e '.[monai]'") from None
+            raise ValueError(f"network={network} needs MONAI: pip install 'monai>=1.3'") from None
         check_network(network, depth)
         self.in_channels, self.residual, self.depth = in_channels, bool(residual), depth
         act = ("leakyrelu", {"negative_slope": float(negative_slope), "inplace": True})
