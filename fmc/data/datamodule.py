@@ -29,6 +29,7 @@ from fmc.data.patches import (
     default_augment_axes,
     default_rot90_planes,
     plane_indices,
+    pooled_augment_axes,
     scale_channel,
 )
 from fmc.io.h5 import FOREGROUND, read_attrs
@@ -138,10 +139,12 @@ class FmcDataModule(L.LightningDataModule):
         Master switch for flips and rotations of training patches.
     flip_axes : "auto" or axes, default "auto"
         ``"auto"``: the axes that are not in ``degradation_axes`` or, when that is not given, not
-        degradation axes of the training files' study (:func:`fmc.data.patches.default_augment_axes`;
-        the intersection over several studies; no flips for an unknown study).
+        degradation axes of the training files' study (:func:`fmc.data.patches.default_augment_axes`);
+        for training files of several studies whose light comes along different axes, Y and X
+        (:func:`fmc.data.patches.pooled_augment_axes`); no flips for an unknown study.
     rot90_planes : "auto" or planes, default "auto"
-        ``"auto"``: planes of two flip axes with equal patch sides (YX for studies 1 and 2).
+        ``"auto"``: planes of two flip axes with equal patch sides (YX for studies 1 and 2, and for
+        studies pooled as above).
     degradation_axes : axes, optional
         Axes along which the view degrades (e.g. the study config's ``["Z"]``); they are never
         flipped by ``"auto"``.
@@ -289,11 +292,8 @@ class FmcDataModule(L.LightningDataModule):
         if self.flip_axes == "auto" and self.degradation_axes is not None:
             flips = tuple(a for a in range(3) if a not in self.degradation_axes)
         elif self.flip_axes == "auto":
-            allowed = set(range(3))
-            for study in studies:
-                known = study is not None and int(study) in STUDIES
-                allowed &= set(default_augment_axes(study) if known else ())
-            flips = tuple(sorted(allowed))
+            known = [int(s) if s is not None and int(s) in STUDIES else None for s in studies]
+            flips = pooled_augment_axes(known)
         else:
             flips = axis_indices(self.flip_axes)
             for study in studies:

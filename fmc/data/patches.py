@@ -175,6 +175,26 @@ def default_augment_axes(study: int | str | None) -> tuple[int, ...]:
     return tuple(axis for axis in range(3) if axis not in degraded)
 
 
+def pooled_augment_axes(studies: Sequence[int | str | None]) -> tuple[int, ...]:
+    """Flip axes (0=Z, 1=Y, 2=X) for training on the volumes of several ``studies`` at once.
+
+    Studies whose light comes along the same axes keep :func:`default_augment_axes` (their common
+    direction is what the network may rely on). When the light directions differ (studies 1-5
+    together, or four of them in a leave-one-study-out run), no direction is common to learn, and a
+    study never seen may bring another one: Y and X are flipped (and, with equal sides, turned),
+    so that the network sees the light arrive from every lateral side and has to read how degraded
+    a region is from the image itself; Z only when no study's light travels along Z (its planes
+    are coarser, a turn would mix resolutions). Any unknown study: no flips.
+    """
+    if not studies or any(study is None for study in studies):
+        return ()
+    degraded = {frozenset(get_profile(study).degradation_axis_indices) for study in studies}
+    if len(degraded) == 1:
+        return default_augment_axes(next(iter(studies)))
+    along_z = any(0 in axes for axes in degraded)
+    return (1, 2) if along_z else (0, 1, 2)
+
+
 def default_rot90_planes(allowed_axes: Sequence[int], patch: Sequence[int]
                          ) -> tuple[tuple[int, int], ...]:
     """Planes of two allowed axes whose patch sides are equal (a rotation keeps the shape)."""

@@ -54,6 +54,16 @@ def degradation_axes(study: Any) -> list[str] | None:
     return None if number is None else list(get_profile(number).degradation_axes)
 
 
+def _axes_setting(value: Any, planes: bool = False) -> Any:
+    """``data.flip_axes`` / ``data.rot90_planes`` as the data module takes them: "auto" or a list
+    (a single plane may be written as one string, ``rot90_planes: YX``)."""
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return "auto"
+    if isinstance(value, str):
+        return [value] if planes else value
+    return OmegaConf.to_container(value)
+
+
 def build_datamodule(cfg: DictConfig, root: Path):
     """The data module of ``cfg`` over ``root`` (validated before training)."""
     from fmc.data.datamodule import FmcDataModule
@@ -68,6 +78,8 @@ def build_datamodule(cfg: DictConfig, root: Path):
         val_samples_per_volume=int(data.val_samples_per_volume),
         epoch_steps=None if data.get("epoch_steps") is None else int(data.epoch_steps),
         augment=bool(data.augment), degradation_axes=degradation_axes(cfg.study),
+        flip_axes=_axes_setting(data.get("flip_axes", "auto")),
+        rot90_planes=_axes_setting(data.get("rot90_planes", "auto"), planes=True),
         seed=int(cfg.seed), distance_scale_um=float(data.distance_scale_um),
         light_scale_um=float(data.light_scale_um),
         robustness=OmegaConf.to_container(data.robustness) if data.get("robustness") else None)

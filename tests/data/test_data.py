@@ -21,6 +21,7 @@ from fmc.data.patches import (
     default_augment_axes,
     default_rot90_planes,
     pad_to_patch,
+    pooled_augment_axes,
     scale_channel,
     uniform_origin,
 )
@@ -104,6 +105,34 @@ def test_default_augment_axes():
     assert default_augment_axes(None) == ()
     assert default_rot90_planes((1, 2), (16, 32, 32)) == ((1, 2),)
     assert default_rot90_planes((0, 1), (16, 32, 32)) == ()
+
+
+def test_pooled_studies_flip_laterally_when_their_light_differs():
+    assert pooled_augment_axes([1, 2]) == (1, 2)          # both along Z: study 1's own axes
+    assert pooled_augment_axes([4, 5]) == (0, 1)          # both along X
+    assert pooled_augment_axes([1, 2, 4, 5]) == (1, 2)    # Z and X: every lateral side, Z kept
+    assert pooled_augment_axes([1, 2, 3, 4, 5]) == (1, 2)
+    assert pooled_augment_axes([4, 3]) == (1, 2)          # study 3's light has a Z part
+    assert pooled_augment_axes([1, None]) == () and pooled_augment_axes([]) == ()
+
+
+def test_a_pooled_training_list_turns_and_flips_in_the_lateral_plane(tmp_path):
+    from tests.conftest import TINY_DATA
+
+    raw, root = tmp_path / "raw", tmp_path / "h5"
+    for study in (1, 4):
+        write_pair(raw, study, "nucleus", study, **TINY_DATA)
+    convert_folder(raw, root, progress=False)
+    rows = [f"image_{s}_nucleus_angle.h5;image_{s}_nucleus_fused.h5" for s in (1, 4)]
+    (root / "pooled.csv").write_text("\n".join(rows) + "\n")
+    pooled = FmcDataModule(root=root, train_list=root / "pooled.csv", patch_size=(8, 16, 16))
+    pooled.setup("fit")
+    assert pooled.augmentation_axes() == ((1, 2), ((1, 2),))
+    assert pooled.datasets["train"].flip_axes == (1, 2)
+    (root / "study4.csv").write_text(rows[1] + "\n")
+    alone = FmcDataModule(root=root, train_list=root / "study4.csv", patch_size=(8, 16, 16))
+    alone.setup("fit")
+    assert alone.augmentation_axes() == ((0, 1), ())  # its own light along X is kept
 
 
 def test_items_shapes_and_dtypes(h5_root):

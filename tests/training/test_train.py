@@ -125,6 +125,25 @@ def test_every_enumerated_key_is_checked_before_training(override, message):
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("overrides, expected", [
+    ((), ((1, 2), ((1, 2),))),                                   # study 1: light along Z
+    (("data.flip_axes=[Y]",), ((1,), ())),                        # one axis: no plane to turn
+    (("data.flip_axes=[Z,Y,X]", "data.rot90_planes=YX"), ((0, 1, 2), ((1, 2),))),
+    (("data.rot90_planes=[]",), ((1, 2), ())),
+    (("data.augment=false", "data.flip_axes=[Y,X]"), ((), ())),
+])
+def test_flip_axes_and_rot90_planes_are_config_keys(h5_root: Path, overrides, expected):
+    from fmc.training.builders import build_datamodule
+
+    cfg = compose_train("study=1", "content=nucleus", "data.patch_size=[8,16,16]", *overrides)
+    datamodule = build_datamodule(cfg, h5_root)
+    datamodule.setup("fit")
+    assert datamodule.augmentation_axes() == expected
+    flips, planes = expected
+    assert datamodule.datasets["train"].flip_axes == flips
+    assert datamodule.datasets["train"].rot90_planes == planes
+
+
 def test_every_model_key_reaches_the_module():
     """conf/model's keys are FusionModule arguments: adding one is one YAML line and one
     argument, and its value lands in the checkpoint's hyperparameters."""
@@ -212,6 +231,8 @@ def test_a_resumed_sweep_trains_only_what_did_not_finish(h5_root: Path, tmp_path
     ("channels.list=[surface_distance]", "the first must be raw_image"),
     ("ckpt_path=/nonexistent/last.ckpt", "does not exist"),
     ("study=7", "valid studies are 1, 2, 3, 4, 5"),
+    ("data.flip_axes=[W]", "unknown axis 'W'"),
+    ("data.rot90_planes=ZY", "needs equal patch sides"),
 ])
 def test_bad_inputs_stop_before_training(h5_root: Path, tmp_path: Path, override, message):
     result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", override,
