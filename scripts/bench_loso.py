@@ -3,7 +3,7 @@
     python scripts/bench_loso.py --label base --seeds 0
     python scripts/bench_loso.py --label head --seeds 0 --fmc "model.confidence=head"
     python scripts/bench_loso.py --rescore base --fallbacks difference calibrated
-    python scripts/bench_loso.py --summary [--overview] [--labels base head ...]
+    python scripts/bench_loso.py --summary [--overview] [--labels base head lateral@basicunet ...]
     python scripts/bench_loso.py --figure head+calibrated docs/figures/loso_defaults.png
 
 For each content (nucleus, membrane) and seed, one after the other on the same cores:
@@ -138,15 +138,18 @@ def summary(out: Path, labels: list[str] | None) -> str:
     lines = ["| variant | content | held-out study | LOSO mean | worst volume | in-domain ref "
              "| LOSO / ref | seeds |", "|---|---|---|---|---|---|---|---|"]
     verdicts = []
-    for label in labels:
+    for shown in labels:
+        # "LABEL@REF": LABEL's held-out runs against REF's in-domain reference runs (a variant
+        # that changes only the held-out runs, e.g. holdout-only augmentation).
+        label, _, reference = shown.partition("@")
         for content in CONTENTS:
             chosen = [r for r in rows if r["label"] == label and r["content"] == content]
             # The reference comes from the base label's own reference runs (same checkpoint).
-            base = label.split("+")[0]
+            base = reference or label.split("+")[0]
             refs = [r for r in rows if r["label"] in (label, base) and r["content"] == content
                     and r["holdout"] is None and r["fallback"] in ("checkpoint",
                                                                     label.partition("+")[2])]
-            refs = [r for r in refs if r["label"] == label] or refs
+            refs = [r for r in refs if r["label"] == (reference or label)] or refs
             if not any(r["holdout"] is not None for r in chosen):
                 continue
             means, worst_all, ratios, in_domain = [], [], [], []
@@ -163,13 +166,13 @@ def summary(out: Path, labels: list[str] | None) -> str:
                 means.append(mean)
                 worst_all.append(worst)
                 ratios.append(ratio)
-                lines.append(f"| {label} | {content} | {study} | {mean:+.4f} | {worst:+.4f} | "
+                lines.append(f"| {shown} | {content} | {study} | {mean:+.4f} | {worst:+.4f} | "
                              f"{ref:+.4f} | {ratio:.2f} | {len(held)} |")
             in_domain = [float(np.mean(list(r["volumes"].values()))) for r in refs]
-            lines.append(f"| {label} | {content} | **all** | {np.mean(means):+.4f} | "
+            lines.append(f"| {shown} | {content} | **all** | {np.mean(means):+.4f} | "
                          f"{min(worst_all):+.4f} | {np.mean(in_domain) if in_domain else math.nan:+.4f}"
                          f" | {np.nanmin(ratios) if ratios else math.nan:.2f} (min) | |")
-            verdicts.append((label, content, min(ratios, default=math.nan) >= 0.5,
+            verdicts.append((shown, content, min(ratios, default=math.nan) >= 0.5,
                              min(worst_all) >= HARM_LIMIT))
     lines.append("")
     for label, content, half, harmless in verdicts:
@@ -214,7 +217,8 @@ def main() -> None:
     parser.add_argument("--rescore", metavar="LABEL")
     parser.add_argument("--fallbacks", nargs="+", default=["difference", "calibrated"])
     parser.add_argument("--summary", action="store_true")
-    parser.add_argument("--labels", nargs="*", help="with --summary: these labels only")
+    parser.add_argument("--labels", nargs="*", help="with --summary: these labels only; "
+                        "LABEL@REF scores LABEL's held-out runs against REF's in-domain runs")
     parser.add_argument("--overview", action="store_true",
                         help="with --summary: one row per variant and content")
     parser.add_argument("--figure", nargs=2, metavar=("LABEL", "PNG"),

@@ -107,16 +107,19 @@ def test_default_augment_axes():
     assert default_rot90_planes((0, 1), (16, 32, 32)) == ()
 
 
-def test_pooled_studies_flip_laterally_when_their_light_differs():
-    assert pooled_augment_axes([1, 2]) == (1, 2)          # both along Z: study 1's own axes
-    assert pooled_augment_axes([4, 5]) == (0, 1)          # both along X
-    assert pooled_augment_axes([1, 2, 4, 5]) == (1, 2)    # Z and X: every lateral side, Z kept
-    assert pooled_augment_axes([1, 2, 3, 4, 5]) == (1, 2)
-    assert pooled_augment_axes([4, 3]) == (1, 2)          # study 3's light has a Z part
-    assert pooled_augment_axes([1, None]) == () and pooled_augment_axes([]) == ()
+def test_pooled_studies_keep_their_light_unless_the_model_is_for_an_unseen_study():
+    assert pooled_augment_axes([1, 2]) == (1, 2)             # both along Z: study 1's own axes
+    assert pooled_augment_axes([4, 5]) == (0, 1)             # both along X
+    assert pooled_augment_axes([1, 2, 4, 5]) == (1,)         # only Y is nobody's light axis
+    assert pooled_augment_axes([1, 2, 3, 4, 5]) == ()        # study 3's light comes along all three
+    for_unseen = dict(unseen_study=True)
+    assert pooled_augment_axes([1, 2, 4, 5], **for_unseen) == (1, 2)  # every lateral side
+    assert pooled_augment_axes([3, 4], **for_unseen) == (1, 2)        # study 3's light has a Z part
+    assert pooled_augment_axes([4, 5], **for_unseen) == (0, 1)        # one direction: kept
+    assert pooled_augment_axes([1, None], **for_unseen) == () and pooled_augment_axes([]) == ()
 
 
-def test_a_pooled_training_list_turns_and_flips_in_the_lateral_plane(tmp_path):
+def test_a_model_for_an_unseen_study_turns_and_flips_in_the_lateral_plane(tmp_path):
     from tests.conftest import TINY_DATA
 
     raw, root = tmp_path / "raw", tmp_path / "h5"
@@ -125,12 +128,14 @@ def test_a_pooled_training_list_turns_and_flips_in_the_lateral_plane(tmp_path):
     convert_folder(raw, root, progress=False)
     rows = [f"image_{s}_nucleus_angle.h5;image_{s}_nucleus_fused.h5" for s in (1, 4)]
     (root / "pooled.csv").write_text("\n".join(rows) + "\n")
-    pooled = FmcDataModule(root=root, train_list=root / "pooled.csv", patch_size=(8, 16, 16))
-    pooled.setup("fit")
-    assert pooled.augmentation_axes() == ((1, 2), ((1, 2),))
-    assert pooled.datasets["train"].flip_axes == (1, 2)
+    settings = dict(root=root, train_list=root / "pooled.csv", patch_size=(8, 16, 16))
+    for unseen_study, expected in ((False, ((1,), ())), (True, ((1, 2), ((1, 2),)))):
+        pooled = FmcDataModule(**settings, unseen_study=unseen_study)
+        pooled.setup("fit")
+        assert pooled.augmentation_axes() == expected
+        assert pooled.datasets["train"].flip_axes == expected[0]
     (root / "study4.csv").write_text(rows[1] + "\n")
-    alone = FmcDataModule(root=root, train_list=root / "study4.csv", patch_size=(8, 16, 16))
+    alone = FmcDataModule(**{**settings, "train_list": root / "study4.csv"}, unseen_study=True)
     alone.setup("fit")
     assert alone.augmentation_axes() == ((0, 1), ())  # its own light along X is kept
 

@@ -144,6 +144,14 @@ def test_flip_axes_and_rot90_planes_are_config_keys(h5_root: Path, overrides, ex
     assert datamodule.datasets["train"].rot90_planes == planes
 
 
+def test_a_held_out_study_run_trains_for_an_unseen_study(h5_root: Path):
+    from fmc.training.builders import build_datamodule
+
+    assert build_datamodule(compose_train("holdout=3"), h5_root).unseen_study
+    assert not build_datamodule(compose_train(), h5_root).unseen_study
+    assert not build_datamodule(compose_train("study=1"), h5_root).unseen_study
+
+
 def test_every_model_key_reaches_the_module():
     """conf/model's keys are FusionModule arguments: adding one is one YAML line and one
     argument, and its value lands in the checkpoint's hyperparameters."""
