@@ -1,0 +1,54 @@
+"""scripts/bench_loso.py's summary: the goal verdicts, and ``LABEL@REF`` (one label's held-out runs
+against another's in-domain reference runs, as the holdout-only lateral flips are judged)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "bench_loso.py"
+
+
+def load_bench(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_loso", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_loso", bench)
+    spec.loader.exec_module(bench)
+    # Volume names say their study here ("s<k>_..."); the real script reads the H5 attributes.
+    monkeypatch.setattr(bench, "study_of", lambda name, h5: int(name[1]))
+    return bench
+
+
+def row(label: str, content: str, holdout: int | None, volumes: dict[str, float]) -> dict:
+    return {"label": label, "seed": 0, "content": content, "holdout": holdout,
+            "fallback": "checkpoint", "volumes": volumes}
+
+
+def test_a_label_is_judged_against_another_labels_reference(tmp_path: Path, monkeypatch):
+    bench = load_bench(monkeypatch)
+    rows = []
+    for content in ("nucleus", "membrane"):
+        rows.append(row("base", content, None, {"s1_test": 0.30, "s2_test": 0.20}))
+        rows.append(row("wide", content, None, {"s1_test": 0.20, "s2_test": 0.10}))
+        rows.append(row("base", content, 1, {"s1_a": 0.10, "s1_b": 0.12}))
+        rows.append(row("base", content, 2, {"s2_a": 0.15, "s2_b": -0.03}))
+        rows.append(row("wide", content, 1, {"s1_a": 0.16, "s1_b": 0.18}))
+        rows.append(row("wide", content, 2, {"s2_a": 0.12, "s2_b": 0.10}))
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = bench.summary(tmp_path, ["base", "wide", "wide@base"])
+    # base: study 1 at 0.11 / 0.30 = 0.37, a volume at -0.03 -> both conditions fail.
+    assert "| base | nucleus | 1 | +0.1100 | +0.1000 | +0.3000 | 0.37 | 1 |" in table
+    assert "- base nucleus: every held-out study >= half of in-domain: no; no volume < -0.02: no" \
+        in table
+    # wide against its own, lower reference: 0.17 / 0.20 and 0.11 / 0.10.
+    assert "| wide | membrane | 1 | +0.1700 | +0.1600 | +0.2000 | 0.85 | 1 |" in table
+    # wide's held-out runs against base's reference: 0.17 / 0.30 = 0.57, 0.11 / 0.20 = 0.55.
+    assert "| wide@base | nucleus | 1 | +0.1700 | +0.1600 | +0.3000 | 0.57 | 1 |" in table
+    assert "| wide@base | nucleus | **all** | +0.1400 | +0.1000 | +0.2500 | 0.55 (min) | |" in table
+    assert "- wide@base membrane: every held-out study >= half of in-domain: yes; no volume < " \
+        "-0.02: yes" in table
+    overview = bench.overview(tmp_path, ["wide@base"])
+    assert "| wide@base | membrane | +0.1400 | +0.1000 | +0.2500 | 0.55 |" in overview
