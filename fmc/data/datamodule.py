@@ -28,8 +28,8 @@ from fmc.data.patches import (
     check_rot90_planes,
     default_augment_axes,
     default_rot90_planes,
+    lateral_augment_axes,
     plane_indices,
-    pooled_augment_axes,
     scale_channel,
 )
 from fmc.io.h5 import FOREGROUND, read_attrs
@@ -137,17 +137,15 @@ class FmcDataModule(L.LightningDataModule):
         number of volumes); None: ``samples_per_volume`` patches per volume, RWTH-GE's epoch.
     augment : bool, default True
         Master switch for flips and rotations of training patches.
-    flip_axes : "auto" or axes, default "auto"
+    flip_axes : "auto", "lateral" or axes, default "auto"
         ``"auto"``: the axes that are not in ``degradation_axes`` or, when that is not given, not
-        degradation axes of the training files' study (:func:`fmc.data.patches.default_augment_axes`);
-        the intersection over several studies, or with ``unseen_study`` and studies whose light
-        comes along different axes, Y and X (:func:`fmc.data.patches.pooled_augment_axes`); no
-        flips for an unknown study.
+        degradation axes of the training files' study (:func:`fmc.data.patches.default_augment_axes`;
+        the intersection over several studies; no flips for an unknown study). ``"lateral"``: Y and
+        X whatever the light's direction, Z too where no study's light travels along it
+        (:func:`fmc.data.patches.lateral_augment_axes`): light from every lateral side.
     rot90_planes : "auto" or planes, default "auto"
-        ``"auto"``: planes of two flip axes with equal patch sides (YX for studies 1 and 2, and for
-        the lateral flips of ``unseen_study``).
-    unseen_study : bool, default False
-        The model is meant for a study that is not among the training files (``holdout=K``).
+        ``"auto"``: planes of two flip axes with equal patch sides (YX for studies 1 and 2, and with
+        ``flip_axes="lateral"``).
     degradation_axes : axes, optional
         Axes along which the view degrades (e.g. the study config's ``["Z"]``); they are never
         flipped by ``"auto"``.
@@ -172,8 +170,7 @@ class FmcDataModule(L.LightningDataModule):
                  val_samples_per_volume: int = 1, epoch_steps: int | None = None, augment: bool = True,
                  flip_axes: Sequence[int | str] | str = "auto",
                  rot90_planes: Sequence[Sequence[int | str] | str] | str = "auto",
-                 degradation_axes: Sequence[int | str] | None = None, unseen_study: bool = False,
-                 seed: int = 0,
+                 degradation_axes: Sequence[int | str] | None = None, seed: int = 0,
                  distance_scale_um: float = 50.0, light_scale_um: float = 100.0,
                  pin_memory: bool | None = None, robustness: dict | None = None):
         super().__init__()
@@ -194,7 +191,6 @@ class FmcDataModule(L.LightningDataModule):
                 rot90_planes=rot90_planes if isinstance(rot90_planes, str) else
                 [list(p) if not isinstance(p, str) else p for p in rot90_planes],
                 degradation_axes=None if degradation_axes is None else list(degradation_axes),
-                unseen_study=unseen_study,
                 seed=seed, distance_scale_um=distance_scale_um, light_scale_um=light_scale_um,
                 pin_memory=pin_memory, robustness=dict(robustness or {})).items()})
         self.root = Path(root) if root is not None else None
@@ -206,7 +202,6 @@ class FmcDataModule(L.LightningDataModule):
         self.samples_per_volume, self.val_samples_per_volume = samples_per_volume, val_samples_per_volume
         self.epoch_steps = epoch_steps
         self.augment, self.flip_axes, self.rot90_planes = augment, flip_axes, rot90_planes
-        self.unseen_study = bool(unseen_study)
         self.degradation_axes = None if degradation_axes is None else axis_indices(degradation_axes)
         self.seed = seed
         self.distance_scale_um, self.light_scale_um = distance_scale_um, light_scale_um
@@ -298,9 +293,21 @@ class FmcDataModule(L.LightningDataModule):
         if self.flip_axes == "auto" and self.degradation_axes is not None:
             flips = tuple(a for a in range(3) if a not in self.degradation_axes)
         elif self.flip_axes == "auto":
-            known = [int(s) if s is not None and int(s) in STUDIES else None for s in studies]
-            flips = pooled_augment_axes(known, unseen_study=self.unseen_study)
+            allowed = set(range(3))
+            for study in studies:
+                known = study is not None and int(study) in STUDIES
+                allowed &= set(default_augment_axes(study) if known else ())
+            flips = tuple(sorted(allowed))
+        elif self.flip_axes == "lateral":
+            if self.degradation_axes is not None:
+                flips = (1, 2) if 0 in self.degradation_axes else (0, 1, 2)
+            else:
+                flips = lateral_augment_axes([int(s) if s is not None and int(s) in STUDIES
+                                              else None for s in studies])
         else:
+            if isinstance(self.flip_axes, str) and not set(self.flip_axes.upper()) <= set(AXIS_NAMES):
+                raise FmcConfigError(f"data.flip_axes={self.flip_axes!r}: use auto, lateral or "
+                                     "axes such as [Y, X]")
             flips = axis_indices(self.flip_axes)
             for study in studies:
                 if study is not None and int(study) in STUDIES:

@@ -175,29 +175,19 @@ def default_augment_axes(study: int | str | None) -> tuple[int, ...]:
     return tuple(axis for axis in range(3) if axis not in degraded)
 
 
-def pooled_augment_axes(studies: Sequence[int | str | None],
-                        unseen_study: bool = False) -> tuple[int, ...]:
-    """Flip axes (0=Z, 1=Y, 2=X) for training on the volumes of several ``studies`` at once.
+def lateral_augment_axes(studies: Sequence[int | str | None]) -> tuple[int, ...]:
+    """Flip axes (0=Z, 1=Y, 2=X) of ``flip_axes="lateral"``: light from every lateral side.
 
-    By default the axes along which no study's view degrades (the intersection of
-    :func:`default_augment_axes`): each study keeps the direction its light comes from, which the
-    network may rely on for the studies it trains on. ``unseen_study`` (a leave-one-study-out run:
-    the model is meant for a study it has not seen) with studies whose light comes along different
-    axes: Y and X are flipped (and, with equal sides, turned), so that the network sees light
-    arrive from every lateral side and has to read how degraded a region is from the image itself
-    -- the unseen study may bring another direction; Z only when no study's light travels along Z
-    (its planes are coarser, a turn would mix resolutions). Any unknown study: no flips.
+    Y and X are flipped (and, with equal sides, turned) whatever the studies' own light
+    directions, so that the network sees light arrive from every lateral side and has to judge
+    from the image itself how degraded a region is -- for a model meant for microscopes whose
+    light may come from another side than its training studies'. Z as well when no study's light
+    travels along Z (its planes are coarser: never turned); an unknown study counts as one whose
+    light may.
     """
-    if not studies or any(study is None for study in studies):
-        return ()
-    degraded = {frozenset(get_profile(study).degradation_axis_indices) for study in studies}
-    if not unseen_study or len(degraded) == 1:
-        allowed = set(range(3))
-        for study in studies:
-            allowed &= set(default_augment_axes(study))
-        return tuple(sorted(allowed))
-    along_z = any(0 in axes for axes in degraded)
-    return (1, 2) if along_z else (0, 1, 2)
+    along_z = any(study is None or 0 in get_profile(study).degradation_axis_indices
+                  for study in studies)
+    return (1, 2) if along_z or not studies else (0, 1, 2)
 
 
 def default_rot90_planes(allowed_axes: Sequence[int], patch: Sequence[int]

@@ -78,7 +78,6 @@ def build_datamodule(cfg: DictConfig, root: Path):
         val_samples_per_volume=int(data.val_samples_per_volume),
         epoch_steps=None if data.get("epoch_steps") is None else int(data.epoch_steps),
         augment=bool(data.augment), degradation_axes=degradation_axes(cfg.study),
-        unseen_study=cfg.get("holdout") is not None,
         flip_axes=_axes_setting(data.get("flip_axes", "auto")),
         rot90_planes=_axes_setting(data.get("rot90_planes", "auto"), planes=True),
         seed=int(cfg.seed), distance_scale_um=float(data.distance_scale_um),

@@ -20,8 +20,8 @@ from fmc.data.patches import (
     centred_origin,
     default_augment_axes,
     default_rot90_planes,
+    lateral_augment_axes,
     pad_to_patch,
-    pooled_augment_axes,
     scale_channel,
     uniform_origin,
 )
@@ -107,19 +107,15 @@ def test_default_augment_axes():
     assert default_rot90_planes((0, 1), (16, 32, 32)) == ()
 
 
-def test_pooled_studies_keep_their_light_unless_the_model_is_for_an_unseen_study():
-    assert pooled_augment_axes([1, 2]) == (1, 2)             # both along Z: study 1's own axes
-    assert pooled_augment_axes([4, 5]) == (0, 1)             # both along X
-    assert pooled_augment_axes([1, 2, 4, 5]) == (1,)         # only Y is nobody's light axis
-    assert pooled_augment_axes([1, 2, 3, 4, 5]) == ()        # study 3's light comes along all three
-    for_unseen = dict(unseen_study=True)
-    assert pooled_augment_axes([1, 2, 4, 5], **for_unseen) == (1, 2)  # every lateral side
-    assert pooled_augment_axes([3, 4], **for_unseen) == (1, 2)        # study 3's light has a Z part
-    assert pooled_augment_axes([4, 5], **for_unseen) == (0, 1)        # one direction: kept
-    assert pooled_augment_axes([1, None], **for_unseen) == () and pooled_augment_axes([]) == ()
+def test_lateral_flips_cover_every_lateral_side():
+    assert lateral_augment_axes([1, 2, 4, 5]) == (1, 2)     # Z is studies 1-2's light axis
+    assert lateral_augment_axes([4, 5]) == (0, 1, 2)        # nobody's light along Z
+    assert lateral_augment_axes([3]) == (1, 2)              # study 3's light has a Z part
+    assert lateral_augment_axes([4, None]) == (1, 2)        # an unknown study's might
+    assert lateral_augment_axes([]) == (1, 2)
 
 
-def test_a_model_for_an_unseen_study_turns_and_flips_in_the_lateral_plane(tmp_path):
+def test_pooled_studies_keep_their_light_unless_lateral_is_asked_for(tmp_path):
     from tests.conftest import TINY_DATA
 
     raw, root = tmp_path / "raw", tmp_path / "h5"
@@ -129,15 +125,19 @@ def test_a_model_for_an_unseen_study_turns_and_flips_in_the_lateral_plane(tmp_pa
     rows = [f"image_{s}_nucleus_angle.h5;image_{s}_nucleus_fused.h5" for s in (1, 4)]
     (root / "pooled.csv").write_text("\n".join(rows) + "\n")
     settings = dict(root=root, train_list=root / "pooled.csv", patch_size=(8, 16, 16))
-    for unseen_study, expected in ((False, ((1,), ())), (True, ((1, 2), ((1, 2),)))):
-        pooled = FmcDataModule(**settings, unseen_study=unseen_study)
+    # auto: only Y is no study's light axis; lateral: Y and X, turned in YX.
+    for flip_axes, expected in (("auto", ((1,), ())), ("lateral", ((1, 2), ((1, 2),)))):
+        pooled = FmcDataModule(**settings, flip_axes=flip_axes)
         pooled.setup("fit")
         assert pooled.augmentation_axes() == expected
         assert pooled.datasets["train"].flip_axes == expected[0]
     (root / "study4.csv").write_text(rows[1] + "\n")
-    alone = FmcDataModule(**{**settings, "train_list": root / "study4.csv"}, unseen_study=True)
+    alone = FmcDataModule(**{**settings, "train_list": root / "study4.csv"}, flip_axes="lateral",
+                          degradation_axes=["X"])
     alone.setup("fit")
-    assert alone.augmentation_axes() == ((0, 1), ())  # its own light along X is kept
+    assert alone.augmentation_axes() == ((0, 1, 2), ((1, 2),))  # study 4's light is along X only
+    with pytest.raises(FmcConfigError, match="use auto, lateral or axes"):
+        FmcDataModule(**settings, flip_axes="sideways").setup("fit")
 
 
 def test_items_shapes_and_dtypes(h5_root):

@@ -130,6 +130,7 @@ def test_every_enumerated_key_is_checked_before_training(override, message):
     (("data.flip_axes=[Y]",), ((1,), ())),                        # one axis: no plane to turn
     (("data.flip_axes=[Z,Y,X]", "data.rot90_planes=YX"), ((0, 1, 2), ((1, 2),))),
     (("data.rot90_planes=[]",), ((1, 2), ())),
+    (("data.flip_axes=lateral",), ((1, 2), ((1, 2),))),          # study 1's light is along Z
     (("data.augment=false", "data.flip_axes=[Y,X]"), ((), ())),
 ])
 def test_flip_axes_and_rot90_planes_are_config_keys(h5_root: Path, overrides, expected):
@@ -142,14 +143,6 @@ def test_flip_axes_and_rot90_planes_are_config_keys(h5_root: Path, overrides, ex
     flips, planes = expected
     assert datamodule.datasets["train"].flip_axes == flips
     assert datamodule.datasets["train"].rot90_planes == planes
-
-
-def test_a_held_out_study_run_trains_for_an_unseen_study(h5_root: Path):
-    from fmc.training.builders import build_datamodule
-
-    assert build_datamodule(compose_train("holdout=3"), h5_root).unseen_study
-    assert not build_datamodule(compose_train(), h5_root).unseen_study
-    assert not build_datamodule(compose_train("study=1"), h5_root).unseen_study
 
 
 def test_every_model_key_reaches_the_module():
@@ -240,6 +233,7 @@ def test_a_resumed_sweep_trains_only_what_did_not_finish(h5_root: Path, tmp_path
     ("ckpt_path=/nonexistent/last.ckpt", "does not exist"),
     ("study=7", "valid studies are 1, 2, 3, 4, 5"),
     ("data.flip_axes=[W]", "unknown axis 'W'"),
+    ("data.flip_axes=sideways", "use auto, lateral or axes"),
     ("data.rot90_planes=ZY", "needs equal patch sides"),
 ])
 def test_bad_inputs_stop_before_training(h5_root: Path, tmp_path: Path, override, message):
