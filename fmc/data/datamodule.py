@@ -28,8 +28,8 @@ from fmc.data.patches import (
     check_rot90_planes,
     default_augment_axes,
     default_rot90_planes,
-    lateral_augment_axes,
     plane_indices,
+    resolve_flip_axes,
     scale_channel,
 )
 from fmc.io.h5 import FOREGROUND, read_attrs
@@ -289,33 +289,9 @@ class FmcDataModule(L.LightningDataModule):
         """The flip axes and rot90 planes used for training (``"auto"`` resolved)."""
         if not self.augment:
             return (), ()
-        studies = {a.get("study") for a in self._attrs.get("train", [])}
-        if self.flip_axes == "auto" and self.degradation_axes is not None:
-            flips = tuple(a for a in range(3) if a not in self.degradation_axes)
-        elif self.flip_axes == "auto":
-            allowed = set(range(3))
-            for study in studies:
-                known = study is not None and int(study) in STUDIES
-                allowed &= set(default_augment_axes(study) if known else ())
-            flips = tuple(sorted(allowed))
-        elif self.flip_axes == "lateral":
-            if self.degradation_axes is not None:
-                flips = (1, 2) if 0 in self.degradation_axes else (0, 1, 2)
-            else:
-                flips = lateral_augment_axes([int(s) if s is not None and int(s) in STUDIES
-                                              else None for s in studies])
-        else:
-            if isinstance(self.flip_axes, str) and not set(self.flip_axes.upper()) <= set(AXIS_NAMES):
-                raise FmcConfigError(f"data.flip_axes={self.flip_axes!r}: use auto, lateral or "
-                                     "axes such as [Y, X]")
-            flips = axis_indices(self.flip_axes)
-            for study in studies:
-                if study is not None and int(study) in STUDIES:
-                    directional = set(flips) - set(default_augment_axes(study))
-                    if directional:
-                        log.warning("flipping along %s, a degradation axis of study %s: the network "
-                                    "will see light from both sides",
-                                    "".join(AXIS_NAMES[a] for a in sorted(directional)), study)
+        studies = [int(s) if s is not None and int(s) in STUDIES else None
+                   for s in {a.get("study") for a in self._attrs.get("train", [])}]
+        flips = resolve_flip_axes(self.flip_axes, studies, self.degradation_axes)
         if self.rot90_planes == "auto":
             planes = default_rot90_planes(flips, self.patch)
         else:

@@ -6,6 +6,7 @@ are ZYX (0, 1, 2) everywhere; a patch origin is the ZYX index of its first voxel
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ import numpy as np
 
 from fmc.core.errors import FmcConfigError
 from fmc.core.studies import AXIS_NAMES, get_profile
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,40 @@ def lateral_augment_axes(studies: Sequence[int | str | None]) -> tuple[int, ...]
     along_z = any(study is None or 0 in get_profile(study).degradation_axis_indices
                   for study in studies)
     return (1, 2) if along_z or not studies else (0, 1, 2)
+
+
+def resolve_flip_axes(flip_axes: Sequence[int | str] | str, studies: Sequence[int | None],
+                      degradation_axes: Sequence[int] | None = None) -> tuple[int, ...]:
+    """The flip axes of a ``flip_axes`` setting for training files of ``studies``.
+
+    ``"auto"``: the axes that are not in ``degradation_axes`` (a single study's config) or,
+    without them, that are no training study's light axis (none for an unknown study);
+    ``"lateral"``: :func:`lateral_augment_axes`; otherwise the axes given, with a warning for each
+    study whose light they would flip.
+    """
+    if flip_axes == "auto" and degradation_axes is not None:
+        return tuple(a for a in range(3) if a not in degradation_axes)
+    if flip_axes == "auto":
+        allowed = set(range(3))
+        for study in studies:
+            allowed &= set(default_augment_axes(study))
+        return tuple(sorted(allowed))
+    if flip_axes == "lateral":
+        if degradation_axes is not None:
+            return (1, 2) if 0 in degradation_axes else (0, 1, 2)
+        return lateral_augment_axes(studies)
+    if isinstance(flip_axes, str) and not set(flip_axes.upper()) <= set(AXIS_NAMES):
+        raise FmcConfigError(f"data.flip_axes={flip_axes!r}: use auto, lateral or axes such as "
+                             "[Y, X]")
+    flips = axis_indices(flip_axes)
+    for study in studies:
+        if study is not None:
+            directional = set(flips) - set(default_augment_axes(study))
+            if directional:
+                log.warning("flipping along %s, a degradation axis of study %s: the network will "
+                            "see light from both sides",
+                            "".join(AXIS_NAMES[a] for a in sorted(directional)), study)
+    return flips
 
 
 def default_rot90_planes(allowed_axes: Sequence[int], patch: Sequence[int]
