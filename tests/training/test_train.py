@@ -6,6 +6,7 @@ joblib, DDP, and the smoke run of every experiment."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -301,8 +302,14 @@ def test_wandb_offline_run_has_name_group_flat_config_and_panel(h5_root: Path, t
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    # Offline runs keep config and summary in the run's binary log until `wandb sync`.
-    record = next(runs[0].glob("run-*.wandb")).read_bytes()
+    # Offline runs keep config and summary in the run's binary log until `wandb sync`. W&B's
+    # service process (shared with this test process) may still be writing it: wait for the end.
+    record_path = next(runs[0].glob("run-*.wandb"))
+    deadline = time.monotonic() + 60
+    record = record_path.read_bytes()
+    while b"final/val_n_ssim" not in record and time.monotonic() < deadline:
+        time.sleep(0.5)
+        record = record_path.read_bytes()
     assert b"model.lr" in record and b"data.patch_size" in record  # the flat config
     assert b"study1_nucleus_raw_distance_ssim_l1" in record  # run name
     assert list((runs[0] / "files" / "media" / "images").rglob("*.png"))  # val/panel
