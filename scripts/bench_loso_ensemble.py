@@ -1,13 +1,17 @@
 """Does averaging the seeds' models steady an unseen study? A leave-one-study-out check.
 
     python scripts/bench_loso_ensemble.py --label lateral --holdouts 0 1 2 3 4 5 [--out OUT]
+    python scripts/bench_loso_ensemble.py --label lateral --rows OUT/ensemble_results.jsonl
 
 For each content and held-out study K, the checkpoints of ``--label``'s held-out runs (one per
 seed, from ``OUT/results.jsonl`` of scripts/bench_loso.py) each predict study K's volumes as
 ``fmc.predict`` would (the checkpoint's own confidence head and fallback); the mean of their
 predictions is scored too. Prints one row per content and held-out study: each seed's mean
-N_SSIM over the volumes, their mean, and the ensemble's mean and worst volume. Held-out study
-``0`` stands for the in-domain references (``study=all``, every study's test volume).
+N_SSIM over the volumes, their mean, the ensemble's mean and worst volume, and the ensemble over
+the single models' in-domain score on that study (the label's ``study=all`` runs, as
+``bench_loso.py --summary`` gives it). Held-out study ``0`` stands for the in-domain references
+(``study=all``, every study's test volume). The rows are appended to
+``OUT/ensemble_results.jsonl``; ``--rows FILE`` prints the table of saved rows again.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+from bench_loso import read_rows, study_of  # noqa: E402
 
 
 def ensemble_rows(out: Path, label: str, holdouts: list[int], contents: list[str]) -> list[dict]:
@@ -34,8 +40,7 @@ def ensemble_rows(out: Path, label: str, holdouts: list[int], contents: list[str
     from fmc.preprocessing.splits import read_list
 
     h5 = REPO / "data" / "synthetic_h5"
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()
-            if line.strip()]
+    rows = read_rows(out)
     results = []
     for content in contents:
         for holdout in holdouts:
@@ -63,18 +68,33 @@ def ensemble_rows(out: Path, label: str, holdouts: list[int], contents: list[str
                             "per_seed": per_seed.mean(axis=1).tolist(),
                             "ensemble": float(np.mean(together)),
                             "ensemble_worst": float(np.min(together))})
+            with (out / "ensemble_results.jsonl").open("a") as handle:
+                handle.write(json.dumps(results[-1]) + "\n")
             print(json.dumps(results[-1]), flush=True)
     return results
 
 
-def table(results: list[dict]) -> str:
-    lines = ["| variant | content | held-out study | per seed | mean of seeds | ensemble | "
-             "ensemble worst volume |", "|---|---|---|---|---|---|---|"]
-    for r in results:
+def single_model_in_domain(out: Path, label: str) -> dict[tuple[str, int], float]:
+    """(content, study) -> the mean over ``label``'s ``study=all`` runs of that study's test volumes."""
+    h5 = REPO / "data" / "synthetic_h5"
+    values: dict[tuple[str, int], list[float]] = {}
+    for row in read_rows(out):
+        if row["label"] == label and row["holdout"] is None and row["fallback"] == "checkpoint":
+            for name, value in row["volumes"].items():
+                values.setdefault((row["content"], study_of(name, h5)), []).append(value)
+    return {key: float(np.mean(v)) for key, v in values.items()}
+
+
+def table(results: list[dict], in_domain: dict[tuple[str, int], float]) -> str:
+    lines = ["| content | held-out study | per seed | mean of seeds | ensemble of 3 | ensemble worst "
+             "volume | ensemble / single-model in-domain |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: (r["content"] != "nucleus", r["holdout"])):
         seeds = ", ".join(f"s{s} {v:+.3f}" for s, v in zip(r["seeds"], r["per_seed"], strict=True))
-        lines.append(f"| {r['label']} | {r['content']} | {r['holdout']} | {seeds} | "
+        reference = in_domain.get((r["content"], r["holdout"]))
+        ratio = f"{r['ensemble'] / reference:.2f}" if r["holdout"] and reference else "-"
+        lines.append(f"| {r['content']} | {r['holdout'] or 'in-domain (study=all)'} | {seeds} | "
                      f"{np.mean(r['per_seed']):+.4f} | {r['ensemble']:+.4f} | "
-                     f"{r['ensemble_worst']:+.4f} |")
+                     f"{r['ensemble_worst']:+.4f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -84,8 +104,14 @@ def main() -> None:
     parser.add_argument("--holdouts", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--contents", nargs="+", default=["nucleus", "membrane"])
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_loso")
+    parser.add_argument("--rows", type=Path, help="print the table of these saved rows")
     args = parser.parse_args()
-    print(table(ensemble_rows(args.out, args.label, args.holdouts, args.contents)))
+    if args.rows:
+        results = [json.loads(line) for line in args.rows.read_text().splitlines()
+                   if line.strip() and json.loads(line)["label"] == args.label]
+    else:
+        results = ensemble_rows(args.out, args.label, args.holdouts, args.contents)
+    print(table(results, single_model_in_domain(args.out, args.label)))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_loso.py"
 
@@ -52,3 +54,22 @@ def test_a_label_is_judged_against_another_labels_reference(tmp_path: Path, monk
         "-0.02: yes" in table
     overview = bench.overview(tmp_path, ["wide@base"])
     assert "| wide@base | membrane | +0.1400 | +0.1000 | +0.2500 | 0.55 |" in overview
+
+
+def test_the_ensemble_table_divides_by_the_single_models_in_domain_score(tmp_path: Path,
+                                                                          monkeypatch):
+    load_bench(monkeypatch)  # bench_loso with volume names that say their study
+    spec = importlib.util.spec_from_file_location("bench_loso_ensemble",
+                                                  ROOT / "scripts" / "bench_loso_ensemble.py")
+    ensemble = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ensemble)
+    monkeypatch.setattr(ensemble, "study_of", lambda name, h5: int(name[1]))
+    rows = [dict(row("wide", "nucleus", None, {"s4_test": v}), seed=seed)
+            for seed, v in ((0, 0.30), (1, 0.10))]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    in_domain = ensemble.single_model_in_domain(tmp_path, "wide")
+    assert in_domain == {("nucleus", 4): pytest.approx(0.20)}
+    result = {"label": "wide", "content": "nucleus", "holdout": 4, "seeds": [0, 1],
+              "per_seed": [0.1, -0.05], "ensemble": 0.15, "ensemble_worst": 0.12}
+    table = ensemble.table([result], in_domain)
+    assert "| nucleus | 4 | s0 +0.100, s1 -0.050 | +0.0250 | +0.1500 | +0.1200 | 0.75 |" in table
