@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> None:
     settings = settings_from(cfg)
     files = input_files(cfg.input)
     check_inputs(files, Path(str(cfg.output)))
-    picker = ModelPicker.from_config(str(cfg.ckpt), cfg.get("registry"), str(cfg.device))
+    picker = ModelPicker.from_config(cfg.ckpt, cfg.get("registry"), str(cfg.device))
     output = check_output_folder(cfg.output)
     result = predict_files(files, picker, output, settings)  # on_error=fail: stops at the first
     print(f"predicted {result.predicted} volume(s) into {output}")

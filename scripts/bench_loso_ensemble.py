@@ -30,13 +30,16 @@ from bench_loso import read_rows, study_of  # noqa: E402
 
 
 def ensemble_rows(out: Path, label: str, holdouts: list[int], contents: list[str]) -> list[dict]:
-    """Score each seed's model and the mean of their predictions on each held-out study."""
+    """Score each seed's model and their ensemble (as ``fmc.predict ckpt=[...]`` computes it) on
+    each held-out study."""
     import h5py
 
     from fmc.evaluation.metrics import n_ssim
     from fmc.evaluation.volume_scoring import predict_h5_volume
+    from fmc.inference.ensemble import ensemble_hparams
     from fmc.inference.prediction import load_model
     from fmc.io.h5 import RAW_IMAGE
+    from fmc.models.fallback import apply_in_memory, resolve_fallback
     from fmc.preprocessing.splits import read_list
 
     h5 = REPO / "data" / "synthetic_h5"
@@ -51,23 +54,36 @@ def ensemble_rows(out: Path, label: str, holdouts: list[int], contents: list[str
             if len(runs) < 2:
                 continue
             models = [load_model(r["checkpoint"], "cpu") for r in runs]
+            together_hp = ensemble_hparams(models)
             prefix = f"holdout{holdout}" if holdout else "all"
             pairs = read_list(h5 / "lists" / f"{prefix}_{content}_test.csv", h5)
             per_seed = np.zeros((len(models), len(pairs)))
             together = []
             for j, (angle_path, fused_path) in enumerate(pairs):
-                predictions = [predict_h5_volume(m, angle_path, overlap=0.5, batch_size=4)
-                               for m in models]
+                # Each model's network output once; its own fallback for its own score, the
+                # ensemble's (mean change_limit) on the mean. fmc.predict averages per tile before
+                # the (linear) blend: the same mean up to float32 rounding
+                # (tests/inference/test_ensemble.py).
+                raw = [predict_h5_volume(m, angle_path, overlap=0.5, batch_size=4, fallback="none")
+                       for m in models]
                 with h5py.File(angle_path, "r") as angle, h5py.File(fused_path, "r") as fused:
                     view, target = angle[RAW_IMAGE][...], fused[RAW_IMAGE][...]
-                for i, prediction in enumerate(predictions):
+                for i, (model, prediction) in enumerate(zip(models, raw, strict=True)):
+                    kind = resolve_fallback("auto", model.hparams)
+                    if kind != "none":
+                        prediction = apply_in_memory(kind, view, prediction, model.hparams)
                     per_seed[i, j] = n_ssim(prediction, target, view)
-                together.append(n_ssim(np.mean(predictions, axis=0), target, view))
+                mean = np.mean(raw, axis=0)
+                kind = resolve_fallback("auto", together_hp)
+                if kind != "none":
+                    mean = apply_in_memory(kind, view, mean, together_hp)
+                together.append(n_ssim(mean, target, view))
             results.append({"label": label, "content": content, "holdout": holdout,
                             "seeds": [r["seed"] for r in runs],
                             "per_seed": per_seed.mean(axis=1).tolist(),
                             "ensemble": float(np.mean(together)),
-                            "ensemble_worst": float(np.min(together))})
+                            "ensemble_worst": float(np.min(together)),
+                            "fallback": "after the mean (fmc.predict)"})
             with (out / "ensemble_results.jsonl").open("a") as handle:
                 handle.write(json.dumps(results[-1]) + "\n")
             print(json.dumps(results[-1]), flush=True)
@@ -85,16 +101,37 @@ def single_model_in_domain(out: Path, label: str) -> dict[tuple[str, int], float
     return {key: float(np.mean(v)) for key, v in values.items()}
 
 
-def table(results: list[dict], in_domain: dict[tuple[str, int], float]) -> str:
-    lines = ["| content | held-out study | per seed | mean of seeds | ensemble of 3 | ensemble worst "
-             "volume | ensemble / single-model in-domain |", "|---|---|---|---|---|---|---|"]
+def single_model_loso(out: Path, label: str) -> dict[tuple[str, int], tuple[float, float]]:
+    """(content, held-out study or 0) -> mean over ``label``'s seeds and their worst volume."""
+    found: dict[tuple[str, int], list[dict]] = {}
+    for row in read_rows(out):
+        if row["label"] == label and row["fallback"] == "checkpoint":
+            found.setdefault((row["content"], row["holdout"] or 0), []).append(row)
+    return {key: (float(np.mean([r["test_n_ssim"] for r in rows])),
+                  float(min(min(r["volumes"].values()) for r in rows)))
+            for key, rows in found.items()}
+
+
+def table(results: list[dict], in_domain: dict[tuple[str, int], float],
+          versus: dict[tuple[str, int], tuple[float, float]] | None = None,
+          versus_label: str = "") -> str:
+    """The docs table; with ``versus``, two more columns: another label's single models (mean of
+    their seeds, worst volume of any) on the same held-out study."""
+    extra = (f" single {versus_label} (mean of seeds) | its worst volume |" if versus else "")
+    lines = ["| content | held-out study | per seed | mean of seeds | ensemble | ensemble worst "
+             f"volume | ensemble / single-model in-domain |{extra}",
+             "|---|---|---|---|---|---|---|" + ("---|---|" if versus else "")]
     for r in sorted(results, key=lambda r: (r["content"] != "nucleus", r["holdout"])):
         seeds = ", ".join(f"s{s} {v:+.3f}" for s, v in zip(r["seeds"], r["per_seed"], strict=True))
         reference = in_domain.get((r["content"], r["holdout"]))
         ratio = f"{r['ensemble'] / reference:.2f}" if r["holdout"] and reference else "-"
-        lines.append(f"| {r['content']} | {r['holdout'] or 'in-domain (study=all)'} | {seeds} | "
-                     f"{np.mean(r['per_seed']):+.4f} | {r['ensemble']:+.4f} | "
-                     f"{r['ensemble_worst']:+.4f} | {ratio} |")
+        line = (f"| {r['content']} | {r['holdout'] or 'in-domain (study=all)'} | {seeds} | "
+                f"{np.mean(r['per_seed']):+.4f} | {r['ensemble']:+.4f} | "
+                f"{r['ensemble_worst']:+.4f} | {ratio} |")
+        if versus:
+            single = versus.get((r["content"], r["holdout"]))
+            line += (f" {single[0]:+.4f} | {single[1]:+.4f} |" if single else " - | - |")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -105,13 +142,18 @@ def main() -> None:
     parser.add_argument("--contents", nargs="+", default=["nucleus", "membrane"])
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_loso")
     parser.add_argument("--rows", type=Path, help="print the table of these saved rows")
+    parser.add_argument("--versus", metavar="LABEL",
+                        help="single models to compare with (e.g. the same compute in one run), "
+                             "and the in-domain reference of the ratio column")
     args = parser.parse_args()
     if args.rows:
         results = [json.loads(line) for line in args.rows.read_text().splitlines()
                    if line.strip() and json.loads(line)["label"] == args.label]
     else:
         results = ensemble_rows(args.out, args.label, args.holdouts, args.contents)
-    print(table(results, single_model_in_domain(args.out, args.label)))
+    reference = args.versus or args.label
+    versus = single_model_loso(args.out, args.versus) if args.versus else None
+    print(table(results, single_model_in_domain(args.out, reference), versus, args.versus or ""))
 
 
 if __name__ == "__main__":

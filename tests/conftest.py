@@ -234,13 +234,13 @@ def assert_imagej_readable(path: Path, spacing_zyx) -> None:
         assert pages[0].dtype in (np.uint16, np.float32)
 
 
-def trained_looking_checkpoint(path: Path, **hparams) -> Path:
-    """A checkpoint whose network is not the identity (random weights everywhere)."""
+def trained_looking_checkpoint(path: Path, seed: int = 0, **hparams) -> Path:
+    """A checkpoint whose network is not the identity (random weights everywhere, from ``seed``)."""
     import lightning as L
 
     from fmc.models.module import FusionModule
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = FusionModule(**{"features": 4, "depth": 2, "residual": True, "norm": "group",
                             "patch_size": [16, 32, 32], "study": 1, "content": "nucleus",
                             **hparams})

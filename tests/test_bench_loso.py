@@ -73,3 +73,14 @@ def test_the_ensemble_table_divides_by_the_single_models_in_domain_score(tmp_pat
               "per_seed": [0.1, -0.05], "ensemble": 0.15, "ensemble_worst": 0.12}
     table = ensemble.table([result], in_domain)
     assert "| nucleus | 4 | s0 +0.100, s1 -0.050 | +0.0250 | +0.1500 | +0.1200 | 0.75 |" in table
+    # --versus: another label's single models on the same held-out study (mean of seeds, worst
+    # volume of any), and their in-domain score as the ratio's reference.
+    single = [dict(row("long", "nucleus", 4, {"a": a, "b": b}), seed=seed, test_n_ssim=(a + b) / 2)
+              for seed, a, b in ((0, 0.2, 0.0), (1, 0.1, 0.1))]
+    single += [dict(row("long", "nucleus", None, {"s4_test": 0.5}), test_n_ssim=0.5)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + single))
+    versus = ensemble.single_model_loso(tmp_path, "long")
+    assert versus[("nucleus", 4)] == (pytest.approx(0.1), pytest.approx(0.0))
+    table = ensemble.table([result], ensemble.single_model_in_domain(tmp_path, "long"), versus,
+                           "long")
+    assert "| +0.1500 | +0.1200 | 0.30 | +0.1000 | +0.0000 |" in table

@@ -170,7 +170,7 @@ class PredictSettings:
 
 def _tile_for(model, settings: PredictSettings) -> tuple[int, int, int]:
     patch = tuple(int(p) for p in (settings.patch or model.hparams.patch_size))
-    divisor = model.net.required_divisor
+    divisor = model.required_divisor  # a FusionModule's, or the largest of an ensemble's
     if any(p % divisor for p in patch):
         raise FmcConfigError(f"patch={list(patch)}: each side must be a multiple of {divisor} "
                              "(the network halves the tile that many times)")
@@ -187,8 +187,8 @@ def predict_file(model, source: str | Path, output: str | Path, settings: Predic
 
     Parameters
     ----------
-    model : FusionModule
-        From :func:`load_model`.
+    model : FusionModule or ModelEnsemble
+        From :func:`load_model`, or several averaged (:func:`fmc.inference.ensemble.load_models`).
     source : path
         A TIFF view, or an fmc H5 file (its ``data/raw_image`` and stored channels are used).
     output : path

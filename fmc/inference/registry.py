@@ -19,6 +19,10 @@ Choice for a volume (never a crash while the registry holds a model):
 
 "Nearest" compares the volume's ZYX shape and spacing with each study's typical recording
 (:data:`fmc.core.studies.STUDIES`) as a sum of absolute log ratios.
+
+A registry may hold several models of one study and content (a sweep over ``seed=0,1,2``, or
+several ``models.yaml`` entries): the choice is then all of them, and prediction averages them
+(:class:`fmc.inference.ensemble.ModelEnsemble`).
 """
 
 from __future__ import annotations
@@ -55,10 +59,23 @@ class RegistryEntry:
 
 @dataclass(frozen=True)
 class Choice:
-    """The model chosen for a volume and why."""
+    """The models chosen for a volume (one, or several of one study and content) and why."""
 
-    entry: RegistryEntry
+    entries: tuple[RegistryEntry, ...]
     reason: str
+
+    @property
+    def checkpoints(self) -> tuple[Path, ...]:
+        """The chosen checkpoints, in registry order."""
+        return tuple(e.ckpt for e in self.entries)
+
+    def describe(self) -> str:
+        """``study 3 membrane (path)``, or ``study 3 membrane, 3 models averaged (a, b, c)``."""
+        first = self.entries[0]
+        if len(self.entries) == 1:
+            return first.describe()
+        return (f"study {first.study} {first.content}, {len(self.entries)} models averaged ("
+                + ", ".join(str(e.ckpt) for e in self.entries) + ")")
 
 
 def checkpoint_facts(path: Path) -> tuple[int | None, str | None]:
@@ -102,7 +119,7 @@ class ModelRegistry:
         study, content = meta.study, meta.content
         exact = [e for e in self.entries if e.study == study and e.content == content]
         if study is not None and content is not None and exact:
-            return Choice(exact[0], f"study {study} {content}")
+            return Choice(tuple(exact), f"study {study} {content}")
         same_content = [e for e in self.entries if content is not None and e.content == content]
         pool = same_content or self.entries
         nearest = min(pool, key=lambda e: (_distance(e.study, shape, meta.spacing_zyx), str(e.ckpt)))
@@ -118,7 +135,11 @@ class ModelRegistry:
             reason = f"{why}, no content in the metadata: nearest model by shape and spacing"
         else:
             reason = f"{why}, no {content} model at all: nearest model by shape and spacing"
-        return Choice(nearest, reason)
+        return Choice(self.alike(nearest), reason)
+
+    def alike(self, entry: RegistryEntry) -> tuple[RegistryEntry, ...]:
+        """Every entry of ``entry``'s study and content (the models averaged with it)."""
+        return tuple(e for e in self.entries if (e.study, e.content) == (entry.study, entry.content))
 
 
 def _distance(study: int | None, shape, spacing_zyx) -> float:

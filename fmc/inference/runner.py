@@ -1,4 +1,4 @@
-"""Run predictions over a list of files with one checkpoint or a registry (predict, challenge).
+"""Run predictions over a list of files with checkpoints or a registry (predict, challenge).
 
 Checkpoints are loaded (and so validated) before the first volume is predicted: a bad checkpoint
 stops the run before any output is written. :func:`predict_files` is the one per-file loop of
@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmc.core.errors import FmcConfigError, FmcInputError
+from fmc.inference.ensemble import ModelEnsemble, load_models
 from fmc.inference.network_input import open_volume
-from fmc.inference.prediction import PredictSettings, device_for, load_model, predict_file
+from fmc.inference.prediction import PredictSettings, device_for, predict_file
 from fmc.inference.registry import ModelRegistry
 from fmc.io.metadata import describe
 
@@ -26,21 +27,34 @@ ON_ERROR = ("identity", "fail")
 
 
 class ModelPicker:
-    """One checkpoint for every file, or a registry's choice per file (models loaded once)."""
+    """One model (or ensemble) for every file, or a registry's choice per file.
 
-    def __init__(self, device: str, ckpt: str | None = None, registry: ModelRegistry | None = None):
+    Each checkpoint is loaded once, before the first file; a registry's several models of one
+    study and content are averaged (:class:`fmc.inference.ensemble.ModelEnsemble`).
+    """
+
+    def __init__(self, device: str, ckpt: str | Path | Sequence[str | Path] | None = None,
+                 registry: ModelRegistry | None = None):
         self.device = device
         self.registry = registry
         self.models = {}
-        paths = [Path(ckpt)] if registry is None else [e.ckpt for e in registry.entries]
-        for path in paths:
-            self.models[path] = load_model(path, device)
+        if registry is None:
+            paths = tuple(Path(p) for p in checkpoint_list(ckpt))
+            self.models[paths] = load_models(paths, device)
+            return
+        loaded = {e.ckpt: load_models([e.ckpt], device) for e in registry.entries}
+        for entry in registry.entries:
+            group = tuple(e.ckpt for e in registry.alike(entry))
+            if group not in self.models:
+                self.models[group] = (loaded[group[0]] if len(group) == 1 else
+                                      ModelEnsemble([loaded[p] for p in group], group).eval())
 
     @classmethod
-    def from_config(cls, ckpt: str, registry: str | None, device: str) -> ModelPicker:
-        """From fmc.predict's ``ckpt``/``registry``/``device`` keys."""
+    def from_config(cls, ckpt, registry: str | None, device: str) -> ModelPicker:
+        """From fmc.predict's ``ckpt`` (a path, a list of paths, or ``auto``), ``registry`` and
+        ``device`` keys."""
         device = device_for(device)
-        if ckpt == "auto":
+        if isinstance(ckpt, str) and ckpt == "auto":
             if not registry:
                 raise FmcConfigError("ckpt=auto needs registry=DIR (a folder with models.yaml, "
                                      "a training sweep's output folder, a model package .zip "
@@ -58,10 +72,31 @@ class ModelPicker:
         try:
             choice = self.registry.choose(opened.meta, opened.volume.shape)
             log.info("%s (%s): model %s — %s", path.name, describe(opened.meta),
-                     choice.entry.describe(), choice.reason)
+                     choice.describe(), choice.reason)
         finally:
             opened.close()
-        return self.models[choice.entry.ckpt]
+        return self.models[choice.checkpoints]
+
+
+def checkpoint_list(ckpt) -> list[str]:
+    """``ckpt=`` as a list of paths: one path, or a list (``ckpt=[a.ckpt,b.ckpt]``) averaged.
+
+    Raises
+    ------
+    FmcConfigError
+        If it is empty, ``auto`` inside a list, or not paths.
+    """
+    from omegaconf import ListConfig
+
+    values = list(ckpt) if isinstance(ckpt, (list, tuple, ListConfig)) else [ckpt]
+    if not values:
+        raise FmcConfigError("ckpt=[]: name at least one checkpoint")
+    if any(not isinstance(v, (str, Path)) or not str(v) or str(v) == "auto"
+                         for v in values):
+        raise FmcConfigError(f"ckpt={values if len(values) != 1 else values[0]!r}: give a "
+                             "checkpoint path, a list of them to average ([a.ckpt,b.ckpt]), or "
+                             "auto with registry=")
+    return [str(v) for v in values]
 
 
 def check_inputs(files: Sequence[Path], output: Path) -> None:

@@ -129,6 +129,11 @@ class FusionModule(L.LightningModule):
         """Number of input channels the network expects."""
         return len(self.hparams.channels)
 
+    @property
+    def required_divisor(self) -> int:
+        """Each spatial side of an input must be a multiple of this (the network's)."""
+        return int(self.net.required_divisor)
+
     def compile_network(self) -> None:
         """Run the network through ``torch.compile`` from now on.
 

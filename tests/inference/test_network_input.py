@@ -101,7 +101,7 @@ def _registry(*entries) -> ModelRegistry:
 def test_registry_picks_the_exact_study_and_content():
     registry = _registry((1, "nucleus"), (1, "membrane"), (5, "nucleus"))
     choice = registry.choose(VolumeMeta(study=1, content="membrane"), (222, 731, 860))
-    assert (choice.entry.study, choice.entry.content) == (1, "membrane")
+    assert (choice.entries[0].study, choice.entries[0].content) == (1, "membrane")
 
 
 def test_registry_falls_back_to_the_nearest_study_of_the_same_content():
@@ -109,18 +109,18 @@ def test_registry_falls_back_to_the_nearest_study_of_the_same_content():
     # No study in the metadata, a study-5-like shape and spacing → the study-5 nucleus model.
     meta = VolumeMeta(content="nucleus", spacing_zyx=(1.0, 0.39, 0.39))
     choice = registry.choose(meta, (300, 1900, 1900))
-    assert choice.entry.study == 5 and "no study in the metadata" in choice.reason
+    assert choice.entries[0].study == 5 and "no study in the metadata" in choice.reason
     # Unknown study 9, study-1-like shape → study 1.
     choice = registry.choose(VolumeMeta(study=9, content="nucleus"), (220, 730, 860))
-    assert choice.entry.study == 1 and "unknown study 9" in choice.reason
+    assert choice.entries[0].study == 1 and "unknown study 9" in choice.reason
     # Study 2 has no model: same content, nearest other study.
     choice = registry.choose(VolumeMeta(study=2, content="nucleus"), (264, 2008, 1091))
-    assert choice.entry.content == "nucleus" and "no model for study 2" in choice.reason
+    assert choice.entries[0].content == "nucleus" and "no model for study 2" in choice.reason
 
 
 def test_registry_falls_back_to_any_model_when_the_content_has_none():
     registry = _registry((1, "nucleus"), (5, "nucleus"))
     choice = registry.choose(VolumeMeta(study=3, content="membrane"), (891, 817, 817))
-    assert choice.entry.content == "nucleus" and "no membrane model at all" in choice.reason
+    assert choice.entries[0].content == "nucleus" and "no membrane model at all" in choice.reason
     choice = registry.choose(VolumeMeta(), (80, 1920, 1920))  # nothing known at all
-    assert choice.entry.study == 5 and "no content in the metadata" in choice.reason
+    assert choice.entries[0].study == 5 and "no content in the metadata" in choice.reason
