@@ -106,3 +106,20 @@ def test_bad_ensembles_are_refused_before_writing(models, raw, tmp_path, ckpt, m
                             f"output={tmp_path / 'o'}")
     assert_user_error(result, message)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_challenge_container_averages_a_registrys_models_too(models, raw, tmp_path):
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    shutil.copy(raw / NAME, inputs / NAME)
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / "models.yaml").write_text(
+        "models:\n" + "".join(f"  - {{study: 1, content: nucleus, ckpt: {m}}}\n" for m in models))
+    result = run_in_process("fmc.challenge", f"input={inputs}", f"output={tmp_path / 'out'}",
+                            f"registry={registry}", env={"FMC_LOG_DIR": str(tmp_path / "log")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 models averaged" in result.stdout + result.stderr
+    expected, _ = _predict(f"[{models[0]},{models[1]}]", raw, tmp_path / "predict",
+                           "output_dtype=uint16")
+    np.testing.assert_array_equal(read_volume(tmp_path / "out" / NAME)[0], expected)
