@@ -3,6 +3,7 @@
     python scripts/bench_recipe.py --set embedded --minutes 5 --seeds 0 1 --peer PEER.py
     python scripts/bench_recipe.py --set hard --minutes 5 --seeds 0 1 --peer PEER.py
     python scripts/bench_recipe.py --set embedded --label lr1e-3 --fmc model.lr=0.001 ...
+    python scripts/bench_recipe.py --set embedded --label ensemble3 --members 3 ...
 
 For each seed, on the same data, the same wall-clock budget and the same cores (run one after
 the other, never side by side):
@@ -13,6 +14,9 @@ the other, never side by side):
 * the peer (``--peer``, a standalone trainer that reads the same TIFF folder and split lists and
   writes ``OUT/pred/*.tif``; its whole-volume validations count in its budget): trained for the
   same minutes, its predictions scored by the same ``fmc.evaluate``.
+
+``--members N``: the fmc budget is split between N training runs (seeds ``s``, ``s + 1000``, ...)
+and ``fmc.predict ckpt=[...]`` averages them — an ensemble at the same total training time.
 
 Prints one row per run and the ratio of the means (fmc / peer), and appends every row to
 ``OUT/results.jsonl`` (docs/benchmarks.md quotes it).
@@ -103,26 +107,47 @@ def mean_n_ssim(eval_dir: Path, content: str) -> tuple[float, int]:
 
 
 # -- the two trainers ---------------------------------------------------------------------------
+def budget_string(seconds: float) -> str:
+    """``trainer.max_time`` of a budget in seconds (DD:HH:MM:SS)."""
+    seconds = int(round(seconds))
+    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def member_seeds(seed: int, members: int) -> list[int]:
+    """The training seeds of an ensemble's members: the first is ``seed`` itself."""
+    return [seed + 1000 * i for i in range(members)]
+
+
 def run_fmc(raw: Path, h5: Path, content: str, seed: int, minutes: float, overrides: list[str],
-            out: Path) -> dict:
-    seconds = int(round(minutes * 60))
-    budget = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+            out: Path, members: int = 1) -> dict:
+    """Train, predict the test list, score. With ``members`` > 1, the budget is split between
+    that many runs (seeds :func:`member_seeds`) and ``fmc.predict`` averages their checkpoints
+    (``ckpt=[...]``): an ensemble at the same total training time."""
     test_list = h5 / "lists" / f"all_{content}_test.csv"
-    train_seconds = fmc("fmc.train", f"data.root={h5}", f"content={content}", f"seed={seed}",
-                        "logger=none", f"trainer.max_time={budget}",
-                        "trainer.enable_progress_bar=false", f"hydra.run.dir={out}", *overrides,
-                        log=out.with_suffix(".train.log"))
-    metrics = json.loads((out / "metrics.json").read_text())
-    checkpoint = metrics.get("best/checkpoint") or metrics["last_checkpoint"]
-    fmc("fmc.predict", f"ckpt={checkpoint}", f"input={test_list}", f"output={out / 'pred'}",
+    checkpoints, train_seconds, steps, metrics = [], 0.0, 0, {}
+    for index, member_seed in enumerate(member_seeds(seed, members)):
+        folder = out if members == 1 else out / f"member{index}"
+        train_seconds += fmc("fmc.train", f"data.root={h5}", f"content={content}",
+                             f"seed={member_seed}", "logger=none",
+                             f"trainer.max_time={budget_string(minutes * 60 / members)}",
+                             "trainer.enable_progress_bar=false", f"hydra.run.dir={folder}",
+                             *overrides, log=folder.with_suffix(".train.log"))
+        metrics = json.loads((folder / "metrics.json").read_text())
+        checkpoints.append(metrics.get("best/checkpoint") or metrics["last_checkpoint"])
+        steps += int(metrics.get("global_step") or 0)
+    ckpt = checkpoints[0] if members == 1 else "[" + ",".join(checkpoints) + "]"
+    fmc("fmc.predict", f"ckpt={ckpt}", f"input={test_list}", f"output={out / 'pred'}",
         "progress=false", "batch_size=4", log=out.with_suffix(".predict.log"))
     fmc("fmc.evaluate", f"raw={raw}", f"pred={out / 'pred'}", f"split_list={test_list}",
         f"out={out / 'eval'}", log=out.with_suffix(".evaluate.log"))
     score, volumes = mean_n_ssim(out / "eval", content)
-    return {"trainer": "fmc", "test_n_ssim": score, "volumes": volumes,
-            "in_training_test_n_ssim": metrics.get("test/n_ssim"),
-            "steps": metrics.get("global_step"), "train_wall_s": round(train_seconds, 1),
-            "selection": metrics.get("selection"), "best_val": metrics.get("best/val_n_ssim")}
+    row = {"trainer": "fmc", "test_n_ssim": score, "volumes": volumes,
+           "in_training_test_n_ssim": metrics.get("test/n_ssim"),
+           "steps": steps, "train_wall_s": round(train_seconds, 1),
+           "selection": metrics.get("selection"), "best_val": metrics.get("best/val_n_ssim")}
+    if members > 1:
+        row["members"] = members  # steps: summed over the members; in_training: the last's
+    return row
 
 
 def run_peer(peer: Path, raw: Path, h5: Path, content: str, seed: int, minutes: float,
@@ -177,6 +202,9 @@ def main() -> None:
                         help="seconds between the peer's whole-volume validations")
     parser.add_argument("--fmc", default="", help="extra fmc.train overrides (one string)")
     parser.add_argument("--label", default="defaults", help="name of this fmc configuration")
+    parser.add_argument("--members", type=int, default=1,
+                        help="an ensemble of this many models sharing the budget (fmc.predict "
+                             "ckpt=[...] averages them)")
     parser.add_argument("--skip-fmc", action="store_true", help="run only the peer")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_recipe")
     parser.add_argument("--summary", action="store_true",
@@ -198,7 +226,7 @@ def main() -> None:
         if not args.skip_fmc:
             jobs.append(("fmc", lambda s=seed: run_fmc(
                 raw, h5, args.content, s, args.minutes, overrides,
-                out / args.set / f"fmc_{args.label}_s{s}")))
+                out / args.set / f"fmc_{args.label}_s{s}", members=args.members)))
         if args.peer is not None:
             jobs.append(("peer", lambda s=seed: run_peer(
                 args.peer.resolve(), raw, h5, args.content, s, args.minutes, args.eval_every,
