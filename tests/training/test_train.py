@@ -206,6 +206,29 @@ def test_multirun_skips_combinations_without_data(h5_root: Path, tmp_path: Path)
     assert not (tmp_path / "sweep" / "1" / "checkpoints").exists()
 
 
+def test_the_unseen_studies_experiment_trains_three_seeds_predicted_as_one(raw_and_h5, tmp_path):
+    import json
+
+    raw, h5 = raw_and_h5
+    sweep = tmp_path / "sweep"
+    result = run_command("fmc.train", "--multirun", "experiment=unseen_studies", *TINY_RUN,
+                         f"data.root={h5}", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "metrics.json").is_file())
+    assert [p.name for p in runs] == ["0", "1", "2"]
+    configs = [OmegaConf.load(run / ".hydra" / "config.yaml") for run in runs]
+    assert [c.seed for c in configs] == [0, 1, 2]
+    assert all(c.data.flip_axes == "lateral" for c in configs)
+    # The sweep is a registry whose three study-1 nucleus models are averaged.
+    predicted = run_in_process("fmc.predict", "ckpt=auto", f"registry={sweep}",
+                               f"input={raw / 'image_0_nucleus_angle.tif'}",
+                               f"output={tmp_path / 'pred'}", "progress=false")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "study 1 nucleus, 3 models averaged" in predicted.stdout + predicted.stderr
+    assert (tmp_path / "pred" / "image_0_nucleus_angle.tif").is_file()
+    assert json.loads((runs[0] / "metrics.json").read_text())["global_step"] == 2
+
+
 def test_a_resumed_sweep_trains_only_what_did_not_finish(h5_root: Path, tmp_path: Path):
     import shutil
 
@@ -286,11 +309,15 @@ def test_every_experiment_smoke_runs(h5_root: Path, tmp_path: Path, experiment: 
                          "trainer.max_steps=1", "trainer.enable_progress_bar=false",
                          "trainer.num_sanity_val_steps=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
-    # On a CPU a named experiment keeps its network and only its patch shrinks; the run's
-    # config says so, and the log names the profile.
+    # On a CPU a named experiment keeps its network (the CPU profile's width where it names
+    # none) and only its patch shrinks; the run's config says so, and the log names the profile.
     assert "profile=cpu" in result.stdout + result.stderr
     saved = OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml")
-    assert list(saved.data.patch_size) == [16, 64, 64] and saved.model.features == 16
+    named = OmegaConf.load(Path(CONFIG_DIR, "experiment", f"{experiment}.yaml"))
+    cpu = OmegaConf.load(Path(CONFIG_DIR, "profile", "cpu.yaml"))
+    assert list(saved.data.patch_size) == [16, 64, 64]
+    assert saved.model.features == OmegaConf.select(named, "model.features",
+                                                    default=cpu.model.features)
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
