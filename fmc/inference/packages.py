@@ -57,7 +57,8 @@ def model_card(registry: ModelRegistry, names: list[str]) -> str:
     lines = ["# fmc model package", "",
              "Models of `fmc` (3D U-Net: one light-sheet view to a multi-view fusion). Predict with",
              "`python -m fmc.predict ckpt=auto registry=models.zip input=... output=...`; each",
-             "volume gets the model of its study and content (see `models.yaml`).", ""]
+             "volume gets the model of its study and content (see `models.yaml`); several models",
+             "of one study and content are averaged (an ensemble).", ""]
     for entry, name in zip(registry.entries, names, strict=True):
         hp = read_checkpoint(entry.ckpt)["hyper_parameters"]
         lines += [f"## {name}", "",
