@@ -2,6 +2,7 @@
 
     python scripts/bench_loso_ensemble.py --label lateral --holdouts 0 1 2 3 4 5 [--out OUT]
     python scripts/bench_loso_ensemble.py --label lateral --rows OUT/ensemble_results.jsonl
+    python scripts/bench_loso_ensemble.py --label basicunet basicunet-kept --versus basicunet ...
 
 For each content and held-out study K, the checkpoints of ``--label``'s held-out runs (one per
 seed, from ``OUT/results.jsonl`` of scripts/bench_loso.py) each predict study K's volumes as
@@ -12,6 +13,9 @@ the single models' in-domain score on that study (the label's ``study=all`` runs
 ``bench_loso.py --summary`` gives it). Held-out study ``0`` stands for the in-domain references
 (``study=all``, every study's test volume). The rows are appended to
 ``OUT/ensemble_results.jsonl``; ``--rows FILE`` prints the table of saved rows again.
+Several labels (one recipe run in parts): each seed's latest run whose checkpoint still exists.
+``--versus LABEL`` adds that label's single models (mean of seeds, worst volume) and takes its
+in-domain runs as the ratio's reference.
 """
 
 from __future__ import annotations
@@ -29,9 +33,21 @@ sys.path.insert(0, str(REPO / "scripts"))
 from bench_loso import read_rows, study_of  # noqa: E402
 
 
-def ensemble_rows(out: Path, label: str, holdouts: list[int], contents: list[str]) -> list[dict]:
+def kept_runs(rows: list[dict], labels: list[str], content: str, holdout: int | None) -> list[dict]:
+    """One run per seed from any of ``labels`` whose checkpoint still exists (the latest row of a
+    seed wins), sorted by seed."""
+    by_seed = {}
+    for row in rows:
+        if row["label"] in labels and row["content"] == content and row["holdout"] == holdout \
+                and row["fallback"] == "checkpoint" and Path(row.get("checkpoint") or "").is_file():
+            by_seed[row["seed"]] = row
+    return [by_seed[seed] for seed in sorted(by_seed)]
+
+
+def ensemble_rows(out: Path, labels: list[str], holdouts: list[int], contents: list[str]
+                  ) -> list[dict]:
     """Score each seed's model and their ensemble (as ``fmc.predict ckpt=[...]`` computes it) on
-    each held-out study."""
+    each held-out study; the seeds' runs may come from several labels of one recipe."""
     import h5py
 
     from fmc.evaluation.metrics import n_ssim
@@ -48,9 +64,7 @@ def ensemble_rows(out: Path, label: str, holdouts: list[int], contents: list[str
     for content in contents:
         for holdout in holdouts:
             wanted = holdout or None  # 0: the in-domain reference runs
-            runs = sorted((r for r in rows if r["label"] == label and r["content"] == content
-                           and r["holdout"] == wanted and r["fallback"] == "checkpoint"),
-                          key=lambda r: r["seed"])
+            runs = kept_runs(rows, labels, content, wanted)
             if len(runs) < 2:
                 continue
             models = [load_model(r["checkpoint"], "cpu") for r in runs]
@@ -78,7 +92,7 @@ def ensemble_rows(out: Path, label: str, holdouts: list[int], contents: list[str
                 if kind != "none":
                     mean = apply_in_memory(kind, view, mean, together_hp)
                 together.append(n_ssim(mean, target, view))
-            results.append({"label": label, "content": content, "holdout": holdout,
+            results.append({"label": ",".join(labels), "content": content, "holdout": holdout,
                             "seeds": [r["seed"] for r in runs],
                             "per_seed": per_seed.mean(axis=1).tolist(),
                             "ensemble": float(np.mean(together)),
@@ -137,7 +151,8 @@ def table(results: list[dict], in_domain: dict[tuple[str, int], float],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--label", required=True)
+    parser.add_argument("--label", required=True, nargs="+",
+                        help="the recipe's label(s): seeds' runs with kept checkpoints from any")
     parser.add_argument("--holdouts", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--contents", nargs="+", default=["nucleus", "membrane"])
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_loso")
@@ -148,10 +163,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.rows:
         results = [json.loads(line) for line in args.rows.read_text().splitlines()
-                   if line.strip() and json.loads(line)["label"] == args.label]
+                   if line.strip() and json.loads(line)["label"] == ",".join(args.label)]
     else:
         results = ensemble_rows(args.out, args.label, args.holdouts, args.contents)
-    reference = args.versus or args.label
+    reference = args.versus or args.label[0]
     versus = single_model_loso(args.out, args.versus) if args.versus else None
     print(table(results, single_model_in_domain(args.out, reference), versus, args.versus or ""))
 

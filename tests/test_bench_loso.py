@@ -84,3 +84,26 @@ def test_the_ensemble_table_divides_by_the_single_models_in_domain_score(tmp_pat
     table = ensemble.table([result], ensemble.single_model_in_domain(tmp_path, "long"), versus,
                            "long")
     assert "| +0.1500 | +0.1200 | 0.30 | +0.1000 | +0.0000 |" in table
+
+
+def test_an_ensemble_takes_one_kept_run_per_seed_from_the_recipes_labels(tmp_path: Path,
+                                                                          monkeypatch):
+    load_bench(monkeypatch)
+    spec = importlib.util.spec_from_file_location("bench_loso_ensemble",
+                                                  ROOT / "scripts" / "bench_loso_ensemble.py")
+    ensemble = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ensemble)
+    kept = tmp_path / "kept.ckpt"
+    kept.write_text("x")
+    newer = tmp_path / "newer.ckpt"
+    newer.write_text("x")
+
+    def run(label, seed, checkpoint, holdout=4):
+        return dict(row(label, "membrane", holdout, {}), seed=seed, checkpoint=str(checkpoint))
+
+    rows = [run("base", 0, tmp_path / "gone.ckpt"), run("base", 2, kept),
+            run("base-kept", 0, kept), run("base-kept", 1, kept), run("base-kept", 1, newer),
+            run("other", 3, kept), run("base", 5, kept, holdout=3)]
+    runs = ensemble.kept_runs(rows, ["base", "base-kept"], "membrane", 4)
+    assert [(r["label"], r["seed"], Path(r["checkpoint"]).name) for r in runs] == [
+        ("base-kept", 0, "kept.ckpt"), ("base-kept", 1, "newer.ckpt"), ("base", 2, "kept.ckpt")]
