@@ -133,7 +133,8 @@ def table(results: list[dict], in_domain: dict[tuple[str, int], float],
     their seeds, worst volume of any) on the same held-out study."""
     extra = (f" single {versus_label} (mean of seeds) | its worst volume |" if versus else "")
     lines = ["| content | held-out study | per seed | mean of seeds | ensemble | ensemble worst "
-             f"volume | ensemble / single-model in-domain |{extra}",
+             f"volume | ensemble / single-model {versus_label + ' ' if versus else ''}in-domain "
+             f"|{extra}",
              "|---|---|---|---|---|---|---|" + ("---|---|" if versus else "")]
     for r in sorted(results, key=lambda r: (r["content"] != "nucleus", r["holdout"])):
         seeds = ", ".join(f"s{s} {v:+.3f}" for s, v in zip(r["seeds"], r["per_seed"], strict=True))
