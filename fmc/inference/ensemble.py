@@ -50,9 +50,9 @@ class ModelEnsemble(torch.nn.Module):
         super().__init__()
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two models")
-        self.sources = [Path(s) for s in sources] if sources else [Path(f"model {i}") for i in
-                                                                     range(len(members))]
-        check_same_inputs(members, self.sources)
+        names = [Path(s) for s in sources] if sources else [Path(f"model {i}") for i in
+                                                             range(len(members))]
+        check_same_inputs(members, names)
         self.members = torch.nn.ModuleList(members)
         self.hparams = ensemble_hparams(members)
 
@@ -79,10 +79,6 @@ class ModelEnsemble(torch.nn.Module):
             out = member(inputs).float()
             total = out if total is None else total + out
         return total / len(self.members)
-
-    def describe(self) -> str:
-        """``3 models: a.ckpt, b.ckpt, c.ckpt``."""
-        return f"{len(self.members)} models: " + ", ".join(s.name for s in self.sources)
 
 
 def check_same_inputs(members: Sequence, sources: Sequence[Path]) -> None:

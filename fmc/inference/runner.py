@@ -84,13 +84,12 @@ def checkpoint_list(ckpt) -> list[str]:
     Raises
     ------
     FmcConfigError
-        If it is empty, ``auto`` inside a list, or not paths.
+        If it holds ``auto`` inside a list, or not paths (an empty list:
+        :func:`fmc.inference.ensemble.load_models` refuses it).
     """
     from omegaconf import ListConfig
 
     values = list(ckpt) if isinstance(ckpt, (list, tuple, ListConfig)) else [ckpt]
-    if not values:
-        raise FmcConfigError("ckpt=[]: name at least one checkpoint")
     if any(not isinstance(v, (str, Path)) or not str(v) or str(v) == "auto"
                          for v in values):
         raise FmcConfigError(f"ckpt={values if len(values) != 1 else values[0]!r}: give a "
