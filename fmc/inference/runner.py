@@ -90,8 +90,7 @@ def checkpoint_list(ckpt) -> list[str]:
     from omegaconf import ListConfig
 
     values = list(ckpt) if isinstance(ckpt, (list, tuple, ListConfig)) else [ckpt]
-    if any(not isinstance(v, (str, Path)) or not str(v) or str(v) == "auto"
-                         for v in values):
+    if any(not isinstance(v, (str, Path)) or not str(v) or str(v) == "auto" for v in values):
         raise FmcConfigError(f"ckpt={values if len(values) != 1 else values[0]!r}: give a "
                              "checkpoint path, a list of them to average ([a.ckpt,b.ckpt]), or "
                              "auto with registry=")
