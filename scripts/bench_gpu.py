@@ -1,9 +1,11 @@
 """One prepared GPU benchmark: training steps/s, predict time against MONAI, peak memory, and the
 challenge budget per study, in one table (docs/benchmarks.md, "GPU").
 
-    python scripts/bench_gpu.py                   # on a GPU (sized for 8 minutes; not yet run on one)
+    python scripts/bench_gpu.py                   # on a GPU (about 9 minutes on an H200: docs/benchmarks.md)
     python scripts/bench_gpu.py --write-docs      # ... and put the table into docs/benchmarks.md
     python scripts/bench_gpu.py --smoke           # tiny sizes on the CPU: checks the script runs
+    python scripts/bench_gpu.py --sections train --json rows.jsonl   # one part, rows kept as they come
+    python scripts/bench_gpu.py --rows rows.jsonl --write-docs       # the table again from kept rows
 
 It makes its own data (random-phantom volumes of each study's typical size) and measures:
 
@@ -11,18 +13,21 @@ It makes its own data (random-phantom volumes of each study's typical size) and 
    or ``--model unet3d`` (RWTH-GE's), 16 features, GroupNorm, confidence head, SSIM+L1;
    64×256×256 patches, batch 1 and 2) through
    Lightning with fmc's module, in ``32-true``, ``bf16-mixed`` and ``bf16-mixed`` + ``torch.compile``
-   (steps after a warm-up; patches already on the device, so the data loader is not measured).
+   (steps after a warm-up; patches already on the device, so the data loader is not measured;
+   the compiled and the ``channels_last_3d``-off variants at the first batch size only).
 2. **loader**: training patches/s of fmc's data module at the GPU patch for 0, 2, 4, 8 workers
    (CPU work: does the loader keep up with the steps of 1.?).
 3. **predict**: ``fmc.inference.prediction.predict_file`` (read, distance channel, tiles, blend,
-   write) on a study-1-sized volume with ``amp=none`` and ``amp=bf16`` and a study-5-sized one with
+   write) on a study-1-sized volume with ``amp=none``, ``bf16`` and ``fp16`` and a study-5-sized one with
    ``amp=bf16``, the default window and overlap; and MONAI's ``sliding_window_inference`` on the same network,
    tiles, overlap and Gaussian blend over the study-1-sized input already in memory, against
    fmc's tile loop on the same input.
 4. **budget**: per-case minutes for each study's typical volume from the measured seconds per
    tile of the full study-5 run, at overlap 0.5 and 0.25.
 
-Peak GPU memory (``torch.cuda.max_memory_allocated``) is reported per row.
+Peak GPU memory (``torch.cuda.max_memory_allocated``) is reported per row. With ``--json`` each row
+is appended the moment it is measured, so a run stopped by a time limit keeps what it finished;
+``--rows`` prints (and with ``--write-docs`` writes) the table from such a file without measuring.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -62,9 +68,27 @@ class Sizes:
     model: str | None = None  # a conf/model/ name; None = fmc's default network
 
 
-# (precision, torch.compile, channels_last_3d): fmc's trainer=gpu is the second row.
-TRAIN_VARIANTS = (("32-true", False, True), ("bf16-mixed", False, True),
-                  ("bf16-mixed", True, True), ("bf16-mixed", False, False))
+@dataclass(frozen=True)
+class TrainVariant:
+    """One way to train: fmc's ``trainer=gpu`` is ``bf16-mixed`` with channels_last_3d."""
+
+    precision: str
+    compiled: bool = False
+    channels_last: bool = True
+    cudnn_benchmark: bool = False  # Trainer(benchmark=True): cuDNN picks its fastest 3D kernels
+
+    def label(self) -> str:
+        return self.precision + (" + compile" if self.compiled else "") + \
+            ("" if self.channels_last else ", channels_last off") + \
+            (", cudnn.benchmark" if self.cudnn_benchmark else "")
+
+
+# Measured in this order (every batch size for the first two; the rest at the first batch size,
+# compiled last: its compilation is the slowest part of the section).
+TRAIN_VARIANTS = (TrainVariant("32-true"), TrainVariant("bf16-mixed"),
+                  TrainVariant("bf16-mixed", channels_last=False),
+                  TrainVariant("bf16-mixed", cudnn_benchmark=True),
+                  TrainVariant("bf16-mixed", compiled=True))
 SMOKE = Sizes(patch=(16, 32, 32), features=4, batches=(1,), steps=2, warmup=1,
               study1=(24, 48, 56), study5=(32, 64, 64), workers=(0, 1), loader_patches=4)
 
@@ -143,8 +167,8 @@ class _Timer:
         self.start = None
 
 
-def train_steps_per_second(sizes: Sizes, batch: int, precision: str, compile_network: bool,
-                           device: str, channels_last: bool = True) -> tuple[float, float | None]:
+def train_steps_per_second(sizes: Sizes, batch: int, variant: TrainVariant, device: str
+                           ) -> tuple[float, float | None]:
     import lightning as L
     from torch.utils.data import DataLoader, Dataset
 
@@ -161,11 +185,12 @@ def train_steps_per_second(sizes: Sizes, batch: int, precision: str, compile_net
         def __getitem__(self, index: int) -> dict:
             return {"input": self.input, "target": self.target}
 
-    module = gpu_module(sizes, compile_network, channels_last)
+    module = gpu_module(sizes, variant.compiled, variant.channels_last)
     timer = _Timer(sizes.warmup, device)
     total = sizes.warmup + sizes.steps
     trainer = L.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1,
-                        precision=precision, max_steps=total, logger=False,
+                        precision=variant.precision, max_steps=total, logger=False,
+                        benchmark=variant.cudnn_benchmark,
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0,
                         limit_val_batches=0, callbacks=[timer.callback])
@@ -210,12 +235,18 @@ def save_module(module, path: Path) -> Path:
     return path
 
 
-def predict_seconds(checkpoint: Path, volume: Path, out: Path, device: str, amp: str
-                    ) -> tuple[float, int, float | None]:
+def predict_seconds(checkpoint: Path, volume: Path, out: Path, device: str, amp: str,
+                    batch_size: int | None = None, cudnn_benchmark: bool = False,
+                    overlap: float | None = None) -> tuple[float, int, float | None]:
     from fmc.inference.prediction import default_settings, load_model, predict_file
     from fmc.inference.tiling import tile_count
 
-    settings = default_settings(amp=amp, progress=False).check()
+    settings = default_settings(amp=amp, progress=False)
+    if batch_size is not None:
+        settings = replace(settings, batch_size=batch_size)
+    if overlap is not None:
+        settings = replace(settings, overlap=overlap)
+    settings = settings.check()
     model = load_model(checkpoint, device=device)
     from fmc.io.tiff import TiffVolume
 
@@ -223,10 +254,22 @@ def predict_seconds(checkpoint: Path, volume: Path, out: Path, device: str, amp:
         shape = opened.shape
     tiles = tile_count(shape, model.hparams.patch_size, settings.overlap)
     reset_peak(device)
-    start = time.perf_counter()
-    predict_file(model, volume, out, settings)
-    synchronize(device)
-    return time.perf_counter() - start, tiles, peak_gb(device)
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    try:
+        start = time.perf_counter()
+        predict_file(model, volume, out, settings)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+    finally:
+        torch.backends.cudnn.benchmark = before
+    return seconds, tiles, peak_gb(device)
+
+
+# fmc.predict's variants timed on the study-1-sized case: (amp, batch size or None for the
+# default, cudnn.benchmark). The study-5-sized case runs once, with bf16 and the defaults.
+PREDICT_VARIANTS = (("none", None, False), ("bf16", None, False), ("fp16", None, False),
+                    ("bf16", None, True), ("bf16", 4, False))
 
 
 def monai_against_fmc(checkpoint: Path, volume: Path, device: str, amp: str
@@ -322,62 +365,88 @@ def budget_rows(seconds_per_tile: float, sizes_label: str) -> list[Row]:
     return rows
 
 
-def run(sizes: Sizes, device: str, sections: set[str], work: Path) -> list[Row]:
-    rows: list[Row] = []
+class Rows(list):
+    """The measured rows; each one printed, and appended to ``json_path`` (if any) at once."""
+
+    def __init__(self, json_path: Path | None, device: str) -> None:
+        super().__init__()
+        self.json_path, self.device = json_path, device
+
+    def append(self, row: Row) -> None:
+        super().append(row)
+        print(row, flush=True)
+        if self.json_path is not None:
+            with self.json_path.open("a") as handle:
+                handle.write(json.dumps({**row.__dict__, "device": device_name(self.device),
+                                         "torch": torch.__version__,
+                                         "date": time.strftime("%Y-%m-%d")}) + "\n")
+
+    def __iadd__(self, rows):
+        for row in rows:
+            self.append(row)
+        return self
+
+
+def run(sizes: Sizes, device: str, sections: set[str], work: Path,
+        json_path: Path | None = None, overlap: float | None = None) -> list[Row]:
+    rows = Rows(json_path, device)
     if "train" in sections:
-        for batch in sizes.batches:
-            for precision, compiled, channels_last in TRAIN_VARIANTS:
-                if batch != sizes.batches[0] and not channels_last:
-                    continue  # the memory layout is compared once, at the first batch size
-                if device == "cpu":  # bf16 on a CPU is far slower: the smoke run stays float32
-                    precision = "32-true"
-                steps, peak = train_steps_per_second(sizes, batch, precision, compiled, device,
-                                                     channels_last)
-                label = precision + (" + compile" if compiled else "") + \
-                    ("" if channels_last else ", channels_last off")
-                rows.append(Row("train", f"{label}, batch {batch}", f"{steps:.2f} steps/s", peak,
-                                f"patch {'×'.join(map(str, sizes.patch))}"))
-                print(rows[-1], flush=True)
+        plan = [(batch, variant) for batch in sizes.batches for variant in TRAIN_VARIANTS[:2]]
+        plan[2:2] = [(sizes.batches[0], variant) for variant in TRAIN_VARIANTS[2:4]]
+        plan.append((sizes.batches[0], TRAIN_VARIANTS[4]))
+        for batch, variant in plan:
+            if device == "cpu":  # bf16 on a CPU is far slower: the smoke run stays float32
+                variant = replace(variant, precision="32-true")
+            steps, peak = train_steps_per_second(sizes, batch, variant, device)
+            rows.append(Row("train", f"{variant.label()}, batch {batch}", f"{steps:.2f} steps/s",
+                            peak, f"patch {'×'.join(map(str, sizes.patch))}"))
     if "loader" in sections:
         root = prepared_training_data(work, sizes)
         for workers in sizes.workers:
             rate = loader_patches_per_second(root, sizes, workers)
             rows.append(Row("loader", f"{workers} workers", f"{rate:.2f} patches/s"))
-            print(rows[-1], flush=True)
-    seconds_per_tile = None
     if sections & {"predict", "budget", "monai"}:
         checkpoint = save_module(gpu_module(sizes), work / "gpu.ckpt")
         volumes = {1: write_study_volume(work, 1, sizes.study1)}
         if sections & {"predict", "budget"}:
-            volumes[5] = write_study_volume(work, 5, sizes.study5)
-            for study in (1, 5):
-                # study 5 (1764 tiles, 4.6 GB written) once, with the faster amp: 8 minutes
-                for amp in ("none",) if device == "cpu" else ("none", "bf16") if study == 1 \
-                        else ("bf16",):
-                    seconds, tiles, peak = predict_seconds(checkpoint, volumes[study],
-                                                           work / f"out_{study}_{amp}", device, amp)
-                    rows.append(Row("predict", f"study {study}-sized, amp={amp}",
-                                    f"{seconds:.1f} s ({tiles} tiles, {seconds / tiles:.3f} s/tile)",
-                                    peak, "×".join(map(str, sizes.study1 if study == 1
-                                                       else sizes.study5))))
-                    print(rows[-1], flush=True)
-                    if study == 5:
-                        seconds_per_tile = min(seconds_per_tile or np.inf, seconds / tiles)
+            # study 5 third, right after the amp comparison: it decides the challenge budget
+            plan = [(1, variant) for variant in PREDICT_VARIANTS[:2]] + \
+                [(5, ("bf16", None, False))] + [(1, variant) for variant in PREDICT_VARIANTS[2:]]
+            for index, (study, (amp, batch_size, cudnn_benchmark)) in enumerate(plan):
+                if device == "cpu" and (amp != "none" or batch_size or cudnn_benchmark):
+                    if study == 1:
+                        continue  # the CPU smoke run: one float32 prediction of each size
+                    amp = "none"
+                if study not in volumes:
+                    volumes[study] = write_study_volume(work, study, sizes.study5)
+                seconds, tiles, peak = predict_seconds(
+                    checkpoint, volumes[study], work / f"out_{index}_{study}", device, amp,
+                    batch_size, cudnn_benchmark, overlap)
+                label = f"study {study}-sized, amp={amp}" + \
+                    (f", batch {batch_size}" if batch_size else "") + \
+                    (", cudnn.benchmark" if cudnn_benchmark else "") + \
+                    (f", overlap {overlap}" if overlap is not None else "")
+                rows.append(Row("predict", label,
+                                f"{seconds:.1f} s ({tiles} tiles, {seconds / tiles:.3f} s/tile)",
+                                peak, "×".join(map(str, sizes.study1 if study == 1
+                                                   else sizes.study5))))
+                if study == 5:
+                    shutil.rmtree(work / f"out_{index}_{study}", ignore_errors=True)  # 4.6 GB
+                    if "budget" in sections:
+                        rows += budget_rows(seconds / tiles, f"{seconds / tiles:.3f} s/tile "
+                                                             f"(study-5 run, {label.partition(', ')[2]})")
         if "monai" in sections:
             for amp in ("none",) if device == "cpu" else ("none", "bf16"):
                 fmc_s, monai_s, tiles = monai_against_fmc(checkpoint, volumes[1], device, amp)
                 rows.append(Row("monai", f"same {tiles} tiles, amp={amp}",
                                 f"fmc {fmc_s:.1f} s, MONAI {monai_s:.1f} s "
                                 f"(fmc/MONAI {fmc_s / monai_s:.2f})"))
-                print(rows[-1], flush=True)
-    if "budget" in sections and seconds_per_tile is not None:
-        rows += budget_rows(seconds_per_tile, f"{seconds_per_tile:.3f} s/tile (study-5 run, "
-                                               "best amp)")
     return rows
 
 
-def table(rows: list[Row], name: str, command: str) -> str:
-    lines = [f"GPU: **{name}**, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; "
+def table(rows: list[Row], name: str, command: str, torch_version: str = torch.__version__,
+          date: str | None = None) -> str:
+    lines = [f"GPU: **{name}**, torch {torch_version}, {date or time.strftime('%Y-%m-%d')}; "
              f"`{command}`", "", "| section | what | result | peak GPU memory | note |",
              "|---|---|---|---|---|"]
     for row in rows:
@@ -397,16 +466,45 @@ def write_docs(text: str) -> None:
     DOCS.write_text(docs)
 
 
+def kept_rows(path: Path) -> tuple[list[Row], dict]:
+    """Rows appended by ``--json`` and the facts of the run (device, torch, date) of the last."""
+    rows, facts = [], {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            facts = {key: record.pop(key, None) for key in ("device", "torch", "date")}
+            rows.append(Row(**record))
+    if not rows:
+        raise SystemExit(f"{path}: no rows")
+    return rows, facts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (the CPU, tests)")
     parser.add_argument("--sections", default="train,loader,predict,monai,budget")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
-    parser.add_argument("--json", type=Path, help="also write the rows as JSON lines here")
+    parser.add_argument("--json", type=Path, help="also append each row here as a JSON line, as "
+                        "soon as it is measured")
+    parser.add_argument("--rows", type=Path, help="measure nothing: the table from rows an earlier "
+                        "--json kept")
+    parser.add_argument("--overlap", type=float, help="the predict section's tile overlap "
+                        "(default: conf/inference/default.yaml's)")
     parser.add_argument("--model", help="a conf/model/ name (default: fmc's default network; "
                         "unet3d: RWTH-GE's)")
     args = parser.parse_args()
+    command = "python scripts/bench_gpu.py" + (" --smoke" if args.smoke else "") + \
+        (f" --model {args.model}" if args.model else "")
+    if args.rows:
+        rows, facts = kept_rows(args.rows)
+        order = ["train", "loader", "predict", "monai", "budget"]
+        rows.sort(key=lambda row: order.index(row.section) if row.section in order else len(order))
+        text = table(rows, facts["device"], command, facts["torch"], facts["date"])
+        print(text)
+        if args.write_docs:
+            write_docs(text)
+        return 0
     sizes = replace(SMOKE if args.smoke else Sizes(), model=args.model)
     sections = set(args.sections.split(","))
     if args.device == "cpu" and not args.smoke and sections - {"loader"}:
@@ -414,15 +512,9 @@ def main() -> int:
               "data loader is CPU work)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="fmc-bench-gpu-") as work:
-        rows = run(sizes, args.device, sections, Path(work))
-    command = "python scripts/bench_gpu.py" + (" --smoke" if args.smoke else "") + \
-        (f" --model {args.model}" if args.model else "")
+        rows = run(sizes, args.device, sections, Path(work), args.json, args.overlap)
     text = table(rows, device_name(args.device), command)
     print(text)
-    if args.json:
-        with args.json.open("a") as handle:
-            for row in rows:
-                handle.write(json.dumps({**row.__dict__, "device": device_name(args.device)}) + "\n")
     if args.write_docs:
         write_docs(text)
     return 0

@@ -38,5 +38,36 @@ def test_low_precision_predictions_score_as_float32(tmp_path: Path):
 def test_an_unknown_precision_is_one_line():
     from fmc.inference.prediction import default_settings
 
-    with pytest.raises(FmcConfigError, match="amp='fp8': choose one of none, bf16, fp16"):
+    with pytest.raises(FmcConfigError, match="amp='fp8': choose one of auto, none, bf16, fp16"):
         default_settings(amp="fp8").check()
+
+
+def test_auto_precision_is_bf16_on_a_cuda_gpu_and_float32_on_the_cpu(monkeypatch):
+    import torch
+
+    from fmc.inference.precision import autocast, resolve_amp
+
+    assert resolve_amp("cpu", "auto") == "none"
+    assert resolve_amp("cpu", "fp16") == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert resolve_amp("cuda", "auto") == "bf16"
+    assert resolve_amp("cuda:0", "none") == "none"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert resolve_amp("cuda", "auto") == "none"  # an older GPU: float32, not a slow emulation
+    with autocast("cpu", "auto"):  # the default on this machine: no low precision at all
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_the_default_predicts_as_float32_on_the_cpu(tmp_path: Path):
+    """fmc.predict's default (amp=auto) on a CPU gives the float32 volume, voxel for voxel."""
+    checkpoint = trained_looking_checkpoint(tmp_path / "m.ckpt")
+    raw = tmp_path / "raw"
+    write_pair(raw, 1, "nucleus", 0, shape=(16, 32, 32), scale=3.0)
+    volumes = {}
+    for name, extra in (("default", []), ("none", ["amp=none"])):
+        result = run_in_process("fmc.predict", f"ckpt={checkpoint}",
+                                f"input={raw / 'image_0_nucleus_angle.tif'}",
+                                f"output={tmp_path / name}", "progress=false", *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+        volumes[name], _ = read_volume(tmp_path / name / "image_0_nucleus_angle.tif")
+    assert (volumes["default"] == volumes["none"]).all()

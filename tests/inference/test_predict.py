@@ -196,11 +196,11 @@ def test_checkpoint_asking_for_an_unknown_channel_is_refused(views: Path, tmp_pa
 # The defaults README.md documents ("Predicting"); fmc.challenge changes the two it states.
 DOCUMENTED_DEFAULTS = {"patch": None, "overlap": 0.5, "batch_size": 2, "weighting": "gaussian",
                        "roof_crop": (5, 15, 15), "tta": (), "fallback": "auto",
-                       "output_dtype": "float32", "output_format": "tiff", "amp": "none", "compile": False,
+                       "output_dtype": "float32", "output_format": "tiff", "amp": "auto", "compile": False,
                        "tiff_tiles": False,
                        "buffer_threshold_gb": 2.0,
                        "progress": True}
-CHALLENGE_CHANGES = {"output_dtype": "uint16", "tiff_tiles": True, "progress": False}
+CHALLENGE_CHANGES = {"output_dtype": "uint16", "tiff_tiles": True, "progress": False, "overlap": 0.25}
 
 
 def compose_config(command: str, *overrides: str):
