@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-full coverage demo lint bench clean-venv
+.PHONY: install test test-full test-wheel coverage demo lint bench clean-venv
 
 install: $(STAMP)
 
@@ -27,6 +27,23 @@ test: $(STAMP)
 
 test-full: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# fmc installed from its wheel, not run from the checkout: build the wheel from a copy of the
+# sources (no build/ folder here), install it with its dependencies into a fresh virtualenv
+# (TORCH_SPEC first, as `install` does) and run two commands from a folder outside the
+# repository, with the embedded dataset's folder (FMC_DATA) in the same scratch folder.
+WHEEL_TEST ?= $(or $(TMPDIR),/tmp)/fmc-test-wheel
+test-wheel: $(STAMP)
+	rm -rf $(WHEEL_TEST) && mkdir -p $(WHEEL_TEST)/src $(WHEEL_TEST)/elsewhere
+	cp -R pyproject.toml README.md fmc conf $(WHEEL_TEST)/src/
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w $(WHEEL_TEST)/dist $(WHEEL_TEST)/src
+	$(PYTHON) -m venv $(WHEEL_TEST)/venv
+	$(WHEEL_TEST)/venv/bin/pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(WHEEL_TEST)/venv/bin/pip install --quiet $(WHEEL_TEST)/dist/fmc-*.whl
+	cd $(WHEEL_TEST)/elsewhere && export FMC_DATA=$(WHEEL_TEST)/data && \
+	  ../venv/bin/python -c "import fmc.core.cli as c; print('fmc configs:', c.CONFIG_DIR)" && \
+	  ../venv/bin/python -m fmc.train --cfg job study=3 content=nucleus && \
+	  ../venv/bin/python -m fmc.predict --help
 
 # Line coverage of fmc by the fast suite (commands in subprocesses included; pyproject.toml).
 coverage: $(STAMP)

@@ -25,7 +25,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from fmc.core.command_line import with_extra_overrides
     from fmc.training.profile import with_profile, with_study_facts
 
-    sys.argv = with_study_facts(with_profile(sys.argv))
+    # $FMC_OVERRIDES first: the profile is chosen from the whole command line.
+    sys.argv = with_study_facts(with_profile(with_extra_overrides(sys.argv, "train")))
     main()

@@ -3,7 +3,7 @@
     python scripts/bench_fallback.py --ckpt CKPT --content nucleus [--ckpt CKPT2 --content membrane]
 
 For each checkpoint, predicts the validation + test volumes of its content (from
-data/synthetic_h5/lists) with every variant below through the real ``fmc.predict`` command, scores
+$FMC_DATA/synthetic_h5/lists) with every variant below through the real ``fmc.predict`` command, scores
 them with ``fmc.evaluate`` (the challenge's N_SSIM) and prints one table. The default of
 ``fallback`` in conf/predict.yaml was set from this table (docs/benchmarks.md).
 """
@@ -21,7 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchtools import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-LISTS = REPO / "data" / "synthetic_h5" / "lists"
+sys.path.insert(0, str(REPO))
+from fmc.core.locations import embedded_h5_dir  # noqa: E402
+
+LISTS = embedded_h5_dir() / "lists"
 VARIANTS = {
     "plain": [],
     "fallback=difference": ["fallback=difference"],
@@ -56,7 +59,7 @@ def main() -> None:
     rows = []
     for ckpt, content in zip(args.ckpt, args.content, strict=True):
         listed = held_out_list(content, out / f"{content}_heldout.csv")
-        # The list's paths are relative to data/synthetic_h5: rewrite them absolute.
+        # The list's paths are relative to the embedded H5 folder: rewrite them absolute.
         root = LISTS.parent
         listed.write_text("".join(";".join(str(root / p) for p in line.split(";")) + "\n"
                                   for line in listed.read_text().split()))

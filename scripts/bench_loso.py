@@ -42,6 +42,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 from bench_recipe import run  # noqa: E402
 from benchtools import machine  # noqa: E402
 
+from fmc.core.locations import embedded_h5_dir  # noqa: E402
+
 STUDIES = (1, 2, 3, 4, 5)
 CONTENTS = ("nucleus", "membrane")
 HARM_LIMIT = -0.02
@@ -95,7 +97,7 @@ def rescore(args) -> None:
     from fmc.inference.prediction import load_model
     from fmc.preprocessing.splits import read_list
 
-    h5 = REPO / "data" / "synthetic_h5"
+    h5 = embedded_h5_dir()
     rows = [r for r in read_rows(args.out) if r["label"] == args.rescore
             and r["fallback"] == "checkpoint"]
     for row in rows:
@@ -132,7 +134,7 @@ def study_of(name: str, h5: Path) -> int | None:
 
 def summary(out: Path, labels: list[str] | None) -> str:
     """Markdown: per label and content, per held-out study: LOSO mean, worst, in-domain ref."""
-    h5 = REPO / "data" / "synthetic_h5"
+    h5 = embedded_h5_dir()
     rows = read_rows(out)
     labels = labels or list(dict.fromkeys(r["label"] for r in rows))
     lines = ["| variant | content | held-out study | LOSO mean | worst volume | in-domain ref "

@@ -32,6 +32,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 from bench_loso import read_rows, study_of  # noqa: E402
 
+from fmc.core.locations import embedded_h5_dir  # noqa: E402
+
 
 def kept_runs(rows: list[dict], labels: list[str], content: str, holdout: int | None) -> list[dict]:
     """One run per seed from any of ``labels`` whose checkpoint still exists (the latest row of a
@@ -58,7 +60,7 @@ def ensemble_rows(out: Path, labels: list[str], holdouts: list[int], contents: l
     from fmc.models.fallback import apply_in_memory, resolve_fallback
     from fmc.preprocessing.splits import read_list
 
-    h5 = REPO / "data" / "synthetic_h5"
+    h5 = embedded_h5_dir()
     rows = read_rows(out)
     results = []
     for content in contents:
@@ -106,7 +108,7 @@ def ensemble_rows(out: Path, labels: list[str], holdouts: list[int], contents: l
 
 def single_model_in_domain(out: Path, label: str) -> dict[tuple[str, int], float]:
     """(content, study) -> the mean over ``label``'s ``study=all`` runs of that study's test volumes."""
-    h5 = REPO / "data" / "synthetic_h5"
+    h5 = embedded_h5_dir()
     values: dict[tuple[str, int], list[float]] = {}
     for row in read_rows(out):
         if row["label"] == label and row["holdout"] is None and row["fallback"] == "checkpoint":

@@ -21,7 +21,7 @@ and ``fmc.predict ckpt=[...]`` averages them — an ensemble at the same total t
 Prints one row per run and the ratio of the means (fmc / peer), and appends every row to
 ``OUT/results.jsonl`` (docs/benchmarks.md quotes it).
 
-Data sets: ``embedded`` is fmc's default synthetic set (``data/synthetic``, 4 pairs per
+Data sets: ``embedded`` is fmc's default synthetic set (``$FMC_DATA/synthetic``, 4 pairs per
 study/content, demo voxels); ``hard`` is made here on first use: 6 pairs per study of the chosen
 content at 1.5x finer voxels (the same specimens' extent, 3.4x the voxels), with another seed
 (``outputs/bench_data/hard/<content>``).
@@ -40,6 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchtools import machine  # noqa: E402
+
+from fmc.core.locations import embedded_h5_dir, embedded_tiff_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 HARD = REPO / "outputs" / "bench_data" / "hard"
@@ -74,7 +76,7 @@ def data_set(name: str, content: str, logs: Path) -> tuple[Path, Path]:
     """(raw TIFF folder, prepared H5 folder) of a benchmark set, made on first use (the hard
     set: for ``content`` only)."""
     if name == "embedded":
-        raw, h5 = REPO / "data" / "synthetic", REPO / "data" / "synthetic_h5"
+        raw, h5 = embedded_tiff_dir(), embedded_h5_dir()
         fmc("fmc.prepare", "workers=2", "progress=false", log=logs / "prepare_embedded.log")
         return raw, h5
     if name != "hard":

@@ -23,6 +23,7 @@ from scipy import ndimage
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from fmc.core.locations import embedded_h5_dir  # noqa: E402
 
 
 def zoom_back(prediction: np.ndarray, planes: int) -> np.ndarray:
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--factor", type=float, default=2.0)
     parser.add_argument("--results", type=Path,
                         default=REPO / "docs" / "data" / "bench_loso_results.jsonl")
-    parser.add_argument("--h5", type=Path, default=REPO / "data" / "synthetic_h5")
+    parser.add_argument("--h5", type=Path, default=embedded_h5_dir())
     args = parser.parse_args()
     rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["label"] == args.label and r["holdout"] == args.holdout]

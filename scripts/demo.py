@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from fmc.core.locations import embedded_tiff_dir  # noqa: E402
+
 OUT = Path("outputs/demo")
 
 
@@ -46,8 +49,9 @@ def main() -> None:
     budget = f"00:00:{seconds // 60:02d}:{seconds % 60:02d}"
     sweep = OUT / "sweep"
     shutil.rmtree(REPO / sweep, ignore_errors=True)  # a fresh sweep: no stale checkpoints or scores
-    # No input= / raw= given: the commands use the embedded synthetic dataset (data/synthetic),
-    # synthesized on first use.
+    # No input= / raw= given: the commands use the embedded synthetic dataset, synthesized on
+    # first use into $FMC_DATA (default ~/.cache/fmc/data), whatever the current folder.
+    print(f"embedded dataset: {embedded_tiff_dir()} (set FMC_DATA to move it)", flush=True)
     run("fmc.prepare", "workers=2", "progress=false")
     run("fmc.train", "--multirun", "content=nucleus,membrane", f"trainer.max_time={budget}",
         "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}")

@@ -1,6 +1,6 @@
 """What averaging does to one volume: each model's prediction and the ensemble's, side by side.
 
-    python scripts/figure_ensemble.py --view data/synthetic/image_30_membrane_angle.tif \
+    python scripts/figure_ensemble.py --view ~/.cache/fmc/data/synthetic/image_30_membrane_angle.tif \
         --ckpt A.ckpt B.ckpt C.ckpt --out docs/figures/loso_ensemble_study4_membrane.png
 
 Each checkpoint predicts the view with ``python -m fmc.predict``, then all of them together

@@ -29,8 +29,8 @@ def example() -> str:
         "# (override any: hydra.launcher.partition=NAME); hydra/launcher=local runs the same",
         "# machinery on this machine first",
         "python -m fmc.train --multirun hydra/launcher=slurm \\",
-        f"    {SWEEP}",
-        "# killed or timed out? the same command with resume=true reruns only unfinished jobs",
+        f"    {SWEEP}  # [compose only: SLURM]",
+        "# killed? the same command + resume=true hydra.sweep.dir=<its folder>: unfinished jobs run",
     ])
 
 

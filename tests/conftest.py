@@ -41,6 +41,17 @@ TINY_RUN = ["study=1", "content=nucleus", "logger=csv", "model=unet3d",
             "trainer.num_sanity_val_steps=0"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def embedded_data_folder(tmp_path_factory):
+    """``FMC_DATA`` for the whole session, in every test and the commands they start: the
+    embedded dataset goes to one temporary folder (made at most once per session), never to
+    the user's cache (``~/.cache/fmc/data``, the default) or the checkout."""
+    folder = tmp_path_factory.mktemp("fmc_data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FMC_DATA", str(folder))
+        yield folder
+
+
 def run_command(module: str, *overrides: str, cwd: Path | None = None,
                 env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m <module> <overrides>`` in a subprocess and capture its output."""

@@ -19,9 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from fmc.core.errors import FmcError
+from fmc.core.locations import config_dir
 from fmc.core.naming import lists_prefix
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# The checkout's conf/ or the copy installed with the package (fmc.core.locations.config_dir).
+CONFIG_DIR = str(config_dir())
 EXIT_USER_ERROR = 2
 
 
@@ -32,12 +34,39 @@ if not OmegaConf.has_resolver("lists_prefix"):
 
 
 def verbose() -> bool:
-    """True when the user asked for tracebacks (``FMC_VERBOSE=1``)."""
+    """True when the user asked for tracebacks and every package's log lines (``FMC_VERBOSE=1``,
+    or ``verbose=true`` on the command: :func:`fmc.core.logs.configure` sets it)."""
     return os.environ.get("FMC_VERBOSE", "").lower() not in ("", "0", "false", "no")
 
 
+# The run folder Hydra made for this run when it did not exist before (set by
+# fmc.training.run_folder.RunFolderCheck); a run that fails with a user error removes it again
+# while it holds nothing but Hydra's records.
+# Entries: (run folder, the highest of its folders that did not exist either).
+new_run_folder: list[tuple[Path, Path]] = []
+
+
+def forget_failed_run_folder() -> None:
+    """Remove this run's new folders if the run folder holds only Hydra's records (``.hydra/``,
+    the log): the run folder, then each new folder above it that is left empty."""
+    import shutil
+
+    for folder, top in new_run_folder:
+        if not folder.is_dir():
+            continue
+        if any(p.name != ".hydra" and p.suffix != ".log" for p in folder.iterdir()):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        for parent in folder.parents:
+            if top not in (parent, *parent.parents) or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    new_run_folder.clear()
+
+
 def report_user_errors(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a task function so user errors exit with a one-line message and code 2."""
+    """Decorate a task function so user errors exit with a one-line message and code 2 (and
+    leave no run folder behind that holds nothing but Hydra's records)."""
 
     def decorate(task: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(task)
@@ -47,10 +76,12 @@ def report_user_errors(command: str) -> Callable[[Callable[..., Any]], Callable[
             except FmcError as error:
                 if verbose():
                     raise
+                forget_failed_run_folder()
                 _fail(command, str(error))
             except MissingMandatoryValue as error:
                 if verbose():
                     raise
+                forget_failed_run_folder()
                 key = error.full_key or "?"
                 _fail(command, f"missing value for '{key}': add {key}=... to the command line "
                                f"(see conf/{command.split('.')[-1]}.yaml)")
@@ -70,6 +101,12 @@ def _fail(command: str, message: str) -> None:
 def hydra_entry(config_name: str, command: str) -> Callable[[Callable[[DictConfig], Any]], Callable]:
     """``hydra.main`` on fmc's ``conf/`` folder, with :func:`report_user_errors`.
 
+    Called without a config (``main()``, as ``python -m`` does), the command line first gets the
+    overrides of ``$FMC_OVERRIDES`` and is checked by composing it
+    (:func:`fmc.core.command_line.check_command_line`): a key or option that does not exist is
+    one line and exit code 2 before Hydra makes a run folder. ``main(cfg)`` runs the task on a
+    composed config, as Hydra's own passthrough does.
+
     Parameters
     ----------
     config_name : str
@@ -79,8 +116,26 @@ def hydra_entry(config_name: str, command: str) -> Callable[[Callable[[DictConfi
     """
     import hydra
 
+    from fmc.core.command_line import check_command_line, with_extra_overrides
+    from fmc.core.logs import configured
+
     def decorate(task: Callable[[DictConfig], Any]) -> Callable:
-        return hydra.main(version_base="1.3", config_path=CONFIG_DIR,
-                          config_name=config_name)(report_user_errors(command)(task))
+        hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_DIR,
+                                config_name=config_name)(report_user_errors(command)(configured(task)))
+
+        @functools.wraps(task)
+        def entry(cfg: DictConfig | None = None) -> Any:
+            if cfg is not None:
+                return hydra_main(cfg)
+            sys.argv = with_extra_overrides(sys.argv, config_name)
+            try:
+                check_command_line(CONFIG_DIR, config_name, command, sys.argv)
+            except FmcError as error:
+                if verbose():
+                    raise
+                _fail(command, str(error))
+            return hydra_main()
+
+        return entry
 
     return decorate

@@ -20,6 +20,8 @@ ANGLE, FUSED = "angle", "fused"
 LIST_DELIMITER = ";"
 SPLITS = ("train", "val", "test")
 METRICS_FILE = "metrics.json"
+# A sweep's run that had nothing to train (e.g. no membrane data in a study): the reason, one line.
+SKIPPED_FILE = "skipped.txt"
 
 _PAIR_NAME = re.compile(
     r"^(?P<stem>.+)_(?P<kind>angle|fused)(?P<suffix>\.(?:tiff?|h5|hdf5|ome\.zarr|zarr))$",

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fmc.core.errors import FmcConfigError
+from fmc.core.locations import config_dir
 
 AXIS_NAMES = ("Z", "Y", "X")
 CONTENTS = ("nucleus", "membrane")
@@ -98,7 +99,7 @@ class StudyProfile:
 # adds those folders to Hydra's search path): a new study is one file. Each file is a Hydra
 # config of the group `studies` whose package is study_facts.study<N> (its first line says so),
 # so that fmc.train's config shows the facts (fmc.training.profile.with_study_facts).
-CONFIG_ROOT = Path(__file__).resolve().parents[2] / "conf"
+CONFIG_ROOT = config_dir()
 STUDY_DIR = CONFIG_ROOT / "studies"
 CONFIG_DIRS_ENV = "FMC_CONFIG_DIRS"
 _FIELDS = ("study", "spacing_zyx", "typical_shape", "degradation_axes", "real_contents",

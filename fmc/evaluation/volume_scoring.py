@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmc.core.logs import paced, plural
 from fmc.evaluation.metrics import n_ssim
 from fmc.inference.network_input import NetworkInput, open_volume
 from fmc.inference.tiling import iter_predicted_slabs
@@ -71,12 +72,18 @@ def predict_h5_volume(model, angle_path: str | Path, overlap: float = 0.5, batch
 
 
 def score_h5_pairs(model, pairs: Sequence[tuple[Path, Path]], overlap: float = 0.5,
-                   batch_size: int = 2, fallback: str = "auto") -> list[VolumeScore]:
-    """Predict each (angle, fused) H5 pair and score it with the challenge's N_SSIM."""
+                   batch_size: int = 2, fallback: str = "auto",
+                   label: str = "whole volumes") -> list[VolumeScore]:
+    """Predict each (angle, fused) H5 pair and score it with the challenge's N_SSIM.
+
+    Logs a line first (``label`` and how many volumes; on a CPU one takes seconds to minutes)
+    and, while it takes long, one every 10 s or so (:func:`fmc.core.logs.paced`).
+    """
     import h5py
 
+    log.info("%s: predicting and scoring %s", label, plural(len(pairs), "whole volume"))
     scores = []
-    for angle_path, fused_path in pairs:
+    for angle_path, fused_path in paced(pairs, log, label):
         prediction = predict_h5_volume(model, angle_path, overlap=overlap, batch_size=batch_size,
                                        fallback=fallback)
         with h5py.File(angle_path, "r") as angle, h5py.File(fused_path, "r") as fused:
@@ -109,8 +116,9 @@ def calibrate_change_limit_on(model, pairs: Sequence[tuple[Path, Path]], overlap
     """
     from fmc.models.fallback import DifferenceWeighting, calibrate_change_limit
 
+    log.info("calibrating the fallback: predicting %s without it", plural(len(pairs), "volume"))
     changes = []
-    for angle_path, _ in pairs:
+    for angle_path, _ in paced(pairs, log, "calibrating the fallback"):
         prediction = predict_h5_volume(model, angle_path, overlap=overlap, batch_size=batch_size,
                                        fallback="none")
         opened = open_volume(angle_path)

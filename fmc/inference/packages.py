@@ -29,6 +29,7 @@ import yaml
 
 from fmc.core.errors import FmcInputError
 from fmc.core.files import atomic_path
+from fmc.core.locations import cache_dir, resolve_latest
 from fmc.core.naming import METRICS_FILE
 from fmc.inference.registry import MANIFEST, ModelRegistry, export_registry
 
@@ -46,8 +47,9 @@ def sha256_of(path: Path) -> str:
 
 
 def cache_folder() -> Path:
-    """Where downloaded and unpacked packages live (``$FMC_CACHE``, else ``~/.cache/fmc``)."""
-    return Path(os.environ.get("FMC_CACHE") or Path.home() / ".cache" / "fmc")
+    """Where downloaded and unpacked packages live: fmc's user cache (``$FMC_CACHE``, else
+    ``$XDG_CACHE_HOME/fmc`` or ``~/.cache/fmc``; :func:`fmc.core.locations.cache_dir`)."""
+    return cache_dir()
 
 
 def model_card(registry: ModelRegistry, names: list[str]) -> str:
@@ -158,8 +160,10 @@ def verify_hashes(folder: Path) -> None:
 
 
 def open_registry(spec: str | Path) -> ModelRegistry:
-    """A registry from a folder, a model package zip, or a package URL (cached, verified)."""
-    text = str(spec)
+    """A registry from a folder, a model package zip, or a package URL (cached, verified);
+    ``last``: the newest fmc.train run or sweep under ./outputs/train."""
+    text = str(resolve_latest(spec, "registry")) if not str(spec).startswith(URL_SCHEMES) \
+        else str(spec)
     if text.startswith(URL_SCHEMES):
         folder = _unpack(_download(text))
     elif Path(text).is_file():

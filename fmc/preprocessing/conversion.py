@@ -18,6 +18,7 @@ import numpy as np
 from fmc import __version__
 from fmc.core.errors import FmcError, FmcInputError
 from fmc.core.files import natural_key, remove_stale_parts, writable_folder
+from fmc.core.logs import paced
 from fmc.core.naming import ANGLE, file_kind, h5_name, is_tiff, partner_name
 from fmc.core.normalization import PERCENTILE_HIGH, PERCENTILE_LOW, volume_stats
 from fmc.core.studies import STUDIES
@@ -215,12 +216,12 @@ def convert_folder(input_dir: str | Path, out_dir: str | Path, *, workers: int =
     results: list[ConversionResult] = []
     try:
         if workers <= 1:
-            for path in files:
+            for path in _paced(files, len(files), bar):
                 results.append(_report(convert_tiff(path, out_dir, **kwargs), bar))
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 futures = [pool.submit(convert_tiff, path, out_dir, **kwargs) for path in files]
-                for future in as_completed(futures):
+                for future in _paced(as_completed(futures), len(futures), bar):
                     results.append(_report(future.result(), bar))
     finally:
         if bar is not None:
@@ -239,6 +240,11 @@ def _report(result: ConversionResult, bar) -> ConversionResult:
     if bar is not None:
         bar.update(1)
     return result
+
+
+def _paced(items, total: int, bar):
+    # Without a bar (progress=false, the embedded dataset), a line every 10 s or so.
+    return items if bar is not None else paced(items, log, "preparing", total=total)
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -12,9 +12,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fmc.core.errors import FmcConfigError, FmcInputError
+from fmc.core.locations import embedded_h5_dir
 from fmc.io.h5 import COMPRESSIONS
 from fmc.preprocessing.conversion import ConversionResult, convert_folder
-from fmc.preprocessing.embedded import DEFAULT_H5_ROOT, prune_default_h5, raw_root_or_embedded
+from fmc.preprocessing.embedded import prune_default_h5, raw_root_or_embedded
 from fmc.preprocessing.splits import shape_mismatches, write_lists
 
 log = logging.getLogger("fmc.prepare")
@@ -26,7 +27,7 @@ def folders(cfg: DictConfig) -> tuple[Path, Path]:
         source = raw_root_or_embedded(None)
         if cfg.output is None:
             prune_default_h5(source)  # the embedded dataset's own folder: drop older plans
-        return source, Path(cfg.output) if cfg.output is not None else DEFAULT_H5_ROOT
+        return source, Path(cfg.output) if cfg.output is not None else embedded_h5_dir()
     source = Path(cfg.input)
     output = Path(cfg.output) if cfg.output is not None else \
         source.with_name(source.name + "_h5")

@@ -12,6 +12,7 @@ import logging
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ log = logging.getLogger("fmc.report")
 PROVENANCE_FILE = "report_evaluation.json"
 # Hydra override values that need no quoting.
 _PLAIN_VALUE = re.compile(r"[\w./:+@-]+")
+# A log line of an fmc command (conf/hydra/default.yaml's format).
+_LOG_LINE = re.compile(r"\[\d\d:\d\d:\d\d\]\[(?P<name>[\w.]+)\]\[(?P<level>INFO|WARNING|ERROR|CRITICAL)\] "
+                       r"(?P<message>.*)")
 
 
 def hydra_override(key: str, value: Any) -> str:
@@ -108,12 +112,26 @@ def evaluate_run(report: RunReport, raw: Path | None, predict_overrides: Sequenc
 
 
 def _run_step(report: RunReport, command: list[str]) -> bool:
-    """Run one command; False (and the run's status set to its error line) when it fails."""
+    """Run one command; False (and the run's status set to its error line) when it fails.
+
+    The command's log lines come through as they are written, labelled with the run (a
+    prediction takes seconds to minutes a volume); the rest of its output is kept for errors.
+    """
     log.info("%s: %s", report.label, " ".join(command[1:]))
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode == 0:
+    started = time.perf_counter()
+    output: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as child:
+        for line in child.stdout:
+            output.append(line)
+            record = _LOG_LINE.match(line.rstrip("\n"))
+            if record:
+                logging.getLogger(record["name"]).log(logging.getLevelName(record["level"]),
+                                                      "%s: %s", report.label, record["message"])
+    if child.returncode == 0:
+        log.info("%s: %s done in %.0f s", report.label, command[2], time.perf_counter() - started)
         return True
-    lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+    lines = [line.rstrip("\n") for line in output if line.strip()]
     report.status = f"evaluation failed ({command[2]}): {lines[-1] if lines else '?'}"
     log.warning("%s: %s", report.label, report.status)
     return False

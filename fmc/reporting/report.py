@@ -22,6 +22,7 @@ The parts live beside it: reading runs in :mod:`fmc.reporting.runs`, scoring the
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import write_text_atomic
+from fmc.core.locations import resolve_latest
 from fmc.core.naming import METRICS_FILE
 from fmc.reporting.evaluate_runs import evaluate_run, recorded_checkpoint
 from fmc.reporting.figures import write_figures
@@ -51,6 +53,8 @@ from fmc.reporting.runs import (
     varied_overrides,
 )
 from fmc.reporting.tables import csv_text, format_report_table, markdown_table
+
+log = logging.getLogger("fmc.report")
 
 
 @dataclass
@@ -158,6 +162,9 @@ def build_report(sweep: str | Path | None = None, runs: Sequence[str | Path] = (
     if int(montage_max_images) < 1 or int(montage_panel_px) < 16:
         raise FmcConfigError("montage_max_images must be >= 1 and montage_panel_px >= 16 "
                              "(conf/report.yaml)")
+    if sweep is not None:
+        sweep = resolve_latest(sweep, "sweep")  # last: the newest fmc.train folder
+        log.info("report on %s", sweep)
     folders = find_runs(sweep) if sweep is not None else []
     for run in runs:
         if not Path(run).is_dir():

@@ -19,6 +19,7 @@ from typing import Any
 
 from fmc.core.errors import FmcInputError
 from fmc.core.files import natural_key
+from fmc.core.locations import resolve_latest
 from fmc.core.naming import METRICS_FILE
 from fmc.models.checkpoint import best_checkpoint_in
 
@@ -123,7 +124,7 @@ def find_runs(sweep: str | Path) -> list[Path]:
     FmcInputError
         If the folder does not exist or holds no run folder.
     """
-    sweep = Path(sweep)
+    sweep = resolve_latest(sweep, "sweep")
     if not sweep.is_dir():
         raise FmcInputError(f"sweep={sweep}: no such folder (give the multirun folder of "
                             "python -m fmc.train --multirun, e.g. outputs/train/multirun/<date>)")
@@ -280,14 +281,14 @@ def first_scored_image(scores_dir: Path) -> str | None:
 def default_raw_folder(data_root: Any) -> Path | None:
     """Where the raw TIFFs of a run's H5 folder are, when ``raw=`` is not given.
 
-    ``data.root`` null: the embedded synthetic dataset (``data/synthetic``). Otherwise
+    ``data.root`` null: the embedded synthetic dataset (``$FMC_DATA/synthetic``). Otherwise
     ``fmc.prepare``'s default naming (``<raw>_h5`` beside ``<raw>``) is undone; None when that
     folder does not exist.
     """
     if data_root is None:
-        from fmc.simulation.synth import DEFAULT_ROOT
+        from fmc.core.locations import embedded_tiff_dir
 
-        return DEFAULT_ROOT
+        return embedded_tiff_dir()
     root = Path(str(data_root))
     if root.name.endswith("_h5"):
         candidate = root.with_name(root.name[:-3])

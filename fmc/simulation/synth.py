@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from fmc.core.errors import FmcConfigError
+from fmc.core.locations import embedded_tiff_dir
+from fmc.core.logs import paced, plural
 from fmc.core.naming import pair_file_names
 from fmc.core.studies import CONTENTS, EMBEDDED_STUDIES, check_content, get_profile
 from fmc.io.metadata import VolumeMeta
@@ -31,7 +33,6 @@ from fmc.simulation.specimen import SpecimenParams, render_specimen
 
 log = logging.getLogger("fmc.synth")
 
-DEFAULT_ROOT = Path("data/synthetic")
 # 4 pairs per study/content: enough for a train/val/test split per study (2/1/1).
 DEFAULT_IMAGES_PER_COMBO = 4
 TARGETS = ("fusion", "clean")
@@ -220,10 +221,11 @@ def ensure_default_dataset(root: Path | None = None,
     """Return the default synthetic dataset's folder, synthesizing it first if incomplete.
 
     The ten study/content combinations at their demo shapes, ``images_per_combo`` pairs each,
-    with distinct indices, in one flat folder (``data/synthetic`` under the current directory
-    by default). Idempotent: returns at once when every file is there.
+    with distinct indices, in one flat folder (by default
+    :func:`fmc.core.locations.embedded_tiff_dir`: ``$FMC_DATA/synthetic``, the same folder
+    whatever the current directory). Idempotent: returns at once when every file is there.
     """
-    root = Path(root) if root is not None else DEFAULT_ROOT
+    root = Path(root) if root is not None else embedded_tiff_dir()
     plan = default_dataset_plan(images_per_combo)
     wanted = {path for _, content, index in plan for path in pair_paths(root, index, content)}
     # Pairs of an older plan (another number of images per combination) would mix studies
@@ -240,11 +242,13 @@ def ensure_default_dataset(root: Path | None = None,
         path.unlink()
     root.mkdir(parents=True, exist_ok=True)
     (root / VERSION_FILE).unlink(missing_ok=True)
-    log.info("no data root given: synthesizing the default dataset into %s (%d pairs)",
-             root, len(plan))
-    for study, content, index in missing:
+    log.info("no data root given: synthesizing the default dataset into %s (%d pairs; "
+             "FMC_DATA moves it)", root.absolute(), len(plan))
+    started = time.perf_counter()
+    for study, content, index in paced(missing, log, "synthesizing pairs"):
         write_pair(root, study, content, index)
     (root / VERSION_FILE).write_text(f"{GENERATOR_VERSION}\n")
+    log.info("synthesized %s in %.0f s", plural(len(missing), "pair"), time.perf_counter() - started)
     return root
 
 

@@ -139,6 +139,10 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = 
             save_top_k=int(checkpoint.save_top_k), every_n_epochs=int(checkpoint.every_n_epochs),
             auto_insert_metric_name=False,
             filename="epoch{epoch:04d}-step{step}-nssim{val/n_ssim:.4f}"))
+    if cfg.trainer.get("enable_progress_bar", True) is not False:
+        from fmc.training.progress import RunProgressBar
+
+        callbacks.append(RunProgressBar())  # the whole run's steps and max_time's time left
     if checkpoint.save_last:
         # A callback of its own: ModelCheckpoint's save_last only refreshes last.ckpt when the
         # monitored metric improved, so a run stopped after a worse epoch resumed from the past.

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from fmc.core.cli import verbose
 from fmc.core.errors import FmcInputError
 from fmc.core.files import write_text_atomic
-from fmc.core.naming import METRICS_FILE
+from fmc.core.naming import METRICS_FILE, SKIPPED_FILE
 from fmc.training.builders import build_callbacks, build_datamodule, build_logger, build_module, flat_config
 from fmc.training.config_checks import check_config, check_holdout, study_number
 from fmc.training.profile import profile_choice
@@ -83,11 +84,14 @@ def train(cfg: DictConfig) -> float | None:
                                   f"studies: prepare {root} again")
         if is_multirun():
             log.warning("skipping %s: %s", cfg.run_name, error)
+            (output_dir / SKIPPED_FILE).write_text(f"{cfg.run_name}: {error}\n")
             return None
         raise error from None
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
     L.seed_everything(int(cfg.seed), workers=True)
     module = build_module(cfg, datamodule.dataset_info())
+    log.info("network: %s, %s parameters", cfg.model.get("network", "?"),
+             f"{sum(p.numel() for p in module.parameters()):,}")
     if ckpt_path is not None:
         from fmc.models.checkpoint import check_resumable, read_checkpoint
 
@@ -97,8 +101,12 @@ def train(cfg: DictConfig) -> float | None:
     logger = build_logger(cfg, output_dir)
     trainer_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
                       if v is not None}
+    # Lightning's parameter table takes 15 lines; the network line above says what a person
+    # needs (verbose, or trainer.enable_model_summary=true: the table).
+    trainer_kwargs.setdefault("enable_model_summary", verbose())
     try:
-        if logger and hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
+        if logger and type(logger).__name__ == "WandbLogger":
+            quiet_wandb()  # before the W&B run starts: logger.experiment starts it
             logger.experiment.config.update(flat_config(cfg), allow_val_change=True)
         val_pairs = datamodule.pairs("val") if datamodule.lists["val"] is not None else None
         trainer = L.Trainer(logger=logger, callbacks=build_callbacks(cfg, output_dir, val_pairs),
@@ -129,4 +137,26 @@ def train(cfg: DictConfig) -> float | None:
         if logger and type(logger).__name__ == "WandbLogger":
             import wandb
 
+            run = wandb.run
             wandb.finish()
+            if run is not None:
+                log_wandb_run(run)
+
+
+def quiet_wandb() -> None:
+    """W&B's own terminal output off unless verbose: its header, a notice about an argument
+    Lightning passes, the run's history and summary at the end. Set before the run starts (the
+    notice comes while it starts); :func:`log_wandb_run` says where the run went instead."""
+    import wandb
+
+    wandb.setup(wandb.Settings(silent=not verbose()))
+
+
+def log_wandb_run(run) -> None:
+    """One line: an offline run's folder and the command that uploads it, or an online run's page."""
+    if run.settings.mode == "disabled":
+        return
+    if run.offline:
+        log.info("W&B offline run: wandb sync %s uploads it", run.sync_dir)
+    else:
+        log.info("W&B run: %s", run.url)

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-# Hydra's command-line options that take a value (``--info`` takes one only from its choices).
-_VALUE_OPTIONS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
-                  "-cn", "--config-dir", "-cd", "--experimental-rerun"}
-_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+from fmc.core.command_line import split_command_line
+
 _CPU_OVERRIDES = ("trainer=cpu", "trainer=ddp_cpu", "trainer.accelerator=cpu")
 
 
@@ -33,28 +31,6 @@ def choose_profile(overrides: Sequence[str], gpu_available: Callable[[], bool] =
     if any(item.lstrip("+~") in _CPU_OVERRIDES for item in overrides):
         return "cpu"
     return "gpu" if gpu_available() else "cpu"
-
-
-def split_command_line(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(options, overrides)`` of a Hydra command line (without the program): options keep their
-    values. Hydra's parser takes the overrides as one run of positional arguments, so fmc adds
-    its own after the user's, not after an option."""
-    options, overrides = [], []
-    items = list(argv)
-    i = 0
-    while i < len(items):
-        item = items[i]
-        if item.startswith("-"):
-            options.append(item)
-            takes_value = item in _VALUE_OPTIONS or (
-                item in ("--info", "-i") and i + 1 < len(items) and items[i + 1] in _INFO_CHOICES)
-            if takes_value and i + 1 < len(items):
-                options.append(items[i + 1])
-                i += 1
-        else:
-            overrides.append(item)
-        i += 1
-    return options, overrides
 
 
 def with_profile(argv: Sequence[str], gpu_available: Callable[[], bool] = _cuda_available

@@ -127,7 +127,8 @@ def score_test_volumes(cfg: DictConfig, datamodule, selection: dict[str, Any],
         raise
     from fmc.evaluation.volume_scoring import score_h5_pairs, summarize_scores
 
-    scores = score_h5_pairs(selected_model(selection, module), pairs, **window_settings(cfg))
+    scores = score_h5_pairs(selected_model(selection, module), pairs, **window_settings(cfg),
+                            label="test")
     result: dict[str, Any] = summarize_scores(scores, "test/n_ssim")
     result["test/volumes"] = {s.name: s.n_ssim for s in scores}
     log.info("test N_SSIM (challenge metric, %d whole volumes): %.4f", len(scores),

@@ -15,8 +15,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from fmc.core.cli import EXIT_USER_ERROR
+from fmc.core.cli import EXIT_USER_ERROR, new_run_folder
 from fmc.core.errors import FmcInputError
+from fmc.core.naming import METRICS_FILE, SKIPPED_FILE
 
 
 def folder_problem(folder: Path) -> str | None:
@@ -40,9 +41,57 @@ class RunFolderCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check(config, "hydra.run.dir")
+        try:
+            folder = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+        except Exception:  # noqa: BLE001 - reported by _check or by Hydra
+            return
+        if not folder.exists():  # Hydra makes it next; a user error removes it again
+            top = folder
+            while not top.parent.exists() and top.parent != top.parent.parent:
+                top = top.parent
+            new_run_folder.append((folder, top))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check(config, "hydra.sweep.dir")
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun, say where its runs are and the command that compares them."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            folder = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+            job = OmegaConf.select(config, "hydra.job.name")
+        except Exception:  # noqa: BLE001 - nothing to summarise without the folder
+            return
+        print(sweep_summary(folder, f"fmc.{job}"), flush=True)
+
+
+def sweep_summary(folder: Path, command: str) -> str:
+    """The lines printed after a sweep of ``command`` into ``folder``: runs and what next."""
+    runs = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
+                  key=lambda p: int(p.name)) if folder.is_dir() else []
+    shown = _shown_path(folder)
+    if command != "fmc.train":
+        return f"{command}: {len(runs)} runs in {shown}"
+    finished = [run for run in runs if (run / METRICS_FILE).is_file()]
+    skipped = [run for run in runs if (run / SKIPPED_FILE).is_file()]
+    lines = [f"fmc.train: {len(finished)} of {len(runs)} runs finished"
+             + (f", {len(skipped)} skipped (nothing to train)" if skipped else "")
+             + f" in {shown} (one folder per run: checkpoints/, {METRICS_FILE}, .hydra/config.yaml)",
+             f"compare them: python -m fmc.report sweep={shown}"]
+    if len(finished) + len(skipped) < len(runs):
+        lines.append("finish the others: the same command with resume=true "
+                     f"hydra.sweep.dir={shown}")
+    return "\n".join(lines)
+
+
+def _shown_path(folder: Path) -> str:
+    """``folder`` relative to the current folder when it is inside it (what a user types)."""
+    try:
+        return str(folder.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(folder)
 
 
 def _check(config: DictConfig, key: str) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from fmc.core.logs import plural
 from fmc.evaluation.volume_scoring import Stopwatch, score_h5_pairs, summarize_scores
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class VolumeValidation(L.Callback):
         with self.cost:
             if trainer.is_global_zero:
                 scores = score_h5_pairs(pl_module, self.pairs, overlap=self.overlap,
-                                        batch_size=self.batch_size)
+                                        batch_size=self.batch_size, label=f"validation at step {step}")
                 summary = summarize_scores(scores, METRIC)
                 per_volume = {s.name: s.n_ssim for s in scores}
                 score = summary.get(METRIC, float("nan"))
@@ -120,8 +121,8 @@ class VolumeValidation(L.Callback):
         trainer.callback_metrics["val/volume_seconds"] = torch.tensor(self.cost.seconds)
         for logger in trainer.loggers:
             logger.log_metrics(summary, step=step)
-        log.info("step %d: %s = %.4f (%d volumes, %.0f s of validation so far)", step, METRIC,
-                 score, len(self.pairs), self.cost.seconds)
+        log.info("step %d: %s = %.4f (%s, %.0f s of validation so far)", step, METRIC,
+                 score, plural(len(self.pairs), "volume"), self.cost.seconds)
         improved = score == score and (self.best_score is None or score > self.best_score)
         if improved:
             self.best_score = score

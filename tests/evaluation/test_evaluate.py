@@ -136,18 +136,22 @@ def test_nan_prediction_is_refused(raw_folder: Path, tmp_path: Path):
 
 
 def test_without_raw_the_default_dataset_is_synthesized_once(tmp_path: Path):
+    # Its own FMC_DATA (the session's may hold the dataset already), away from the cwd.
+    store = {"FMC_DATA": str(tmp_path / "store")}
     result = run_in_process("fmc.evaluate", "baseline=identity", "out=scores", "progress=false",
-                            "table=content", cwd=tmp_path)
+                            "table=content", cwd=tmp_path, env=store)
     assert result.returncode == 0, result.stderr
     assert "synthesizing the default dataset" in result.stdout + result.stderr
-    pairs = sorted((tmp_path / "data" / "synthetic").glob("*_angle.tif"))
+    assert str(tmp_path / "store" / "synthetic") in result.stdout  # logged, absolute
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores", "store"]
+    pairs = sorted((tmp_path / "store" / "synthetic").glob("*_angle.tif"))
     assert len(pairs) == 40
     rows = read_csv(tmp_path / "scores" / "per_image.csv")
     assert {(r["study"], r["content"]) for r in rows} == {
         (str(s), c) for s in range(1, 6) for c in ("nucleus", "membrane")}
     assert all(float(r["n_ssim"]) == 0.0 for r in rows)
     again = run_in_process("fmc.evaluate", "baseline=identity", "out=scores2", "progress=false",
-                           cwd=tmp_path)
+                           cwd=tmp_path, env=store)
     assert again.returncode == 0 and "synthesizing" not in again.stdout + again.stderr
 
 

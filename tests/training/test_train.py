@@ -196,24 +196,39 @@ def test_fit_writes_self_contained_checkpoints_and_resumes(h5_root: Path, tmp_pa
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
 
 
+def the_sweep_folder(user_folder: Path) -> Path:
+    """The one sweep folder a ``--multirun`` started in ``user_folder`` made, where the README
+    says: ``outputs/train/multirun/<date>_<time>``."""
+    sweeps = list((user_folder / "outputs" / "train" / "multirun").iterdir())
+    assert len(sweeps) == 1, sweeps
+    return sweeps[0]
+
+
 def test_multirun_skips_combinations_without_data(h5_root: Path, tmp_path: Path):
+    # As a user types it: no hydra.sweep.dir, from a folder of the user's.
     result = run_command("fmc.train", "--multirun", *[a for a in TINY_RUN if "study=" not in a],
                          "study=1,2", f"data.root={h5_root}", "trainer.max_steps=1",
-                         f"hydra.sweep.dir={tmp_path / 'sweep'}")
+                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "skipping study2_nucleus" in result.stdout + result.stderr
-    assert (tmp_path / "sweep" / "0" / "checkpoints" / "last.ckpt").is_file()
-    assert not (tmp_path / "sweep" / "1" / "checkpoints").exists()
+    sweep = the_sweep_folder(tmp_path)
+    assert (sweep / "0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (sweep / "1" / "checkpoints").exists()
+    assert (sweep / "1" / "skipped.txt").read_text().startswith("study2_nucleus")
+    shown = sweep.relative_to(tmp_path)
+    assert f"fmc.train: 1 of 2 runs finished, 1 skipped (nothing to train) in {shown}" in result.stdout
+    assert f"compare them: python -m fmc.report sweep={shown}" in result.stdout
+    assert "resume=true" not in result.stdout
 
 
 def test_the_unseen_studies_experiment_trains_three_seeds_predicted_as_one(raw_and_h5, tmp_path):
     import json
 
     raw, h5 = raw_and_h5
-    sweep = tmp_path / "sweep"
     result = run_command("fmc.train", "--multirun", "experiment=unseen_studies", *TINY_RUN,
-                         f"data.root={h5}", f"hydra.sweep.dir={sweep}")
+                         f"data.root={h5}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    sweep = the_sweep_folder(tmp_path)
     runs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "metrics.json").is_file())
     assert [p.name for p in runs] == ["0", "1", "2"]
     configs = [OmegaConf.load(run / ".hydra" / "config.yaml") for run in runs]
@@ -278,11 +293,12 @@ def test_two_process_cpu_ddp_fit(h5_root: Path, tmp_path: Path):
 
 
 def test_joblib_multirun_runs_two_jobs_in_parallel(h5_root: Path, tmp_path: Path):
-    sweep = tmp_path / "sweep"
-    result = run_command("fmc.train", "--multirun", *TINY_RUN, f"data.root={h5_root}",
+    result = run_command("fmc.train", "-m", *TINY_RUN, f"data.root={h5_root}",
                          "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                         "model.features=4,8", "trainer.max_steps=1", f"hydra.sweep.dir={sweep}")
+                         "model.features=4,8", "trainer.max_steps=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    sweep = the_sweep_folder(tmp_path)
+    assert "fmc.train: 2 of 2 runs finished" in result.stdout
     for job in ("0", "1"):
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
     assert "Joblib" in result.stdout + result.stderr

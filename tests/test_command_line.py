@@ -1,0 +1,79 @@
+"""A mistyped key, option or sweep is one line and exit code 2 before any folder is made
+(fmc/core/command_line.py); a run that fails with a user error leaves no run folder; and
+``FMC_OVERRIDES`` appends overrides to a command as typed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fmc.core.cli import CONFIG_DIR
+from fmc.core.command_line import check_command_line, split_command_line
+from fmc.core.errors import FmcConfigError
+from tests.conftest import run_command
+
+
+def one_line_error(result) -> str:
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("arguments,expected", [
+    (["trainer.max_step=5"], "trainer.max_step: no such key; did you mean trainer.max_steps"),
+    # Hydra's own advice for the line above: the key would reach Lightning's Trainer.
+    (["+trainer.max_step=5"], "trainer.max_step: no such key; did you mean trainer.max_steps"),
+    (["model=unet4d"], "model=unet4d: no such option (did you mean model=unet3d?)"),
+    (["--multirun", "modle.lr=0.1,0.2"], "modle.lr: no such key; did you mean model.lr"),
+    (["study=1,2"], "study=1,2 is a sweep over several values: add --multirun"),
+    (["+seed=3"], "+seed: seed exists already; set it without the +: seed=..."),
+])
+def test_a_mistake_on_the_train_command_line_is_one_line_and_no_folder(tmp_path: Path, arguments,
+                                                                        expected):
+    result = run_command("fmc.train", *arguments, cwd=tmp_path, timeout=120)
+    assert expected in one_line_error(result)
+    assert list(tmp_path.iterdir()) == []  # no outputs/, no data/
+
+
+def test_a_run_that_fails_before_training_leaves_no_run_folder(tmp_path: Path):
+    (tmp_path / "outputs" / "train").mkdir(parents=True)  # the user's: stays
+    result = run_command("fmc.train", "study=7", cwd=tmp_path, timeout=120)
+    assert "unknown study 7" in one_line_error(result)
+    assert list((tmp_path / "outputs" / "train").iterdir()) == []
+
+
+def test_extra_overrides_come_from_the_environment(tmp_path: Path):
+    shown = run_command("fmc.predict", "--cfg", "job", cwd=tmp_path, timeout=120,
+                        env={"FMC_OVERRIDES": "overlap=0.125 'tta=[y,x]'"})
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "overlap: 0.125" in shown.stdout and "tta:\n- 'y'\n- x" in shown.stdout
+    refused = run_command("fmc.predict", "input=a.tif", cwd=tmp_path, timeout=120,
+                          env={"FMC_OVERRIDES": "overlapp=0.1"})
+    assert "overlapp: no such key; did you mean overlap" in one_line_error(refused)
+
+
+def test_every_command_checks_its_own_keys():
+    for command, good, bad in (("predict", "overlap=0.25", "overlap_=1"),
+                               ("evaluate", "baseline=gaussian", "basline=gaussian"),
+                               ("challenge", "on_error=fail", "on_eror=fail"),
+                               ("prepare", "workers=2", "worker=2")):
+        check_command_line(CONFIG_DIR, command, f"fmc.{command}", ["fmc", good])
+        with pytest.raises(FmcConfigError, match="no such key"):
+            check_command_line(CONFIG_DIR, command, f"fmc.{command}", ["fmc", bad])
+
+
+def test_sweeps_groups_and_kwargs_pass_the_check():
+    for line in (["-m", "study=1,2,3,4,5", "content=nucleus,membrane"],
+                 ["--multirun", "seed=0,1,2", "hydra/launcher=joblib"],
+                 ["--multirun", "holdout=1,2", "content=nucleus"],
+                 ["--multirun", "hparams_search=optuna"],
+                 ["experiment=rwth_ge", "+loss.kwargs.new_weight=2"],
+                 ["--help"]):
+        check_command_line(CONFIG_DIR, "train", "fmc.train", ["fmc.train", *line])
+
+
+def test_options_keep_their_values_when_the_command_line_is_split():
+    assert split_command_line(["--cfg", "job", "a=1", "-m", "b=2"]) == (
+        ["--cfg", "job", "-m"], ["a=1", "b=2"])
