@@ -104,39 +104,34 @@ def check_command_line(config_dir: str, config_name: str, command: str,
         raise FmcConfigError(f"{sweeps[0]} is a sweep over several values: add --multirun (or -m) "
                              "to run one job per value, or give one value")
     single = [_first_value(override, config_dir) for override in parsed]
+    groups = _groups(config_dir)
+    added = [o.key_or_group for o in parsed if o.is_add()
+             and o.key_or_group.split(".")[0] != "hydra" and o.key_or_group not in groups]
     global_hydra = GlobalHydra.instance()
-    was_initialized = global_hydra.is_initialized()
-    saved = global_hydra.hydra if was_initialized else None
+    saved = global_hydra.hydra if global_hydra.is_initialized() else None
     global_hydra.clear()
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             try:
-                cfg = compose(config_name=config_name, overrides=single)
-            except HydraException as error:
-                base = compose(config_name=config_name)
-                raise FmcConfigError(_composition_message(error, base, config_dir,
-                                                          config_name, command)) from None
-            except Exception as error:  # noqa: BLE001 - OmegaConf's errors name the key too
-                base = compose(config_name=config_name)
-                raise FmcConfigError(_composition_message(error, base, config_dir,
-                                                          config_name, command)) from None
-            base = compose(config_name=config_name)
+                compose(config_name=config_name, overrides=single)
+            except Exception as error:  # noqa: BLE001 - Hydra's and OmegaConf's errors name the key
+                raise FmcConfigError(_composition_message(
+                    error, compose(config_name=config_name), config_dir, config_name,
+                    command)) from None
+            # The config without the user's overrides, only when a +key must be looked up in it
+            # (a second composition costs a third of a second at every start).
+            base = compose(config_name=config_name) if added else None
     finally:
         global_hydra.clear()
         if saved is not None:
             global_hydra.initialize(saved)
-    groups = _groups(config_dir)
-    for override in parsed:
-        key = override.key_or_group
-        if not override.is_add() or key.split(".")[0] in ("hydra",) or key in groups:
-            continue
+    for key in added:
         if OmegaConf.select(base, key) is not None:
             continue  # + on a key that exists: Hydra refuses it itself, with the fix
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         if parent.split(".")[-1].endswith("kwargs"):
             continue
         raise FmcConfigError(_unknown_key_message(key, base, config_name))
-    del cfg
 
 
 def _first_value(override: Any, config_dir: str) -> str:
