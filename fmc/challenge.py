@@ -39,12 +39,20 @@ def challenge_files(folder: str | Path) -> list[Path]:
 @hydra_entry("challenge", "fmc.challenge")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    from fmc.inference.prediction import check_output_folder, settings_from
-    from fmc.inference.runner import ModelPicker, check_on_error, predict_files
+    from fmc.inference.prediction import settings_from
+    from fmc.inference.runner import (
+        ModelPicker,
+        check_on_error,
+        check_output_folder,
+        check_targets,
+        predict_files,
+    )
 
     on_error = check_on_error(str(cfg.on_error))
     settings = settings_from(cfg)
     files = challenge_files(cfg.input)
+    # Outputs keep the inputs' names: coinciding folders would replace every case.
+    check_targets(files, Path(str(cfg.output)), [p.name for p in files], settings.output_format)
     picker = ModelPicker.from_config("auto", str(cfg.registry), str(cfg.device))
     output = check_output_folder(cfg.output)
     result = predict_files(files, picker, output, settings, on_error=on_error)

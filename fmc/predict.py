@@ -20,12 +20,18 @@ log = logging.getLogger("fmc.predict")
 @hydra_entry("predict", "fmc.predict")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    from fmc.inference.prediction import check_output_folder, input_files, settings_from
-    from fmc.inference.runner import ModelPicker, check_inputs, predict_files
+    from fmc.inference.prediction import settings_from
+    from fmc.inference.runner import (
+        ModelPicker,
+        check_inputs,
+        check_output_folder,
+        input_files,
+        predict_files,
+    )
 
     settings = settings_from(cfg)
     files = input_files(cfg.input)
-    check_inputs(files, Path(str(cfg.output)))
+    check_inputs(files, Path(str(cfg.output)), settings.output_format)
     picker = ModelPicker.from_config(cfg.ckpt, cfg.get("registry"), str(cfg.device))
     output = check_output_folder(cfg.output)
     result = predict_files(files, picker, output, settings)  # on_error=fail: stops at the first

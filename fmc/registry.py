@@ -3,7 +3,9 @@
 SWEEP_OR_MODELS is a training sweep's folder (each run's best checkpoint) or a folder with a
 ``models.yaml``; the zip holds the checkpoints, their sha256 in ``models.yaml`` and a model card
 (:mod:`fmc.inference.packages`). ``fmc.predict ckpt=auto registry=models.zip`` (or its URL) and
-``fmc.challenge registry=...`` read it.
+``fmc.challenge registry=...`` read it. ``out=`` is refused (exit 2, nothing written) when it is
+one of the source's checkpoints or its ``models.yaml`` (by any spelling), a folder, under a file,
+or an existing file that is not a model package; a failed export leaves what was there.
 """
 
 from __future__ import annotations

@@ -71,7 +71,10 @@ def report_user_errors(command: str) -> Callable[[Callable[..., Any]], Callable[
     def decorate(task: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(task)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from fmc.core.studies import check_study_files
+
             try:
+                check_study_files()
                 return task(*args, **kwargs)
             except FmcError as error:
                 if verbose():

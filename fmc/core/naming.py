@@ -22,6 +22,9 @@ SPLITS = ("train", "val", "test")
 METRICS_FILE = "metrics.json"
 # A sweep's run that had nothing to train (e.g. no membrane data in a study): the reason, one line.
 SKIPPED_FILE = "skipped.txt"
+# The metadata key fmc.predict and fmc.challenge write into every volume they make (value: what
+# it holds): a later run may replace a file that carries it, and no other (fmc.core.protected).
+OUTPUT_MARK = "fmc_output"
 
 _PAIR_NAME = re.compile(
     r"^(?P<stem>.+)_(?P<kind>angle|fused)(?P<suffix>\.(?:tiff?|h5|hdf5|ome\.zarr|zarr))$",

@@ -129,8 +129,16 @@ def read_study_file(path: Path) -> StudyProfile:
     try:
         text = Path(path).read_text()
         facts = yaml.safe_load(text) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise FmcConfigError(f"{path}: cannot read the study file ({error})") from None
+    except OSError as error:
+        raise FmcConfigError(f"{path}: cannot read the study file ({error.strerror or error})"
+                             ) from None
+    except yaml.YAMLError as error:  # tags such as !!python/... included: plain data only
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise FmcConfigError(f"{path}: not a plain YAML study file ({problem}{where})") from None
+    if not isinstance(facts, dict):
+        raise FmcConfigError(f"{path}: not a mapping of study facts")
     missing = [key for key in _FIELDS if key not in facts]
     unknown = sorted(set(facts) - set(_FIELDS) - set(_OPTIONAL))
     if missing or unknown:
@@ -180,17 +188,38 @@ def study_folders() -> list[Path]:
 def load_studies(folders: list[Path] | None = None) -> dict[int, StudyProfile]:
     """Every ``study<N>.yaml`` of ``folders`` (default :func:`study_folders`), by study number."""
     studies: dict[int, StudyProfile] = {}
+    files: dict[int, Path] = {}
     for folder in folders if folders is not None else study_folders():
         for path in sorted(Path(folder).glob("study*.yaml")):
             profile = read_study_file(path)
             if path.stem != f"study{profile.study}":
                 raise FmcConfigError(f"{path}: holds study {profile.study}; name it "
                                      f"study{profile.study}.yaml")
-            studies[profile.study] = profile
+            if profile.study in files:
+                # Hydra would show the first file and fmc would use the second: one file each.
+                raise FmcConfigError(f"{path}: study {profile.study} is already defined by "
+                                     f"{files[profile.study]}; give the new study another number")
+            studies[profile.study], files[profile.study] = profile, path
     return dict(sorted(studies.items()))
 
 
-STUDIES: dict[int, StudyProfile] = load_studies()
+def _load_or_defer() -> tuple[dict[int, StudyProfile], FmcConfigError | None]:
+    """The studies at import time; a broken study file under ``FMC_CONFIG_DIRS`` is kept as an
+    error for :func:`check_study_files` (an import cannot print fmc's one-line message) and
+    the shipped studies are used meanwhile."""
+    try:
+        return load_studies(), None
+    except FmcConfigError as error:
+        return load_studies([STUDY_DIR]), error
+
+
+def check_study_files() -> None:
+    """Raise the error of a study file that could not be read at import (see above)."""
+    if STUDY_FILE_ERROR is not None:
+        raise STUDY_FILE_ERROR
+
+
+STUDIES, STUDY_FILE_ERROR = _load_or_defer()
 # The studies of the embedded synthetic dataset (``embedded: true``), whatever else is added.
 EMBEDDED_STUDIES: tuple[int, ...] = tuple(n for n, p in STUDIES.items() if p.embedded)
 

@@ -21,6 +21,7 @@ import torch
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import atomic_path
+from fmc.core.protected import refuse_overwriting
 from fmc.models.module import confidence_blend
 
 FORMATS = ("torchscript", "onnx", "bioimageio")
@@ -67,8 +68,7 @@ def example_tile(model, tile: tuple[int, int, int] | None = None, seed: int = 0)
 def export_torchscript(model, example: torch.Tensor, path: Path) -> np.ndarray:
     """Trace the tile function to TorchScript at ``path``; its output on ``example``."""
     traced = torch.jit.trace(TileFunction(model).eval(), example)
-    with atomic_path(path) as temporary:
-        traced.save(str(temporary))
+    traced.save(str(path))
     loaded = torch.jit.load(str(path))
     with torch.no_grad():
         return loaded(example).numpy()
@@ -82,10 +82,9 @@ def export_onnx(model, example: torch.Tensor, path: Path) -> np.ndarray:
         raise FmcConfigError("format=onnx needs the export extra: pip install -e '.[export]'") \
             from None
     axes = {0: "batch", 2: "z", 3: "y", 4: "x"}
-    with atomic_path(path) as temporary:
-        torch.onnx.export(TileFunction(model).eval(), (example,), str(temporary),
-                          input_names=["input"], output_names=["output"], opset_version=17,
-                          dynamic_axes={"input": axes, "output": axes}, dynamo=False)
+    torch.onnx.export(TileFunction(model).eval(), (example,), str(path),
+                      input_names=["input"], output_names=["output"], opset_version=17,
+                      dynamic_axes={"input": axes, "output": axes}, dynamo=False)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {"input": example.numpy()})[0]
 
@@ -157,6 +156,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
     if fmt not in FORMATS:
         raise FmcConfigError(f"format={fmt}: choose one of {', '.join(FORMATS)}")
     checkpoint, out = Path(checkpoint), Path(out)
+    check_export_targets(checkpoint, out, fmt, sample)
     model = load_model(checkpoint).float().eval()
     example = example_tile(model, tile)
     if fmt == "bioimageio":
@@ -164,16 +164,17 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
                                   dict(zoo or {}))
     with torch.no_grad():
         expected = model(example).numpy()
-    exported = (export_torchscript if fmt == "torchscript" else export_onnx)(model, example, out)
-    difference = float(np.max(np.abs(exported - expected)))
-    if not difference <= TOLERANCE:
-        out.unlink(missing_ok=True)
-        raise FmcInputError(f"{out}: the {fmt} export differs from the checkpoint by "
-                            f"{difference:.2e} on a tile (limit {TOLERANCE:g}); nothing kept")
-    card = out.with_suffix(out.suffix + ".md")
+    export = export_torchscript if fmt == "torchscript" else export_onnx
+    # Written and checked under a temporary name: a failed check leaves what was at ``out``.
+    with atomic_path(out) as temporary:
+        difference = float(np.max(np.abs(export(model, example, temporary) - expected)))
+        if not difference <= TOLERANCE:
+            raise FmcInputError(f"{out}: the {fmt} export differs from the checkpoint by "
+                                f"{difference:.2e} on a tile (limit {TOLERANCE:g}); nothing "
+                                "written")
+    card, meta = export_sidecars(out)
     with atomic_path(card) as temporary:
         temporary.write_text(card_text(model, checkpoint, fmt, out, difference))
-    meta = out.with_suffix(out.suffix + ".json")
     with atomic_path(meta) as temporary:
         temporary.write_text(json.dumps({
             "format": fmt, "checkpoint": checkpoint.name, "channels": list(model.hparams.channels),
@@ -182,6 +183,24 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
             "spacing_zyx": model.hparams.get("spacing_zyx"), "max_abs_difference": difference},
             indent=2) + "\n")
     return ExportResult(out, card, difference)
+
+
+def export_sidecars(out: Path) -> tuple[Path, Path]:
+    """The card (``<out>.md``) and the description (``<out>.json``) written beside an export."""
+    return out.with_suffix(out.suffix + ".md"), out.with_suffix(out.suffix + ".json")
+
+
+def check_export_targets(checkpoint: Path, out: Path, fmt: str, sample) -> None:
+    """Refuse an ``out=`` that would replace the checkpoint, the sample or a file fmc.export did
+    not write (an earlier export of fmc, with its card beside it, may be replaced)."""
+    if out.is_dir():
+        raise FmcInputError(f"out={out}: a folder; give a file name for the {fmt} export")
+    inputs = [checkpoint] + ([Path(str(sample))] if sample is not None else [])
+    card, description = export_sidecars(out)
+    written = (out, card) if fmt == "bioimageio" else (out, card, description)
+    ours = all(path.is_file() for path in written[1:])
+    for target in written:
+        refuse_overwriting(target, inputs, "out", made_by_fmc=lambda _: ours)
 
 
 def _export_bioimageio(model, checkpoint: Path, out: Path, tile: tuple[int, ...],
@@ -196,7 +215,7 @@ def _export_bioimageio(model, checkpoint: Path, out: Path, tile: tuple[int, ...]
     difference = export_bioimageio(model, checkpoint, out, sample, tile, name=zoo.get("name"),
                                    authors=list(zoo.get("authors") or ["fmc"]),
                                    license_id=str(zoo.get("license", "MIT")))
-    card = out.with_suffix(out.suffix + ".md")
+    card = export_sidecars(out)[0]
     with atomic_path(card) as temporary:
         temporary.write_text(zoo_card(model, checkpoint))
     return ExportResult(out, card, difference)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fmc.core.errors import FmcInputError
-from fmc.core.naming import is_zarr, volume_stem
+from fmc.core.naming import OUTPUT_MARK, is_zarr, volume_stem
 from fmc.core.normalization import VolumeStats, volume_stats
 from fmc.core.studies import STUDIES, parse_content, parse_study
 from fmc.data.patches import scale_channel
@@ -207,5 +207,6 @@ class NetworkInput:
 
     def output_meta(self, dtype: str) -> VolumeMeta:
         """The prediction's metadata: the input's, with the resolved spacing and new dtype."""
+        original = {**self.opened.meta.original, OUTPUT_MARK: "prediction"}
         return replace(self.opened.meta, spacing_zyx=tuple(self.spacing), dtype=dtype,
-                       shape=self.shape)
+                       shape=self.shape, original=original)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from fmc.core.errors import FmcInputError
+from fmc.core.errors import FmcConfigError, FmcInputError
 
 log = logging.getLogger("fmc.predict")
 # torch >= 2.5 names it at the top level; 2.4 (fmc's lowest torch) only under torch.cuda.
@@ -84,3 +84,40 @@ def autocast(device: str | torch.device, amp: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def available_memory_bytes(device: str | torch.device) -> int | None:
+    """Free memory of ``device``: the GPU's free bytes, or the host's ``MemAvailable``; None
+    when it cannot be told."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def tile_memory_floor(patch, channels: int, features: int, batch_size: int) -> int:
+    """A lower bound of the bytes one batch of tiles takes: float32 inputs, the first layer's
+    activations (twice ``features`` channels), the window's weights and its two running sums."""
+    voxels = 1
+    for side in patch:
+        voxels *= int(side)
+    return 4 * voxels * (batch_size * (channels + 2 * features) + 3)
+
+
+def check_tile_fits(patch, channels: int, features: int, batch_size: int,
+                    device: str | torch.device) -> None:
+    """Refuse a tile whose batch cannot fit in ``device``'s free memory (a checkpoint's patch
+    of thousands of voxels a side would otherwise ask for tens of GiB and fail deep inside)."""
+    needed = tile_memory_floor(patch, channels, features, batch_size)
+    free = available_memory_bytes(device)
+    if free is not None and needed > free:
+        raise FmcConfigError(f"patch={list(patch)}: a batch of {batch_size} such tiles needs at "
+                             f"least {needed / 2**30:.1f} GiB, more than the {free / 2**30:.1f} "
+                             f"GiB free on {device}; give a smaller patch=[Z, Y, X]")

@@ -20,11 +20,11 @@ import torch
 
 from fmc.core.cli import CONFIG_DIR
 from fmc.core.errors import FmcConfigError, FmcInputError
-from fmc.core.files import remove_stale_parts, writable_folder
-from fmc.core.naming import H5_SUFFIXES, TIFF_SUFFIXES, is_ground_truth, is_zarr, volume_stem
+from fmc.core.naming import volume_stem
 from fmc.inference.network_input import NetworkInput, open_volume
 from fmc.inference.precision import AMP_CHOICES
 from fmc.inference.tiling import WEIGHTINGS, flip_combinations, iter_predicted_slabs
+from fmc.io.lazy_array import check_unchanged, file_stamp
 from fmc.models.fallback import FALLBACK_CHOICES, PlaneBuffer, make_fallback, resolve_fallback
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,17 @@ class PredictSettings:
 
 
 def _tile_for(model, settings: PredictSettings) -> tuple[int, int, int]:
-    patch = tuple(int(p) for p in (settings.patch or model.hparams.patch_size))
+    from fmc.inference.precision import check_tile_fits
+
+    try:
+        patch = tuple(int(p) for p in (settings.patch or model.hparams.patch_size))
+    except (TypeError, ValueError):
+        patch = ()
+    if len(patch) != 3 or min(patch) < 1:
+        raise FmcConfigError(f"the checkpoint's patch_size {model.hparams.get('patch_size')!r} is "
+                             "not 3 positive sizes: give patch=[Z, Y, X]")
+    check_tile_fits(patch, len(model.hparams.channels), int(model.hparams.get("features") or 1),
+                    settings.batch_size, next(model.parameters()).device)
     divisor = model.required_divisor  # a FusionModule's, or the largest of an ensemble's
     if any(p % divisor for p in patch):
         raise FmcConfigError(f"patch={list(patch)}: each side must be a multiple of {divisor} "
@@ -203,6 +213,7 @@ def predict_file(model, source: str | Path, output: str | Path, settings: Predic
         The written file. It appears only when complete (temporary name, then rename).
     """
     source = Path(source)
+    stamp = file_stamp(source)
     opened = open_volume(source)
     try:
         network_input = NetworkInput(opened, model.hparams.channels,
@@ -223,8 +234,9 @@ def predict_file(model, source: str | Path, output: str | Path, settings: Predic
         if fallback != "none":
             slabs = _with_fallback(slabs, network_input, output, settings.buffer_threshold_gb,
                                    make_fallback(fallback, network_input.shape, model.hparams))
-        target = output / output_name(_safe_name(name or opened.output_name), settings.output_format)
-        converted = (_convert(planes, settings.output_dtype, network_input) for _, planes in slabs)
+        target = output / output_name(safe_name(name or opened.output_name), settings.output_format)
+        converted = (_convert(planes, settings.output_dtype, network_input)
+                     for planes in _verified(slabs, source, stamp))
         meta = network_input.output_meta(settings.output_dtype)
         if settings.output_format == "ome-zarr":
             from fmc.io.zarr_volume import write_zarr_slabs
@@ -244,7 +256,7 @@ def output_name(name: str, output_format: str) -> str:
     return f"{volume_stem(name)}.ome.zarr" if output_format == "ome-zarr" else name
 
 
-def _safe_name(name: str) -> str:
+def safe_name(name: str) -> str:
     """A bare file name: metadata or list entries must not steer a write outside the folder."""
     base = Path(str(name).replace("\\", "/")).name
     if base in ("", ".", "..") or base.startswith("."):
@@ -275,6 +287,17 @@ def _with_fallback(slabs: Iterator[tuple[int, np.ndarray]], network_input: Netwo
             yield z0, weighting.blend(z0, network_input.raw(z0, z1), buffer.read(z0, z1))
 
 
+def _verified(slabs: Iterator[tuple[int, np.ndarray]], source: Path, stamp) -> Iterator[np.ndarray]:
+    """The slabs' planes, refused at the first NaN or infinity (before uint16 would hide it),
+    and, after the last, if the input changed while it was read: before the output's rename."""
+    for z0, planes in slabs:
+        if not np.isfinite(planes).all():
+            raise FmcInputError(f"{source}: the prediction holds NaN or infinite values (planes "
+                                f"{z0}-{z0 + planes.shape[0] - 1}); nothing written for it")
+        yield planes
+    check_unchanged(source, stamp)
+
+
 def _convert(planes: np.ndarray, dtype: str, network_input: NetworkInput) -> np.ndarray:
     """float32 as predicted, or uint16 on the input's intensity scale (rounded, clipped)."""
     if dtype == "float32":
@@ -288,54 +311,6 @@ def _convert(planes: np.ndarray, dtype: str, network_input: NetworkInput) -> np.
         values = planes[z].astype(np.float64) * stats.scale + stats.offset
         result[z] = np.clip(np.rint(values), 0, 65535)
     return result
-
-
-def input_files(path: str | Path) -> list[Path]:
-    """The volumes named by ``input=``.
-
-    A TIFF, H5 or (OME-)zarr volume; a folder (its TIFFs except ``*_fused`` ground truths, or,
-    when it holds no TIFF, its H5 files, else its zarr images, fused ones skipped); or a split
-    list (``.csv``/``.txt``, the angle column).
-    """
-    path = Path(path)
-    if is_zarr(path) and path.is_dir():
-        return [path]
-    if path.is_file():
-        if path.suffix.lower() in (".csv", ".txt"):
-            from fmc.preprocessing.splits import read_list
-
-            files = [angle for angle, _ in read_list(path)]
-            if not files:
-                raise FmcInputError(f"input={path}: the list names no file")
-            return files
-        if path.suffix.lower() not in TIFF_SUFFIXES + H5_SUFFIXES:
-            raise FmcInputError(f"input={path}: expected a .tif/.tiff or .h5 file, a folder or a "
-                                "split list (.csv)")
-        return [path]
-    if not path.is_dir():
-        raise FmcInputError(f"input={path}: no such file or folder")
-    for suffixes in (TIFF_SUFFIXES, H5_SUFFIXES):
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file()
-                       and not is_ground_truth(p.name) and not p.name.startswith("."))
-        if files:
-            return files
-    stores = sorted(p for p in path.iterdir() if is_zarr(p.name) and p.is_dir()
-                    and not is_ground_truth(p.name) and not p.name.startswith("."))
-    if stores:
-        return stores
-    raise FmcInputError(f"input={path}: no .tif/.tiff (or .h5, .ome.zarr) volume to predict")
-
-
-def check_output_folder(folder: str | Path) -> Path:
-    """Create ``folder``, prove it writable, and clear what killed runs left in it.
-
-    A run killed while writing leaves only a hidden ``.<name>.<pid>-<random>.part`` file (never
-    a file under the final name); those of processes that are gone are removed here.
-    """
-    folder = writable_folder(folder, "output")
-    for stale in remove_stale_parts(folder):
-        log.info("removed %s, left by a killed run", stale.name)
-    return folder
 
 
 def device_for(choice: str) -> str:

@@ -11,13 +11,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fmc.core.errors import FmcConfigError, FmcInputError
+from fmc.core.files import remove_stale_parts, writable_folder
+from fmc.core.naming import H5_SUFFIXES, OUTPUT_MARK, TIFF_SUFFIXES, is_ground_truth, is_zarr
+from fmc.core.protected import refuse_overwriting, same_location
 from fmc.inference.ensemble import ModelEnsemble, load_models
 from fmc.inference.network_input import open_volume
-from fmc.inference.prediction import PredictSettings, device_for, predict_file
+from fmc.inference.prediction import (
+    PredictSettings,
+    device_for,
+    output_name,
+    predict_file,
+    safe_name,
+)
 from fmc.inference.registry import ModelRegistry
 from fmc.io.metadata import describe
 
@@ -97,22 +106,71 @@ def checkpoint_list(ckpt) -> list[str]:
     return [str(v) for v in values]
 
 
-def check_inputs(files: Sequence[Path], output: Path) -> None:
+def input_files(path: str | Path) -> list[Path]:
+    """The volumes named by ``input=``.
+
+    A TIFF, H5 or (OME-)zarr volume; a folder (its TIFFs except ``*_fused`` ground truths, or,
+    when it holds no TIFF, its H5 files, else its zarr images, fused ones skipped); or a split
+    list (``.csv``/``.txt``, the angle column).
+    """
+    path = Path(path)
+    if is_zarr(path) and path.is_dir():
+        return [path]
+    if path.is_file():
+        if path.suffix.lower() in (".csv", ".txt"):
+            from fmc.preprocessing.splits import read_list
+
+            files = [angle for angle, _ in read_list(path)]
+            if not files:
+                raise FmcInputError(f"input={path}: the list names no file")
+            return files
+        if path.suffix.lower() not in TIFF_SUFFIXES + H5_SUFFIXES:
+            raise FmcInputError(f"input={path}: expected a .tif/.tiff or .h5 file, a folder or a "
+                                "split list (.csv)")
+        return [path]
+    if not path.is_dir():
+        raise FmcInputError(f"input={path}: no such file or folder")
+    for suffixes in (TIFF_SUFFIXES, H5_SUFFIXES):
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file()
+                       and not is_ground_truth(p.name) and not p.name.startswith("."))
+        if files:
+            return files
+    stores = sorted(p for p in path.iterdir() if is_zarr(p.name) and p.is_dir()
+                    and not is_ground_truth(p.name) and not p.name.startswith("."))
+    if stores:
+        return stores
+    raise FmcInputError(f"input={path}: no .tif/.tiff (or .h5, .ome.zarr) volume to predict")
+
+
+def check_output_folder(folder: str | Path) -> Path:
+    """Create ``folder``, prove it writable, and clear what killed runs left in it.
+
+    A run killed while writing leaves only a hidden ``.<name>.<pid>-<random>.part`` file (never
+    a file under the final name); those of processes that are gone are removed here.
+    """
+    folder = writable_folder(folder, "output")
+    for stale in remove_stale_parts(folder):
+        log.info("removed %s, left by a killed run", stale.name)
+    return folder
+
+
+def check_inputs(files: Sequence[Path], output: Path, output_format: str = "tiff") -> None:
     """Open every input once (shape, metadata) before anything is written.
 
     Raises :class:`FmcInputError` naming every unreadable, 2D or 4D volume (not only the
-    first, so that one run lists all there is to fix), or two inputs that would write the same
-    output name.
+    first, so that one run lists all there is to fix), two inputs that would write the same
+    output name, or an output that would replace an input or a file fmc did not write
+    (:func:`check_targets`).
     """
     names: dict[str, Path] = {}
     problems: list[str] = []
     for path in files:
         try:
             opened = open_volume(path)
+            opened.close()  # closing checks that the file did not change meanwhile
         except FmcInputError as error:
             problems.append(str(error))
             continue
-        opened.close()
         if opened.output_name in names:
             raise FmcInputError(f"{path} and {names[opened.output_name]} would both write "
                                 f"{output / opened.output_name}")
@@ -124,6 +182,31 @@ def check_inputs(files: Sequence[Path], output: Path) -> None:
             log.error("%s", problem)
         raise FmcInputError(f"{len(problems)} of {len(files)} input(s) cannot be predicted: "
                             + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
+    check_targets(files, output, list(names), output_format)
+
+
+def check_targets(files: Sequence[Path], output: Path, names: Sequence[str],
+                  output_format: str = "tiff") -> None:
+    """Refuse, before any work, an ``output`` whose files would replace an input (the same
+    folder, by any spelling) or an existing file that is not an earlier fmc output
+    (:mod:`fmc.core.protected`)."""
+    if any(same_location(output, path) for path in files):
+        raise FmcInputError(f"output={output}: it is an input; give a folder for the predictions")
+    for name in names:
+        target = output / output_name(safe_name(name), output_format)
+        refuse_overwriting(target, files, "output", made_by_fmc=is_fmc_output)
+
+
+def is_fmc_output(path: Path) -> bool:
+    """True when ``path`` is a volume fmc.predict or fmc.challenge wrote (its metadata carry
+    :data:`fmc.core.naming.OUTPUT_MARK`); False for anything else, readable or not."""
+    from fmc.io.zarr_volume import open_lazy
+
+    try:
+        with open_lazy(path) as volume:
+            return bool(volume.meta.original.get(OUTPUT_MARK))
+    except Exception:  # noqa: BLE001 - unreadable or foreign: not ours to replace
+        return False
 
 
 def check_on_error(value: str) -> str:
@@ -162,6 +245,7 @@ def write_identity(source: Path, output: Path) -> Path:
     from fmc.io.tiff import read_volume, write_volume
 
     volume, meta = read_volume(source)
+    meta = replace(meta, original={**meta.original, OUTPUT_MARK: "input"})
     return write_volume(output / source.name, volume, meta)
 
 
@@ -175,7 +259,7 @@ def predict_files(files: Sequence[Path], picker: ModelPicker, output: Path,
         Inputs (fmc.predict checks them first, :func:`check_inputs`).
     picker : ModelPicker
     output : Path
-        Output folder (see :func:`fmc.inference.prediction.check_output_folder`).
+        Output folder (see :func:`check_output_folder`).
     settings : PredictSettings
     on_error : {'fail', 'identity'}
         A file whose model choice or prediction fails: ``fail`` raises (files before it are

@@ -56,6 +56,16 @@ def is_complete(path: str | os.PathLike) -> bool:
         return False
 
 
+def written_by_fmc(path: str | os.PathLike) -> bool:
+    """True if ``path`` is an H5 file of fmc.prepare's layout (finished or not): a file fmc may
+    replace, unlike another program's HDF5 file of the same name."""
+    try:
+        with h5py.File(path, "r") as handle:
+            return "data" in handle and {"kind", "source"} <= set(handle.attrs)
+    except (OSError, KeyError):
+        return False
+
+
 def temporary_path(path: Path) -> Path:
     """The name a file is written under before the final rename (unique per process)."""
     return path.with_name(f".{path.name}.{os.getpid()}.part")

@@ -5,14 +5,23 @@ volume is 4 GB, one plane 15 MB. :class:`LazyVolume` wraps any reader of z-plane
 page by page, an H5 dataset, a zarr array) in the array protocol napari asks of layer data:
 ``shape``, ``dtype``, ``ndim``, ``__getitem__`` with numpy's basic and integer-array keys, and
 ``__array__`` (the whole volume, read on request only).
+
+Beside it, the checks every volume reader of :mod:`fmc.io` applies to what it hands over, whatever
+the format: intensities only (:func:`check_intensity_dtype`), a voxel size that is three
+positive finite numbers (:func:`check_spacing`), and a file that must not change while it is
+read (:func:`file_stamp`, :func:`check_unchanged`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from fmc.core.errors import FmcInputError
 
 PlaneReader = Callable[[int, int], np.ndarray]
 
@@ -83,3 +92,53 @@ class LazyVolume:
         if not (indices.ndim == 1 and np.array_equal(indices, np.arange(low, high))):
             block = block[indices - low]
         return block[(slice(None), *rest)]
+
+
+# What each numpy kind that is no intensity holds, for the refusal.
+_NOT_INTENSITIES = {"b": "a mask of true/false values", "c": "complex numbers", "O": "Python objects",
+                    "S": "text", "U": "text", "T": "text", "V": "raw or structured records",
+                    "M": "dates", "m": "time spans"}
+
+
+def check_intensity_dtype(dtype: Any, path: str | os.PathLike) -> np.dtype:
+    """``dtype`` as numpy's, or raise :class:`FmcInputError` if it holds no intensities.
+
+    fmc reads integer and float voxels; bool, complex, text, object, structured and date arrays
+    are refused rather than converted into something they do not mean.
+    """
+    try:
+        numpy_dtype = np.dtype(dtype)
+    except TypeError:
+        numpy_dtype = None
+    if numpy_dtype is None or numpy_dtype.kind not in "iuf":
+        what = _NOT_INTENSITIES.get(numpy_dtype.kind if numpy_dtype is not None else "", "")
+        raise FmcInputError(f"{path}: unsupported data type {dtype}" + (f" ({what})" if what
+                            else "") + "; fmc needs integer or float intensities")
+    return numpy_dtype
+
+
+def check_spacing(spacing_zyx: Sequence[float] | None, path: str | os.PathLike) -> None:
+    """Raise unless a voxel size to write is unknown (None) or three positive finite numbers."""
+    if spacing_zyx is None:
+        return
+    values = list(spacing_zyx)
+    if len(values) != 3 or not all(isinstance(v, (int, float, np.number)) and math.isfinite(v)
+                                   and v > 0 for v in values):
+        raise FmcInputError(f"{path}: voxel size {values} is not three positive finite numbers; "
+                            "not written")
+
+
+def file_stamp(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """What changes when a file is written to or replaced: (size, mtime in ns, inode)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_size, status.st_mtime_ns, status.st_ino
+
+
+def check_unchanged(path: str | os.PathLike, stamp: tuple[int, int, int] | None) -> None:
+    """Raise :class:`FmcInputError` if ``path`` no longer has the :func:`file_stamp` ``stamp``."""
+    if file_stamp(path) != stamp:
+        raise FmcInputError(f"{path}: changed while it was read (is another program still "
+                            "writing it?); try again when it is complete")

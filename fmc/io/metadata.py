@@ -135,16 +135,21 @@ def _lookup(keys: dict[str, Any], *names: str) -> Any:
     return None
 
 
-def _spacing_from_keys(keys: dict[str, Any], page: tifffile.TiffPage) -> tuple | None:
+def _spacing_from_keys(keys: dict[str, Any], page: tifffile.TiffPage, path: Path) -> tuple | None:
     """ZYX spacing in µm from the gathered keys, then from the resolution tags."""
-    factor = _unit_factor(_lookup(keys, "unit")) or 1.0
+    unit = _lookup(keys, "unit")
+    factor = 1.0 if unit is None else _unit_factor(unit)
+    if factor is None:
+        # 'pixel' (ImageJ's uncalibrated images) or 'parsec': what it qualifies is no voxel size.
+        log.warning("%s: unit %r is not a length unit fmc reads (%s); the Z step and resolution "
+                    "given in it are ignored", path, unit, "um, µm, micron, nm, mm, cm, m")
     z = _as_float(_lookup(keys, "physical_size_z", "PhysicalSizeZ"))
     y = _as_float(_lookup(keys, "physical_size_y", "PhysicalSizeY"))
     x = _as_float(_lookup(keys, "physical_size_x", "PhysicalSizeX"))
     if z is None:
         # ImageJ's 'spacing' is the Z step, in the description's unit.
         spacing = _as_float(_lookup(keys, "spacing"))
-        z = spacing * factor if spacing is not None else None
+        z = spacing * factor if spacing is not None and factor is not None else None
     if x is None or y is None:
         x_res, y_res = _resolution_um(page, factor)
         x = x if x is not None else x_res
@@ -154,7 +159,8 @@ def _spacing_from_keys(keys: dict[str, Any], page: tifffile.TiffPage) -> tuple |
     return (float(z), float(y), float(x))
 
 
-def _resolution_um(page: tifffile.TiffPage, unit_factor: float) -> tuple[float | None, float | None]:
+def _resolution_um(page: tifffile.TiffPage, unit_factor: float | None
+                   ) -> tuple[float | None, float | None]:
     """Voxel width/height in µm from XResolution/YResolution (pixels per resolution unit)."""
     sizes = []
     unit_tag = page.tags.get("ResolutionUnit")
@@ -206,7 +212,7 @@ def _gather_keys(tif: tifffile.TiffFile) -> dict[str, Any]:
 def meta_from(tif: tifffile.TiffFile, path: Path) -> VolumeMeta:
     """Study, content, spacing and original keys of an open TIFF (dtype/shape not set)."""
     keys = _gather_keys(tif)
-    spacing = _spacing_from_keys(keys, tif.pages.first)
+    spacing = _spacing_from_keys(keys, tif.pages.first, path)
     study_value = _lookup(keys, "study")
     study = parse_study(study_value)
     if study_value is not None and study is None:

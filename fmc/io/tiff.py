@@ -6,12 +6,18 @@ for them: :mod:`fmc.io.metadata`).
 :func:`write_volume` writes an ImageJ hyperstack whose description also carries every challenge key
 (``channel``, ``study``, ``physical_size_x/y/z``, ...): Fiji/ImageJ reads the calibration from it,
 tifffile and the organisers' reader (shaped metadata, else ``imagej_metadata``) read the keys.
+
+A file whose page chain is cut, that holds fewer planes than its ImageJ, OME or shaped metadata
+declare, that holds no intensities (bool, complex, ...) or that changes while it is read (its
+stamp is compared after every read and on closing) is refused with one line naming it: a file
+another program is still writing is never read as a shorter volume.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -23,10 +29,43 @@ import tifffile
 
 from fmc.core.errors import FmcInputError
 from fmc.core.files import atomic_path
+from fmc.io.lazy_array import check_intensity_dtype, check_spacing, check_unchanged, file_stamp
 from fmc.io.metadata import VolumeMeta, description_keys, meta_from
 
 # Above this many bytes a classic TIFF's 32-bit offsets overflow: write BigTIFF.
 BIGTIFF_THRESHOLD = 2**32 - 2**25
+
+
+def _series_pages(series: tifffile.TiffPageSeries) -> list:
+    """The pages of a series present in the file: tifffile lists missing ones as None (OME),
+    or raises IndexError past the last page it could index (shaped, ImageJ)."""
+    pages = []
+    for index in range(len(series.pages)):
+        try:
+            page = series.pages[index]
+        except IndexError:
+            break
+        if page is not None:
+            pages.append(page)
+    return pages
+
+
+def _check_planes(tif: tifffile.TiffFile, path: Path) -> None:
+    """Raise if the file holds fewer planes than its series (OME, shaped) or ImageJ declare."""
+    series = tif.series[0]
+    in_series = int(np.prod(series.shape)) // max(int(np.prod(tif.pages.first.shape)), 1)
+    present = len(_series_pages(series))
+    if (len(tif.pages) == 1 and series.dataoffset is not None  # ImageJ above 4 GB: one page
+            and series.dataoffset + series.nbytes <= os.path.getsize(path)):
+        present = in_series
+    count, source = in_series, {"imagej": "ImageJ", "ome": "OME"}.get(series.kind, series.kind)
+    images = (tif.imagej_metadata or {}).get("images") if tif.is_imagej else None
+    if isinstance(images, int) and images > count:  # tifffile fell back to the pages it found
+        count, source = images, "ImageJ"
+    if present < count:
+        raise FmcInputError(f"{path}: incomplete: holds {present} of {count} planes (its "
+                            f"{source} metadata declares {count}; is another program still "
+                            "writing it, or was it cut short?); copy it again when it is complete")
 
 
 def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
@@ -39,9 +78,7 @@ def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
         raise FmcInputError(f"{path}: file is truncated or corrupt (its chain of image pages "
                             f"breaks after page {len(tif.pages)}; the file holds {size} bytes); "
                             "copy or download it again")
-    for page in tif.series[0].pages:
-        if page is None:
-            continue
+    for page in _series_pages(tif.series[0]):
         offsets, counts = page.dataoffsets, page.databytecounts
         if offsets and max(o + c for o, c in zip(offsets, counts, strict=False)) > size:
             raise FmcInputError(f"{path}: file is truncated (image data end beyond its "
@@ -107,22 +144,26 @@ class _ReadingErrors:
         return False
 
 
-def _open_tiff(path: Path) -> tifffile.TiffFile:
+def _open_tiff(path: Path) -> tuple[tifffile.TiffFile, tuple[int, int, int] | None]:
+    """The open file, checked (complete, intensities), and its stamp from before opening."""
     if not path.exists():
         raise FmcInputError(f"{path}: no such file")
     if not path.is_file():
         raise FmcInputError(f"{path}: is not a file")
+    stamp = file_stamp(path)
     with _ReadingErrors(path):
         tif = tifffile.TiffFile(path)
     try:
         with _ReadingErrors(path):
             if not tif.series:
                 raise FmcInputError(f"{path}: TIFF holds no image")
-            _check_complete(tif, path)
+            check_intensity_dtype(tif.series[0].dtype, path)
+            _check_complete(tif, path)  # a broken page chain first: the more precise answer
+            _check_planes(tif, path)
     except BaseException:
         tif.close()
         raise
-    return tif
+    return tif, stamp
 
 
 def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, VolumeMeta]:
@@ -144,15 +185,18 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, VolumeMeta]:
     Raises
     ------
     FmcInputError
-        If the file is missing, not a TIFF, truncated, 2D, or has more than three
-        non-singleton axes; the message names the file and the problem.
+        If the file is missing, not a TIFF, truncated or incomplete, 2D, has more than three
+        non-singleton axes, holds no intensities, or changed while it was read; the message
+        names the file and the problem.
     """
     path = Path(path)
-    with _open_tiff(path) as tif, _ReadingErrors(path):
+    tif, stamp = _open_tiff(path)
+    with tif, _ReadingErrors(path):
         series = tif.series[0]
         array = series.asarray()
         meta = meta_from(tif, path)
         volume = _to_zyx(array, series.axes, path)
+        check_unchanged(path, stamp)
     return volume, meta.with_array(volume)
 
 
@@ -161,7 +205,8 @@ class TiffVolume:
 
     Files with one page per z-plane (what fmc, ImageJ and the challenge write) are read page by
     page, so memory grows with the slab, not the volume; other layouts are read whole on first
-    access. Use as a context manager, or call :meth:`close`.
+    access. Use as a context manager, or call :meth:`close`. Every read, and :meth:`close`,
+    raises :class:`FmcInputError` if the file changed since it was opened.
 
     Attributes
     ----------
@@ -174,7 +219,8 @@ class TiffVolume:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._tif = _open_tiff(self.path)
+        self._tif, self._stamp = _open_tiff(self.path)
+        self._closed = False
         try:
             with _ReadingErrors(self.path):
                 series = self._tif.series[0]
@@ -182,7 +228,7 @@ class TiffVolume:
                 shape = tuple(n for n in full_shape if n != 1)
                 if len(shape) != 3:
                     _to_zyx(np.empty(full_shape, dtype=np.uint8), series.axes, self.path)
-                self._pages = [page for page in series.pages if page is not None]
+                self._pages = _series_pages(series)
                 page_shape = tuple(n for n in self._pages[0].shape if n != 1) if self._pages else ()
                 squeezed_axes = "".join(a for a, n in zip(series.axes, full_shape, strict=True)
                                         if n != 1)
@@ -196,6 +242,7 @@ class TiffVolume:
                     shape = self._whole.shape
                 self.shape = tuple(int(n) for n in shape)
                 self.meta = replace(self.meta, dtype=str(self.dtype), shape=self.shape)
+                check_unchanged(self.path, self._stamp)
         except BaseException:
             self._tif.close()
             raise
@@ -215,21 +262,33 @@ class TiffVolume:
         with _ReadingErrors(self.path):
             for i, z in enumerate(planes):  # filled in place: no second copy of the slab
                 result[i] = self._pages[z].asarray().reshape(self.shape[1:])
+        self.check_unchanged()
         return result
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`FmcInputError` if the file changed (size, mtime, inode) since opened."""
+        check_unchanged(self.path, self._stamp)
 
     def read(self) -> np.ndarray:
         """The whole volume as an array."""
         return self[:]
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file, then raise if it changed since it was opened (unless an exception is
+        already on its way: that one is not replaced)."""
+        self._close(check=sys.exc_info()[0] is None)
+
+    def _close(self, check: bool) -> None:
+        closed, self._closed = self._closed, True
         self._tif.close()
+        if check and not closed:
+            self.check_unchanged()
 
     def __enter__(self) -> TiffVolume:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: object, *exc: object) -> None:
+        self._close(check=kind is None)
 
 
 def write_volume(path: str | os.PathLike, array: np.ndarray, meta: VolumeMeta | None = None,
@@ -262,6 +321,7 @@ def write_volume(path: str | os.PathLike, array: np.ndarray, meta: VolumeMeta | 
     path = Path(path)
     array = np.asarray(array)
     volume = _to_zyx(array, "", path) if array.ndim != 3 else array
+    check_spacing((meta or VolumeMeta()).spacing_zyx, path)
     options = _tiff_options(meta or VolumeMeta(), volume.shape, volume.dtype, tile, compression)
     with atomic_path(path) as temporary, warnings.catch_warnings():
         # Above 4 GB the ImageJ description goes into a BigTIFF, which ImageJ's own opener
@@ -290,6 +350,7 @@ def write_volume_slabs(path: str | os.PathLike, slabs: Iterable[np.ndarray], sha
     path = Path(path)
     shape = tuple(int(n) for n in shape)
     dtype = np.dtype(dtype)
+    check_spacing((meta or VolumeMeta()).spacing_zyx, path)
     options = _tiff_options(meta or VolumeMeta(), shape, dtype, tile, None)
     written = [0]
 

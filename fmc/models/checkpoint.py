@@ -72,7 +72,22 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint["hyper_parameters"], dict):
         raise FmcInputError(f"{path}: not an fmc checkpoint (its hyper_parameters are not a "
                             "mapping)")
+    weights = checkpoint["state_dict"] if isinstance(checkpoint["state_dict"], dict) else {}
+    bad = non_finite_tensors(weights)
+    if bad:
+        raise FmcInputError(f"{path}: {len(bad)} of its {len(weights)} weight tensors hold NaN or "
+                            f"infinite values (first: {bad[0]}): the training that wrote it "
+                            "diverged; use an earlier checkpoint of that run")
     return checkpoint
+
+
+def non_finite_tensors(state_dict: dict) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` that hold a NaN or an infinity."""
+    import torch
+
+    return [name for name, value in state_dict.items()
+            if torch.is_tensor(value) and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())]
 
 
 def set_hyperparameter(path: str | Path, key: str, value: Any) -> None:

@@ -30,6 +30,7 @@ from fmc.io.h5 import (
     SURFACE_DISTANCE,
     is_complete,
     write_h5,
+    written_by_fmc,
 )
 from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import read_volume
@@ -127,6 +128,10 @@ def convert_tiff(source: str | Path, out_dir: str | Path, *, overwrite: bool = F
     started = time.perf_counter()
     if not overwrite and is_complete(output):
         return ConversionResult(source, output, "skipped", "already complete")
+    if output.exists() and not written_by_fmc(output):
+        return ConversionResult(source, None, "failed", f"{output}: a file fmc did not write is "
+                                "there (not an fmc H5 file); move it away or give another "
+                                "output")
     caught: list[str] = []
     try:
         with warnings.catch_warnings(record=True) as recorded:

@@ -25,6 +25,7 @@ from fmc.core.errors import FmcConfigError
 from fmc.core.locations import embedded_tiff_dir
 from fmc.core.logs import paced, plural
 from fmc.core.naming import pair_file_names
+from fmc.core.protected import refuse_overwriting
 from fmc.core.studies import CONTENTS, EMBEDDED_STUDIES, check_content, get_profile
 from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import write_volume
@@ -197,6 +198,17 @@ def pair_paths(out: Path, index: int, content: str) -> tuple[Path, Path]:
     return Path(out) / angle, Path(out) / fused
 
 
+def is_synthetic(path: Path) -> bool:
+    """True when ``path`` is a volume fmc.synth wrote (``synthetic`` in its metadata)."""
+    from fmc.io.tiff import TiffVolume
+
+    try:
+        with TiffVolume(path) as volume:
+            return volume.meta.original.get("synthetic") == "fmc.synth"
+    except Exception:  # noqa: BLE001 - unreadable or foreign: not fmc.synth's to replace
+        return False
+
+
 def write_pair(out: Path, study: int, content: str, index: int, **kwargs: Any):
     """Generate one pair and write it; returns the (angle, fused) paths."""
     view, target, meta = generate_pair(study, content, index, **kwargs)
@@ -306,6 +318,9 @@ def run(cfg) -> list[Path]:
     shape = cfg.get("shape")
     shape = None if shape is None else list(OmegaConf.to_container(shape)
                                             if not isinstance(shape, (list, tuple)) else shape)
+    for index in range(first, first + count):  # before any work: nothing of the user's replaced
+        for path in pair_paths(Path(cfg.out), index, content):
+            refuse_overwriting(path, [], "out", made_by_fmc=is_synthetic)
     written = []
     for k in range(count):
         index = first + k

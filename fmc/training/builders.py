@@ -157,8 +157,9 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = 
                                        **OmegaConf.to_container(cfg.callbacks.early_stopping)))
     from fmc.core.random_state import RandomState
     from fmc.training.clock import TrainClock
+    from fmc.training.divergence import StopOnNonFinite
 
     # The generators' states in every checkpoint: a resumed run draws the patches an
     # uninterrupted one would have (fmc.core.random_state).
-    callbacks += [RandomState(), TrainClock()]
+    callbacks += [RandomState(), TrainClock(), StopOnNonFinite(folder)]
     return callbacks

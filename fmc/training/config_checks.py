@@ -103,6 +103,24 @@ def check_model_keys(cfg: DictConfig) -> None:
                              "(conf/model/unet3d.yaml)")
 
 
+def check_model_numbers(cfg: DictConfig) -> None:
+    """``model.lr`` a finite number > 0, ``model.weight_decay`` a finite number >= 0."""
+    import math
+
+    for key, lowest, strict in (("lr", 0.0, True), ("weight_decay", 0.0, False)):
+        if key not in cfg.model:
+            continue
+        value = cfg.model[key]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number < lowest or (strict and number == lowest):
+            bound = "> 0" if strict else ">= 0"
+            raise FmcConfigError(f"model.{key}={value}: give a finite number {bound} "
+                                 "(conf/model/unet3d.yaml)")
+
+
 # FusionModule arguments that come from elsewhere than ``model:`` (the data, the run).
 RUN_ARGUMENTS = ("channels", "loss", "loss_kwargs", "channel_scales_um", "patch_size",
                  "spacing_zyx", "study", "content", "change_limit")
@@ -114,6 +132,7 @@ def check_config(cfg: DictConfig) -> None:
 
     check_choices(cfg)
     check_model_keys(cfg)
+    check_model_numbers(cfg)
     try:
         check_network(str(cfg.model.network), int(cfg.model.depth))
     except ValueError as error:

@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fmc.core.cli import verbose
-from fmc.core.errors import FmcInputError
+from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import write_text_atomic
 from fmc.core.naming import METRICS_FILE, SKIPPED_FILE
 from fmc.training.builders import build_callbacks, build_datamodule, build_logger, build_module, flat_config
@@ -51,6 +51,32 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(path)
 
 
+def check_no_earlier_checkpoints(output_dir: Path, ckpt_path: str | None) -> None:
+    """A run folder that holds another run's checkpoints is resumed, never overwritten."""
+    from fmc.core.protected import is_within
+
+    folder = output_dir / "checkpoints"
+    earlier = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+    if earlier and (ckpt_path is None or not is_within(ckpt_path, folder)):
+        raise FmcInputError(f"hydra.run.dir={output_dir}: holds the checkpoints of an earlier run "
+                            f"({earlier[0].name}, ...); resume it with ckpt_path=last, or give "
+                            "this run its own folder")
+
+
+def read_finished_metrics(path: Path) -> dict:
+    """A finished run's ``metrics.json``; one line when it is not a JSON mapping."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FmcInputError(f"{path}: not readable as JSON ({error}); with resume=true a run "
+                            "that has it counts as finished: remove it to train this run again"
+                            ) from None
+    if not isinstance(metrics, dict):
+        raise FmcInputError(f"{path}: not an fmc metrics file (a JSON mapping); remove it to "
+                            "train this run again")
+    return metrics
+
+
 def train(cfg: DictConfig) -> float | None:
     """Run one training job; returns the best validation N_SSIM (None when skipped)."""
     import lightning as L
@@ -70,7 +96,7 @@ def train(cfg: DictConfig) -> float | None:
     finished = output_dir / METRICS_FILE
     if cfg.get("resume") and finished.is_file():
         # A resumed sweep trains only what did not finish: this run already wrote its results.
-        best = json.loads(finished.read_text()).get("best/val_n_ssim")
+        best = read_finished_metrics(finished).get("best/val_n_ssim")
         log.info("resume=true: %s already finished (%s); skipped", output_dir, METRICS_FILE)
         return None if best is None else float(best)
     lock_run_folder(output_dir)
@@ -88,6 +114,7 @@ def train(cfg: DictConfig) -> float | None:
             return None
         raise error from None
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
+    check_no_earlier_checkpoints(output_dir, ckpt_path)
     L.seed_everything(int(cfg.seed), workers=True)
     module = build_module(cfg, datamodule.dataset_info())
     log.info("network: %s, %s parameters", cfg.model.get("network", "?"),
@@ -109,8 +136,8 @@ def train(cfg: DictConfig) -> float | None:
             quiet_wandb()  # before the W&B run starts: logger.experiment starts it
             logger.experiment.config.update(flat_config(cfg), allow_val_change=True)
         val_pairs = datamodule.pairs("val") if datamodule.lists["val"] is not None else None
-        trainer = L.Trainer(logger=logger, callbacks=build_callbacks(cfg, output_dir, val_pairs),
-                            default_root_dir=str(output_dir), **trainer_kwargs)
+        trainer = build_trainer(logger, build_callbacks(cfg, output_dir, val_pairs),
+                                output_dir, trainer_kwargs)
         # weights_only given explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot override it.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         selection = best_selection(trainer)
@@ -141,6 +168,20 @@ def train(cfg: DictConfig) -> float | None:
             wandb.finish()
             if run is not None:
                 log_wandb_run(run)
+
+
+def build_trainer(logger, callbacks: list, output_dir: Path, trainer_kwargs: dict):
+    """Lightning's Trainer; a ``trainer.*`` value it refuses is one line naming it."""
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(logger=logger, callbacks=callbacks, default_root_dir=str(output_dir),
+                         **trainer_kwargs)
+    except (MisconfigurationException, ValueError, TypeError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise FmcConfigError(f"trainer: {first} (the trainer.* keys: conf/trainer/default.yaml)"
+                             ) from None
 
 
 def quiet_wandb() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from fmc.core.errors import FmcConfigError
 from fmc.core.studies import EMBEDDED_STUDIES, STUDIES, STUDY_DIR, load_studies, read_study_file
-from tests.conftest import run_command
+from tests.conftest import assert_user_error, run_command
 
 TINY_TRAIN = ["logger=none", "model=unet3d", "model.features=4", "model.depth=2", "data.patch_size=[8,16,16]",
               "data.batch_size=1", "data.epoch_steps=2", "trainer.max_steps=2",
@@ -95,3 +95,28 @@ def test_a_new_study_is_one_yaml_file(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "study 6 nucleus" in result.stdout + result.stderr
     assert (out / "image_0_nucleus_angle.tif").is_file()
+
+
+def test_a_study_file_under_fmc_config_dirs_is_data_only_and_never_redefines(tmp_path: Path):
+    """A ``!!python`` tag is refused (nothing runs) and a shipped study cannot be redefined
+    (Hydra would show the shipped file while fmc used the other): one line, exit 2, at the
+    command's start -- the files are read when fmc is imported."""
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile" / "studies"
+    hostile.mkdir(parents=True)
+    (hostile / "study7.yaml").write_text(
+        "# @package study_facts.study7\n"
+        f"study: !!python/object/apply:os.system ['touch {marker}']\n")
+    result = run_command("fmc.predict", "ckpt=x.ckpt", "input=views", "output=out",
+                         cwd=tmp_path, env={"FMC_CONFIG_DIRS": str(hostile.parent)})
+    assert_user_error(result, "study7.yaml: not a plain YAML study file", "python/object")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not marker.exists()
+    shadow = tmp_path / "shadow" / "studies"
+    shadow.mkdir(parents=True)
+    (shadow / "study3.yaml").write_text((STUDY_DIR / "study3.yaml").read_text()
+                                        .replace("demo_scale: 3.0", "demo_scale: 0.5"))
+    result = run_command("fmc.train", "study=3", cwd=tmp_path,
+                         env={"FMC_CONFIG_DIRS": str(shadow.parent)})
+    assert_user_error(result, "study3.yaml: study 3 is already defined by",
+                      "give the new study another number")

@@ -188,3 +188,118 @@ def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+PLANES = (np.arange(20 * 16 * 16) % 500).reshape(20, 16, 16).astype(np.uint16)
+
+
+@pytest.mark.parametrize("dtype,what", [(bool, "bool (a mask"), (np.complex64, "complex64")])
+def test_data_without_intensities_is_refused(tmp_path: Path, dtype, what) -> None:
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, PLANES.astype(dtype))
+    for reader in (read_volume, TiffVolume):
+        with pytest.raises(FmcInputError, match="unsupported data type") as error:
+            reader(path)
+        assert what in str(error.value) and str(path) in str(error.value)
+
+
+def test_other_integer_and_float_types_are_read(tmp_path: Path) -> None:
+    for dtype in (np.int8, np.float16, np.uint32):
+        tifffile.imwrite(tmp_path / "v.tif", PLANES.astype(dtype))
+        assert read_volume(tmp_path / "v.tif")[0].dtype == dtype
+
+
+def declare_more_planes(path: Path, old: bytes, new: bytes) -> None:
+    """Rewrite the plane count in a file's metadata (same length): the file then holds fewer
+    planes than it declares, as one cut short at a page boundary does."""
+    data = path.read_bytes()
+    assert data.count(old) == 1 and len(old) == len(new)
+    path.write_bytes(data.replace(old, new))
+
+
+@pytest.mark.parametrize("flavour", ["imagej", "ome", "shaped"])
+def test_fewer_planes_than_the_metadata_declare_is_incomplete(tmp_path: Path, flavour) -> None:
+    path = tmp_path / "v.tif"
+    if flavour == "imagej":
+        tifffile.imwrite(path, PLANES[:13], imagej=True, metadata={"axes": "ZYX"})
+        declare_more_planes(path, b"images=13\nslices=13", b"images=20\nslices=20")
+    elif flavour == "ome":
+        tifffile.imwrite(path, PLANES[:13], ome=True, metadata={"axes": "ZYX"})
+        declare_more_planes(path, b'SizeZ="13"', b'SizeZ="20"')
+    else:
+        tifffile.imwrite(path, PLANES[:13], metadata={"axes": "ZYX"})
+        declare_more_planes(path, b"[13, 16, 16]", b"[20, 16, 16]")
+    for reader in (read_volume, TiffVolume):
+        with pytest.raises(FmcInputError, match="incomplete: holds 13 of 20 planes") as error:
+            reader(path)
+        assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def append_pages(path: Path, planes: np.ndarray) -> None:
+    """What a program still writing the stack does: add pages at the end of the file."""
+    for plane in planes:
+        tifffile.imwrite(path, plane, append=True, metadata=None, photometric="minisblack")
+
+
+def growing(tmp_path: Path) -> Path:
+    """The first 13 planes of a 20-plane stack, written page by page without metadata (as a
+    program writes while it acquires): a valid 13-plane TIFF as long as nothing is added."""
+    path = tmp_path / "growing.tif"
+    tifffile.imwrite(path, PLANES[:13], metadata=None, photometric="minisblack")
+    return path
+
+
+def test_a_file_that_grows_while_it_is_read_is_refused(tmp_path: Path) -> None:
+    path = growing(tmp_path)
+    with TiffVolume(path) as volume:  # unchanged: read as the 13-plane volume it is
+        np.testing.assert_array_equal(volume[:], PLANES[:13])
+    volume = TiffVolume(path)
+    np.testing.assert_array_equal(volume[0:4], PLANES[:4])
+    append_pages(path, PLANES[13:])
+    with pytest.raises(FmcInputError, match="changed while it was read") as error:
+        volume[4:13]
+    assert str(error.value) == (f"{path}: changed while it was read (is another program still "
+                                "writing it?); try again when it is complete")
+    with pytest.raises(FmcInputError, match="changed while it was read"):
+        volume.close()
+    volume.close()  # closed once: no second report
+    with TiffVolume(path) as volume:  # complete now: read whole
+        assert volume.shape == PLANES.shape
+
+
+def test_a_change_after_the_last_read_is_reported_on_close(tmp_path: Path) -> None:
+    path = growing(tmp_path)
+    with pytest.raises(FmcInputError, match="changed while it was read"):
+        with TiffVolume(path) as volume:
+            volume[:]
+            append_pages(path, PLANES[13:14])
+    # ... but an error already on its way is not replaced by it.
+    with pytest.raises(KeyError):
+        with TiffVolume(path) as volume:
+            append_pages(path, PLANES[14:15])
+            raise KeyError("first")
+
+
+def test_read_volume_refuses_a_file_that_grows_during_the_read(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    path = growing(tmp_path)
+    original = tifffile.TiffPageSeries.asarray
+
+    def read_then_grow(series, *args, **kwargs):
+        data = original(series, *args, **kwargs)
+        append_pages(path, PLANES[13:])
+        return data
+
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", read_then_grow)
+    with pytest.raises(FmcInputError, match="changed while it was read"):
+        read_volume(path)
+
+
+def test_a_bad_voxel_size_is_never_written(tmp_path: Path) -> None:
+    for spacing in [(-1.0, 0.5, 0.5), (0.0, 1.0, 1.0), (1.0, float("inf"), 1.0)]:
+        with pytest.raises(FmcInputError, match="not three positive finite numbers"):
+            write_volume(tmp_path / "a.tif", PLANES, VolumeMeta(spacing_zyx=spacing))
+        with pytest.raises(FmcInputError, match="not three positive finite numbers"):
+            fio.write_volume_slabs(tmp_path / "b.tif", [PLANES], PLANES.shape, PLANES.dtype,
+                                   VolumeMeta(spacing_zyx=spacing))
+    assert list(tmp_path.iterdir()) == []

@@ -48,3 +48,40 @@ def test_out_of_range_planes_are_index_errors():
         lazy[6]
     with pytest.raises(IndexError):
         lazy[-7]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float16, np.float32,
+                                   np.float64])
+def test_intensity_types_pass(dtype):
+    from fmc.io.lazy_array import check_intensity_dtype
+
+    assert check_intensity_dtype(dtype, "v.tif") == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [bool, np.complex128, object, "U4", "S2", "V8",
+                                   [("a", "<i4")], "datetime64[s]", "not a dtype"])
+def test_other_types_are_one_line_refusals(dtype):
+    from fmc.core.errors import FmcInputError
+    from fmc.io.lazy_array import check_intensity_dtype
+
+    with pytest.raises(FmcInputError, match=r"^v\.tif: unsupported data type .*; fmc needs "
+                       "integer or float intensities$"):
+        check_intensity_dtype(dtype, "v.tif")
+
+
+def test_a_file_stamp_changes_with_the_file(tmp_path):
+    from fmc.core.errors import FmcInputError
+    from fmc.io.lazy_array import check_unchanged, file_stamp
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"1234")
+    stamp = file_stamp(path)
+    check_unchanged(path, stamp)
+    replacement = tmp_path / "b.bin"
+    replacement.write_bytes(b"1234")
+    replacement.replace(path)  # same size, another file: a new inode
+    with pytest.raises(FmcInputError, match="changed while it was read"):
+        check_unchanged(path, stamp)
+    path.unlink()
+    with pytest.raises(FmcInputError, match="changed while it was read"):
+        check_unchanged(path, stamp)
