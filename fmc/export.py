@@ -8,6 +8,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from fmc.core.cli import hydra_entry
+from fmc.core.config_values import whole_numbers
 
 
 @hydra_entry("export", "fmc.export")
@@ -15,7 +16,7 @@ def main(cfg: DictConfig):
     """Hydra entry point (see ``conf/export.yaml``)."""
     from fmc.inference.export import export_checkpoint
 
-    tile = None if cfg.tile is None else tuple(int(n) for n in cfg.tile)
+    tile = None if cfg.tile is None else whole_numbers(cfg.tile, "tile", 3, 1, "conf/export.yaml")
     zoo = OmegaConf.to_container(cfg.zoo) if cfg.get("zoo") else None
     result = export_checkpoint(str(cfg.ckpt), str(cfg.format), str(cfg.out), tile,
                                sample=cfg.get("sample"), zoo=zoo)

@@ -86,7 +86,7 @@ def resolve_latest(value: str | Path, key: str) -> Path:
         ``last`` with no ``fmc.train`` folder under ``./outputs/train``.
     """
     if str(value) != LATEST:
-        return Path(value)
+        return Path(str(value))  # an int from the command line (registry=123) is a name too
     stamped = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}$")
     folders = [p for base in (TRAINING_OUTPUTS, TRAINING_OUTPUTS / "multirun") if base.is_dir()
                for p in base.iterdir() if p.is_dir() and stamped.match(p.name)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fmc import __version__
+from fmc.core.config_values import whole_number
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import writable_folder, write_text_atomic
 from fmc.evaluation.iou import IOU_SETTINGS
@@ -120,6 +121,8 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
     """Score every raw pair with every method of ``cfg`` and write the tables."""
     if str(cfg.table) not in ("auto", "full", "content"):
         raise FmcConfigError(f"table={cfg.table}: choose auto, full or content (conf/evaluate.yaml)")
+    slab = whole_number(cfg.slab, "slab", 1, "conf/evaluate.yaml")
+    block_y = whole_number(cfg.block_y, "block_y", 1, "conf/evaluate.yaml")
     methods = build_methods(cfg)
     iou_backend = build_iou_backend(cfg)
     iou_max_voxels = _iou_max_voxels(cfg)
@@ -132,7 +135,7 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
     result = EvaluationResult(iou_backend=None if iou_backend is None else iou_backend.name)
     progress = _progress(pairs, enabled=bool(cfg.progress))
     for pair in progress:
-        result.rows.extend(score_pair(pair, methods, slab=int(cfg.slab), block_y=int(cfg.block_y),
+        result.rows.extend(score_pair(pair, methods, slab=slab, block_y=block_y,
                                       iou_backend=iou_backend, iou_max_voxels=iou_max_voxels))
     result.summary = summarize(result.rows)
     per_image, summary = write_tables(out_dir, result)

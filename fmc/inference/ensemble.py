@@ -129,9 +129,13 @@ def load_models(paths: Sequence[str | Path], device: str = "cpu"):
         raise FmcInputError("ckpt=[]: name at least one checkpoint")
     seen = set()
     for path in paths:
-        if path.resolve() in seen:
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as error:  # a symbolic-link loop, a path too long
+            raise FmcInputError(f"ckpt={path}: cannot resolve it ({error})") from None
+        if resolved in seen:
             raise FmcInputError(f"ckpt: {path} is named twice (an ensemble averages different "
                                 "models)")
-        seen.add(path.resolve())
+        seen.add(resolved)
     models = [load_model(path, device) for path in paths]
     return models[0] if len(models) == 1 else ModelEnsemble(models, paths).eval()

@@ -75,6 +75,14 @@ def _ints_or_none(value) -> tuple[int, ...] | None:
     return None if value is None else _ints(value)
 
 
+def _strict(value, kind: type):
+    """``value`` if it already is a ``kind`` (YAML's true/false, a whole number): Python's
+    ``bool("maybe")`` is True and ``int(1.5)`` is 1, which would take a typo for a setting."""
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    raise ValueError(value)
+
+
 def _axes(value) -> tuple[str, ...]:
     return tuple(str(a) for a in (value or ()))
 
@@ -131,18 +139,18 @@ class PredictSettings:
 
     patch: tuple[int, int, int] | None = _key(_ints_or_none, "[Z, Y, X] or null")
     overlap: float = _key(float, "a fraction")
-    batch_size: int = _key(int, "an integer")
+    batch_size: int = _key(lambda v: _strict(v, int), "a whole number")
     weighting: str = _key(str, "a name")
     roof_crop: tuple[int, int, int] = _key(_ints, "[Z, Y, X] voxel counts")
     tta: tuple[str, ...] = _key(_axes, "a list of axes, e.g. [y, x]")
     fallback: str = _key(str, "a name")
     output_dtype: str = _key(str, "a name")
-    tiff_tiles: bool = _key(bool, "true or false")
+    tiff_tiles: bool = _key(lambda v: _strict(v, bool), "true or false")
     output_format: str = _key(str, "a name")
     amp: str = _key(str, "a name")
-    compile: bool = _key(bool, "true or false")
+    compile: bool = _key(lambda v: _strict(v, bool), "true or false")
     buffer_threshold_gb: float = _key(float, "a number")
-    progress: bool = _key(bool, "true or false")
+    progress: bool = _key(lambda v: _strict(v, bool), "true or false")
 
     def check(self) -> PredictSettings:
         """Raise :class:`FmcConfigError` naming the first invalid key (and its valid values)."""
@@ -150,6 +158,9 @@ class PredictSettings:
             raise FmcConfigError(f"patch={list(self.patch)}: give [Z, Y, X] positive sizes or null")
         if not 0 <= self.overlap < 1:
             raise FmcConfigError(f"overlap={self.overlap}: give a fraction in [0, 1)")
+        if not self.buffer_threshold_gb >= 0:
+            raise FmcConfigError(f"buffer_threshold_gb={self.buffer_threshold_gb}: give a size "
+                                 "in GB >= 0")
         if self.batch_size < 1:
             raise FmcConfigError(f"batch_size={self.batch_size}: give at least 1")
         for key, value, choices in (("weighting", self.weighting, WEIGHTINGS),
@@ -315,6 +326,8 @@ def _convert(planes: np.ndarray, dtype: str, network_input: NetworkInput) -> np.
 
 def device_for(choice: str) -> str:
     """'auto' → cuda when available, else cpu."""
+    if choice not in ("auto", "cpu") and not choice.startswith("cuda"):
+        raise FmcConfigError(f"device={choice}: choose auto, cpu or cuda (cuda:N for one GPU)")
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if choice.startswith("cuda") and not torch.cuda.is_available():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from fmc.core.config_values import real_number, whole_number
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.locations import embedded_h5_dir
 from fmc.io.h5 import COMPRESSIONS
@@ -39,20 +40,22 @@ def folders(cfg: DictConfig) -> tuple[Path, Path]:
 def prepare(cfg: DictConfig) -> list[ConversionResult]:
     """Convert, write the lists, and fail (after finishing the others) if any file failed or a
     pair's two volumes differ in shape."""
-    workers = int(cfg.workers)
-    if workers < 1:
-        raise FmcConfigError(f"workers={cfg.workers}: give 1 or more processes")
-    fractions = (float(cfg.split.train), float(cfg.split.val), float(cfg.split.test))
+    where = "conf/prepare.yaml"
+    workers = whole_number(cfg.workers, "workers", 1, where)
+    fractions = tuple(real_number(cfg.split[part], f"split.{part}", where, minimum=0.0)
+                      for part in ("train", "val", "test"))
+    split_seed = whole_number(cfg.split.seed, "split.seed", 0, where)
+    max_foreground = whole_number(cfg.max_foreground, "max_foreground", 1, where)
+    working_spacing = real_number(cfg.working_spacing_um, "working_spacing_um", where, 0.0, True)
     compression = str(cfg.compression).lower()
     if compression not in COMPRESSIONS:
         raise FmcConfigError(f"compression={cfg.compression}: choose one of "
                              f"{', '.join(COMPRESSIONS)} (conf/prepare.yaml)")
     source, output = folders(cfg)
     results = convert_folder(source, output, workers=workers, overwrite=bool(cfg.overwrite),
-                             max_foreground=int(cfg.max_foreground),
-                             working_spacing_um=float(cfg.working_spacing_um),
+                             max_foreground=max_foreground, working_spacing_um=working_spacing,
                              compression=compression, progress=bool(cfg.progress))
-    lists = write_lists(output, fractions, int(cfg.split.seed))
+    lists = write_lists(output, fractions, split_seed)
     counts = {status: sum(r.status == status for r in results)
               for status in ("written", "skipped", "failed")}
     print(f"prepared {source} -> {output}: {counts['written']} written, {counts['skipped']} "

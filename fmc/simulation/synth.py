@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from fmc.core.config_values import whole_number, whole_numbers
 from fmc.core.errors import FmcConfigError
 from fmc.core.locations import embedded_tiff_dir
 from fmc.core.logs import paced, plural
@@ -305,7 +306,6 @@ def settings_from_config(cfg) -> SynthSettings:
 
 def run(cfg) -> list[Path]:
     """Write ``cfg.n`` pairs for ``cfg.study``/``cfg.content`` into ``cfg.out``."""
-    from omegaconf import OmegaConf
 
     if cfg.get("out") is None:
         raise FmcConfigError("missing 'out': add out=DIR to the command line")
@@ -316,8 +316,7 @@ def run(cfg) -> list[Path]:
     seed = _whole_number(cfg, "seed", minimum=0)
     settings = settings_from_config(cfg)
     shape = cfg.get("shape")
-    shape = None if shape is None else list(OmegaConf.to_container(shape)
-                                            if not isinstance(shape, (list, tuple)) else shape)
+    shape = None if shape is None else list(whole_numbers(shape, "shape", 3, 1, "conf/synth.yaml"))
     for index in range(first, first + count):  # before any work: nothing of the user's replaced
         for path in pair_paths(Path(cfg.out), index, content):
             refuse_overwriting(path, [], "out", made_by_fmc=is_synthetic)
@@ -340,11 +339,4 @@ def run(cfg) -> list[Path]:
 
 def _whole_number(cfg, key: str, minimum: int) -> int:
     """``cfg[key]`` as an int of at least ``minimum``, else a one-line config error."""
-    value = cfg.get(key)
-    try:
-        number = int(str(value))
-    except ValueError:
-        number = None
-    if number is None or number < minimum:
-        raise FmcConfigError(f"{key}={value}: give a whole number >= {minimum} (conf/synth.yaml)")
-    return number
+    return whole_number(cfg.get(key), key, minimum, "conf/synth.yaml")

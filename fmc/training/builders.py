@@ -5,6 +5,7 @@ logger (each from its config group; :mod:`fmc.training.config_checks` has checke
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +90,23 @@ def build_module(cfg: DictConfig, info: dict[str, Any]):
     """The LightningModule: every ``model.*`` key is a :class:`~fmc.models.module.FusionModule`
     argument of the same name (no hand-copied list), plus what the data and the run give; it
     carries everything prediction needs in its hyperparameters."""
-    from fmc.models.module import FusionModule
 
     model = OmegaConf.to_container(cfg.model, resolve=True)
     clash = sorted(set(model) & set(RUN_ARGUMENTS))
     if clash:
         raise FmcConfigError(f"model.{clash[0]}: set by fmc.train from the data and the run, "
                              "not a model key (conf/model/unet3d.yaml)")
+    try:
+        return _fusion_module(cfg, model, info)
+    except ValueError as error:  # e.g. "features=0 is not valid; it must be an integer >= 2"
+        text = str(error)
+        key = "model." if re.match(r"\w+=", text) else "model: "
+        raise FmcConfigError(f"{key}{text} (conf/model/unet3d.yaml)") from None
+
+
+def _fusion_module(cfg: DictConfig, model: dict, info: dict[str, Any]):
+    from fmc.models.module import FusionModule
+
     return FusionModule(
         **model, channels=list(cfg.channels.list),
         loss=str(cfg.loss.name), loss_kwargs=OmegaConf.to_container(cfg.loss.kwargs),

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fmc.core.config_values import whole_number
 from fmc.core.errors import FmcConfigError
 
 LOGGERS = ("wandb", "csv", "none")
@@ -133,6 +134,7 @@ def check_config(cfg: DictConfig) -> None:
     check_choices(cfg)
     check_model_keys(cfg)
     check_model_numbers(cfg)
+    whole_number(cfg.seed, "seed", 0, "conf/train.yaml")
     try:
         check_network(str(cfg.model.network), int(cfg.model.depth))
     except ValueError as error:

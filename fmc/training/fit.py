@@ -178,7 +178,8 @@ def build_trainer(logger, callbacks: list, output_dir: Path, trainer_kwargs: dic
     try:
         return L.Trainer(logger=logger, callbacks=callbacks, default_root_dir=str(output_dir),
                          **trainer_kwargs)
-    except (MisconfigurationException, ValueError, TypeError) as error:
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
+        # ImportError: trainer.accelerator=tpu without torch_xla, and the like
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise FmcConfigError(f"trainer: {first} (the trainer.* keys: conf/trainer/default.yaml)"
                              ) from None

@@ -246,7 +246,7 @@ def test_sliding_window_keys_stay_top_level_overrides():
     ("output_dtype=int8", "output_dtype='int8': choose one of float32, uint16"),
     ("tta=[y,w]", "tta axis 'w': use z, y or x"),
     ("overlap=1.0", "overlap=1.0: give a fraction in [0, 1)"),
-    ("batch_size=many", "batch_size='many': give an integer"),
+    ("batch_size=many", "batch_size='many': give a whole number"),
 ])
 def test_a_bad_setting_is_a_one_line_config_error(command, override, expected):
     from fmc.core.errors import FmcConfigError
