@@ -74,6 +74,14 @@ def test_sweeps_groups_and_kwargs_pass_the_check():
         check_command_line(CONFIG_DIR, "train", "fmc.train", ["fmc.train", *line])
 
 
+def test_a_key_added_to_an_open_mapping_passes_the_check():
+    # conf/synth.yaml leaves optics: {} open for the simulation's parameters (its own example).
+    check_command_line(CONFIG_DIR, "synth", "fmc.synth",
+                       ["fmc.synth", "+optics.photons=500", "+fusion.blend_width=0.3"])
+    with pytest.raises(FmcConfigError, match="no such key"):
+        check_command_line(CONFIG_DIR, "synth", "fmc.synth", ["fmc.synth", "+photons=500"])
+
+
 def test_options_keep_their_values_when_the_command_line_is_split():
     assert split_command_line(["--cfg", "job", "a=1", "-m", "b=2"]) == (
         ["--cfg", "job", "-m"], ["a=1", "b=2"])

@@ -191,3 +191,9 @@ def test_a_tiff_unit_that_is_no_length_is_not_read_as_um(tmp_path: Path,
         _, meta = read_volume(path)
         assert meta.spacing_zyx == (pytest.approx(expected) if expected else None), unit
     assert "unit 'parsec' is not a length unit fmc reads" in caplog.text
+
+
+def test_a_folder_given_as_checkpoint_points_to_the_registry(tmp_path: Path, views: Path):
+    result = run_in_process("fmc.predict", f"ckpt={tmp_path}", f"input={views}",
+                            f"output={tmp_path / 'out'}", *PREDICT)
+    assert_user_error(result, f"ckpt={tmp_path}: a folder", f"ckpt=auto registry={tmp_path}")

@@ -131,6 +131,8 @@ def check_command_line(config_dir: str, config_name: str, command: str,
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         if parent.split(".")[-1].endswith("kwargs"):
             continue
+        if parent and OmegaConf.select(base, parent) == {}:
+            continue  # an empty mapping the config leaves open for keys (fmc.synth's optics: {})
         raise FmcConfigError(_unknown_key_message(key, base, config_name))
 
 

@@ -50,6 +50,9 @@ def load_model(path: str | Path, device: str = "cpu"):
     from fmc.models.module import FusionModule
 
     path = Path(path)
+    if path.is_dir():
+        raise FmcInputError(f"ckpt={path}: a folder; give a checkpoint file, or ckpt=auto "
+                            f"registry={path} for the models of a run, sweep or models.yaml")
     if not path.is_file():
         raise FmcInputError(f"ckpt={path}: no such checkpoint")
     read_checkpoint(path)  # the clear refusals first: code, bare state_dicts, other files
