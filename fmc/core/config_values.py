@@ -57,3 +57,11 @@ def whole_numbers(value: Any, key: str, count: int, minimum: int, where: str) ->
         raise FmcConfigError(f"{key}={value}: give {count} whole numbers >= {minimum}, e.g. "
                              f"[{', '.join(['16', '32', '32'][:count])}] ({where})")
     return numbers
+
+
+def flag(value: Any, key: str, where: str) -> bool:
+    """``value`` as true or false: YAML's booleans only (Python's ``bool("maybe")`` is True,
+    which would take a typo for a yes)."""
+    if isinstance(value, bool):
+        return value
+    raise FmcConfigError(f"{key}={value}: give true or false ({where})")

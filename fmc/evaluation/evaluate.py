@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fmc import __version__
-from fmc.core.config_values import whole_number
+from fmc.core.config_values import flag, whole_number
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import writable_folder, write_text_atomic
 from fmc.evaluation.iou import IOU_SETTINGS
@@ -133,7 +133,7 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
     out_dir = writable_folder(output_folder(cfg), "out")
     check_predictions(pairs, methods)
     result = EvaluationResult(iou_backend=None if iou_backend is None else iou_backend.name)
-    progress = _progress(pairs, enabled=bool(cfg.progress))
+    progress = _progress(pairs, enabled=flag(cfg.progress, "progress", "conf/evaluate.yaml"))
     for pair in progress:
         result.rows.extend(score_pair(pair, methods, slab=slab, block_y=block_y,
                                       iou_backend=iou_backend, iou_max_voxels=iou_max_voxels))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fmc.core.config_values import real_number, whole_number
+from fmc.core.config_values import flag, real_number, whole_number
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.locations import embedded_h5_dir
 from fmc.io.h5 import COMPRESSIONS
@@ -52,9 +52,10 @@ def prepare(cfg: DictConfig) -> list[ConversionResult]:
         raise FmcConfigError(f"compression={cfg.compression}: choose one of "
                              f"{', '.join(COMPRESSIONS)} (conf/prepare.yaml)")
     source, output = folders(cfg)
-    results = convert_folder(source, output, workers=workers, overwrite=bool(cfg.overwrite),
+    overwrite, progress = flag(cfg.overwrite, "overwrite", where), flag(cfg.progress, "progress", where)
+    results = convert_folder(source, output, workers=workers, overwrite=overwrite,
                              max_foreground=max_foreground, working_spacing_um=working_spacing,
-                             compression=compression, progress=bool(cfg.progress))
+                             compression=compression, progress=progress)
     lists = write_lists(output, fractions, split_seed)
     counts = {status: sum(r.status == status for r in results)
               for status in ("written", "skipped", "failed")}

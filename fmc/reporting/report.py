@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fmc.core.config_values import flag, whole_number
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import write_text_atomic
 from fmc.core.locations import resolve_latest
@@ -238,13 +239,18 @@ def _as_list(value: Any) -> list:
     return [str(value)]
 
 
+WHERE = "conf/report.yaml"
+
+
 def run(cfg) -> ReportResult:
     """Build the report from the Hydra config (see ``conf/report.yaml``) and print it."""
     result = build_report(
         sweep=cfg.sweep, runs=_as_list(cfg.runs), out=cfg.out, raw=cfg.raw,
-        evaluate_missing=bool(cfg.evaluate_missing), montage=bool(cfg.montage),
+        evaluate_missing=flag(cfg.evaluate_missing, "evaluate_missing", WHERE),
+        montage=flag(cfg.montage, "montage", WHERE),
         montage_images=_as_list(cfg.montage_images) or None,
-        montage_max_images=int(cfg.montage_max_images), montage_panel_px=int(cfg.montage_panel_px),
+        montage_max_images=whole_number(cfg.montage_max_images, "montage_max_images", 1, WHERE),
+        montage_panel_px=whole_number(cfg.montage_panel_px, "montage_panel_px", 1, WHERE),
         predict_overrides=_as_list(cfg.predict_overrides),
         evaluate_overrides=_as_list(cfg.evaluate_overrides))
     print(result.table)
