@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-full test-wheel coverage demo lint bench clean-venv
+.PHONY: install browser test test-full test-wheel coverage demo lint bench clean-venv
 
 install: $(STAMP)
 
@@ -22,10 +22,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,export,monai,napari,zarr,hpo,bioimageio]"
 	@touch $(STAMP)
 
-test: $(STAMP)
+# Headless Chromium for the browser test of report.html (tests/reporting/test_report_html.py):
+# Debian's chromium, installed when missing and this is root with apt-get; otherwise (or if the
+# install fails) one line says the test will be skipped (FMC_REQUIRE_BROWSER=1 makes it fail).
+browser:
+	@if command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser test of report.html"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium; } >/dev/null 2>&1 || \
+	  echo "chromium could not be installed: the browser test of report.html will be skipped"; \
+	else echo "no chromium (install it as root: make browser): the browser test of report.html will be skipped"; fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-full: $(STAMP)
+test-full: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # fmc installed from its wheel, not run from the checkout: build the wheel from a copy of the

@@ -32,8 +32,8 @@ def predict(ckpt: str, view: Path, out: Path) -> Path:
 
 def main() -> None:
     from fmc.evaluation.metrics import score_prediction
+    from fmc.evaluation.montage import MontageImage, write_montage
     from fmc.io.tiff import TiffVolume
-    from fmc.reporting.montage import MontageImage, write_montage
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--view", type=Path, required=True)

@@ -31,15 +31,15 @@ from fmc.core.cli import CONFIG_DIR
 from fmc.core.command_line import check_command_line
 from fmc.core.errors import FmcConfigError
 from tests.conftest import REPO, TINY_DATA
+from tests.wandb_records import offline_runs
 
 COMMAND = re.compile(r"^(?:xvfb-run -a )?(?:python -m (fmc\.\w+)|make (\w[\w-]*))")
 COMPOSE_ONLY = re.compile(r"\[compose only: ([^\]]+)\]")
-# The tiny sizes (and a CSV logger instead of W&B's offline files, for time), per command.
+# The tiny sizes, per command. The logger stays the user's default: W&B, offline.
 TINY = {
     "FMC_OVERRIDES_TRAIN": "model=unet3d model.features=4 model.depth=2 'data.patch_size=[16,32,32]' "
                            "data.batch_size=1 data.epoch_steps=1 trainer.max_steps=2 "
-                           "trainer.num_sanity_val_steps=0 trainer.enable_progress_bar=false "
-                           "logger=csv",
+                           "trainer.num_sanity_val_steps=0 trainer.enable_progress_bar=false",
     "FMC_OVERRIDES_PREDICT": "progress=false",
 }
 ORDER = ("fmc.prepare", "fmc.train", "fmc.report", "fmc.predict", "fmc.challenge",
@@ -166,10 +166,26 @@ def test_every_readme_command_runs_as_written(tmp_path: Path):
     assert not failures, "\n\n".join(failures)
     # What the commands were for: the ten models, predictions, scores, a report.
     sweeps = sorted((folder / "outputs" / "train" / "multirun").iterdir())
-    assert any(len([p for p in s.iterdir() if (p / "metrics.json").is_file()]) == 10 for s in sweeps)
+    ten = [s for s in sweeps if len([p for p in s.iterdir() if (p / "metrics.json").is_file()]) == 10]
+    assert ten
+    # The W&B runs table of the ten models, read back from the offline run files: ten distinct
+    # names (study and content), one group (the sweep), job type train, the sort columns.
+    runs = offline_runs(ten[0])
+    assert len(runs) == 10 and all(run.finished for run in runs)
+    assert {run.name for run in runs} == {f"study{s}-{c}-raw_distance-ssim_l1-unet3d-seed1337"
+                                          for s in range(1, 6) for c in ("nucleus", "membrane")}
+    assert {run.group for run in runs} == {ten[0].name}
+    assert {run.job_type for run in runs} == {"train"}
+    for run in runs:
+        study, content = run.name.split("-")[:2]
+        assert {f"study:{study.removeprefix('study')}", f"content:{content}", "network:unet3d",
+                "experiment:none", "profile:cpu"} <= set(run.tags), run.tags
+        assert {"best/val_n_ssim", "steps", "seconds"} <= set(run.summary), sorted(run.summary)
+        assert "val/volume" in {key.split("/count")[0] for key in run.logged_keys}
     assert len(list((folder / "outputs" / "predictions").glob("*_angle.tif"))) == 12
     assert (folder / "outputs" / "eval").is_dir()
     assert list(folder.glob("outputs/train/multirun/*/report.md"))
+    assert list(folder.glob("outputs/train/multirun/*/report.html"))
 
 
 @pytest.mark.slow  # make demo: two pooled-study models, their test volumes and the report

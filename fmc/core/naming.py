@@ -22,6 +22,10 @@ SPLITS = ("train", "val", "test")
 METRICS_FILE = "metrics.json"
 # A sweep's run that had nothing to train (e.g. no membrane data in a study): the reason, one line.
 SKIPPED_FILE = "skipped.txt"
+# A run's whole test volumes scored one by one (file, study, content, N_SSIM, baselines).
+TEST_TABLE = "test_volumes.csv"
+# A run's whole-volume validation figures, one PNG per validation.
+VALIDATION_IMAGES = "validation_images"
 # The metadata key fmc.predict and fmc.challenge write into every volume they make (value: what
 # it holds): a later run may replace a file that carries it, and no other (fmc.core.protected).
 OUTPUT_MARK = "fmc_output"

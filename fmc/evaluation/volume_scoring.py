@@ -17,14 +17,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fmc.core.logs import paced, plural
-from fmc.evaluation.metrics import n_ssim
 from fmc.inference.network_input import NetworkInput, open_volume
 from fmc.inference.tiling import iter_predicted_slabs
 from fmc.io.h5 import RAW_IMAGE, read_attrs
@@ -34,11 +34,42 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VolumeScore:
-    """Challenge N_SSIM of one predicted volume."""
+    """Challenge N_SSIM of one predicted volume, and the baselines' when they were scored.
+
+    Attributes
+    ----------
+    name, study, content : the prepared angle file's name, its study and content
+    n_ssim : float
+        The prediction's N_SSIM.
+    ssim, identity_ssim : float
+        SSIM of the prediction and of the view itself against the fusion (NaN: not kept);
+        the identity baseline's N_SSIM is 0 by definition.
+    gaussian_n_ssim, gaussian_sigma : float
+        The best Gaussian-smoothed view's N_SSIM and its σ in voxels (NaN: not scored).
+    """
 
     name: str
     study: int | None
     n_ssim: float
+    content: str | None = None
+    ssim: float = math.nan
+    identity_ssim: float = math.nan
+    gaussian_n_ssim: float = math.nan
+    gaussian_sigma: float = math.nan
+
+    def row(self) -> dict[str, Any]:
+        """One row of a per-volume table (``test_volumes.csv``, the W&B test table)."""
+        return {"file": self.name, "study": self.study, "content": self.content,
+                "n_ssim": self.n_ssim, "identity_n_ssim": 0.0,
+                "gaussian_n_ssim": self.gaussian_n_ssim, "gaussian_sigma": self.gaussian_sigma,
+                "ssim": self.ssim, "identity_ssim": self.identity_ssim}
+
+
+# Columns of VolumeScore.row, in order.
+VOLUME_COLUMNS = ("file", "study", "content", "n_ssim", "identity_n_ssim", "gaussian_n_ssim",
+                  "gaussian_sigma", "ssim", "identity_ssim")
+# Gaussian σ (voxels) tried for the best-Gaussian baseline: fmc.evaluate's own sweep.
+BASELINE_SIGMAS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
 def predict_h5_volume(model, angle_path: str | Path, overlap: float = 0.5, batch_size: int = 2,
@@ -71,26 +102,51 @@ def predict_h5_volume(model, angle_path: str | Path, overlap: float = 0.5, batch
         model.train(was_training)
 
 
+# Called with (index, angle H5 path, fused H5 path, prediction, score) after each volume.
+VolumeVisitor = Callable[[int, Path, Path, np.ndarray, VolumeScore], None]
+
+
 def score_h5_pairs(model, pairs: Sequence[tuple[Path, Path]], overlap: float = 0.5,
                    batch_size: int = 2, fallback: str = "auto",
-                   label: str = "whole volumes") -> list[VolumeScore]:
+                   label: str = "whole volumes", baselines: Sequence[float] = (),
+                   visit: VolumeVisitor | None = None) -> list[VolumeScore]:
     """Predict each (angle, fused) H5 pair and score it with the challenge's N_SSIM.
 
     Logs a line first (``label`` and how many volumes; on a CPU one takes seconds to minutes)
     and, while it takes long, one every 10 s or so (:func:`fmc.core.logs.paced`).
+
+    ``baselines``: Gaussian σ (voxels) to smooth the view with; the best one's N_SSIM is kept
+    beside the model's (the same pass over the fusion scores them all). ``visit`` sees each
+    prediction while it is in memory (whole-volume validation draws one).
     """
     import h5py
 
+    from fmc.evaluation.metrics import GaussianFilteredVolume, n_ssim_from, ssim_against
+
     log.info("%s: predicting and scoring %s", label, plural(len(pairs), "whole volume"))
     scores = []
-    for angle_path, fused_path in paced(pairs, log, label):
+    for index, (angle_path, fused_path) in enumerate(paced(pairs, log, label)):
         prediction = predict_h5_volume(model, angle_path, overlap=overlap, batch_size=batch_size,
                                        fallback=fallback)
         with h5py.File(angle_path, "r") as angle, h5py.File(fused_path, "r") as fused:
-            value = n_ssim(prediction, fused[RAW_IMAGE], angle[RAW_IMAGE])
-        study = read_attrs(fused_path).get("study")
-        scores.append(VolumeScore(Path(angle_path).name,
-                                  int(study) if study is not None else None, float(value)))
+            view = angle[RAW_IMAGE]
+            smoothed = [GaussianFilteredVolume(view, sigma) for sigma in baselines]
+            identity, model_ssim, *gaussian = ssim_against(fused[RAW_IMAGE],
+                                                           [view, prediction, *smoothed])
+        value = n_ssim_from(model_ssim, identity)
+        attrs = read_attrs(fused_path)
+        best = {"gaussian_n_ssim": math.nan, "gaussian_sigma": math.nan}
+        if gaussian:
+            values = [n_ssim_from(g, identity) for g in gaussian]
+            at = int(np.nanargmax(values)) if not all(math.isnan(v) for v in values) else 0
+            best = {"gaussian_n_ssim": float(values[at]), "gaussian_sigma": float(baselines[at])}
+        study, content = attrs.get("study"), attrs.get("content")
+        score = VolumeScore(Path(angle_path).name, int(study) if study is not None else None,
+                            float(value), None if content is None else str(content),
+                            float(model_ssim), float(identity), **best)
+        if visit is not None:
+            visit(index, Path(angle_path), Path(fused_path), prediction, score)
+        scores.append(score)
     return scores
 
 

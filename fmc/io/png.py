@@ -1,7 +1,7 @@
 """Volumes as PNG images: intensity windows to uint8, maximum projections, atomic PNG files.
 
 The one home of what the pair previews (:mod:`fmc.io.preview`), the training panels
-(:mod:`fmc.models.panels`) and the report montage (:mod:`fmc.reporting.montage`) share; each
+(:mod:`fmc.models.panels`) and the report montage (:mod:`fmc.evaluation.montage`) share; each
 still picks its own window (its percentiles, or [0, 1] for normalised volumes). No plotting
 library: images are numpy arrays, written with Pillow (installed with scikit-image).
 """

@@ -99,7 +99,7 @@ def evaluate_run(report: RunReport, raw: Path | None, predict_overrides: Sequenc
     predict, evaluate = evaluation_commands(report.folder, report.checkpoint, split_list, raw,
                                             predict_overrides, evaluate_overrides)
     if _predictions_reusable(predictions, split_list, report.checkpoint):
-        log.info("%s: reusing the predictions in %s", report.label, predictions)
+        log.info("%s: reusing the predictions in %s", report.name, predictions)
     elif not _run_step(report, predict):
         return
     else:
@@ -117,7 +117,7 @@ def _run_step(report: RunReport, command: list[str]) -> bool:
     The command's log lines come through as they are written, labelled with the run (a
     prediction takes seconds to minutes a volume); the rest of its output is kept for errors.
     """
-    log.info("%s: %s", report.label, " ".join(command[1:]))
+    log.info("%s: %s", report.name, " ".join(command[1:]))
     started = time.perf_counter()
     output: list[str] = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -127,13 +127,13 @@ def _run_step(report: RunReport, command: list[str]) -> bool:
             record = _LOG_LINE.match(line.rstrip("\n"))
             if record:
                 logging.getLogger(record["name"]).log(logging.getLevelName(record["level"]),
-                                                      "%s: %s", report.label, record["message"])
+                                                      "%s: %s", report.name, record["message"])
     if child.returncode == 0:
-        log.info("%s: %s done in %.0f s", report.label, command[2], time.perf_counter() - started)
+        log.info("%s: %s done in %.0f s", report.name, command[2], time.perf_counter() - started)
         return True
     lines = [line.rstrip("\n") for line in output if line.strip()]
     report.status = f"evaluation failed ({command[2]}): {lines[-1] if lines else '?'}"
-    log.warning("%s: %s", report.label, report.status)
+    log.warning("%s: %s", report.name, report.status)
     return False
 
 

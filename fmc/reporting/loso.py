@@ -102,7 +102,7 @@ def loso_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def write_loso_figure(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Bar chart of the rows: mean and worst volume per held-out study and content."""
-    from fmc.reporting.montage import Bar, write_bar_chart
+    from fmc.reporting.bar_chart import Bar, write_bar_chart
 
     bars = [Bar(f"{row['content']}\nheld out {row['held_out']}", row["mean"], row["worst"])
             for row in rows]
@@ -110,10 +110,12 @@ def write_loso_figure(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Pa
                            title="Leave one study out: N_SSIM on the unseen study; identity = 0")
 
 
-def loso_section(reports: Sequence[RunReport], out: Path) -> tuple[str, Path] | None:
-    """The leave-one-study-out table and figure of the runs trained with ``holdout``."""
-    scores = [s for s in (held_out_scores(r.label, r.metrics) for r in reports) if s is not None]
+def loso_section(reports: Sequence[RunReport], out: Path
+                 ) -> tuple[str, Path, list[dict[str, Any]]] | None:
+    """The leave-one-study-out table (Markdown), figure and rows (:func:`loso_rows`) of the runs
+    trained with ``holdout``."""
+    scores = [s for s in (held_out_scores(r.name, r.metrics) for r in reports) if s is not None]
     if not scores:
         return None
     rows = loso_rows(scores)
-    return loso_markdown(rows), write_loso_figure(rows, out / "report_loso.png")
+    return loso_markdown(rows), write_loso_figure(rows, out / "report_loso.png"), rows

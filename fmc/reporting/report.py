@@ -11,13 +11,17 @@ For every run folder (a ``python -m fmc.train`` Hydra run folder: ``metrics.json
   run's test split, with the identity and Gaussian (σ sweep) baselines beside the model.
 
 It writes ``report.md``, ``report.csv``, a bar chart ``report_nssim.png`` (model vs best
-Gaussian per run) and ``report_montage.png`` (max projections, see :mod:`fmc.reporting.montage`).
+Gaussian per run), ``report_montage.png`` (max projections, see :mod:`fmc.evaluation.montage`)
+and ``report.html``, all of it on one self-contained page (:mod:`fmc.reporting.html_page`).
 A run without ``metrics.json`` (training not finished, or failed) is listed as incomplete.
+Several sweeps (``sweep=[A,B] out=DIR``) share one table with a ``sweep`` column
+(:mod:`fmc.reporting.sweeps`).
 
 Everything here but :func:`main` works without Hydra: :func:`build_report` takes plain values.
 The parts live beside it: reading runs in :mod:`fmc.reporting.runs`, scoring the unscored ones in
 :mod:`fmc.reporting.evaluate_runs`, the tables in :mod:`fmc.reporting.tables`, the figures in
-:mod:`fmc.reporting.figures` and the leave-one-study-out section in :mod:`fmc.reporting.loso`.
+:mod:`fmc.reporting.figures`, the leave-one-study-out section in :mod:`fmc.reporting.loso` and
+the page in :mod:`fmc.reporting.html_page`.
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ from typing import Any
 from fmc.core.config_values import flag, whole_number
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import write_text_atomic
-from fmc.core.locations import resolve_latest
 from fmc.core.naming import METRICS_FILE
 from fmc.reporting.evaluate_runs import evaluate_run, recorded_checkpoint
 from fmc.reporting.figures import write_figures
+from fmc.reporting.html_page import write_report_page
 from fmc.reporting.loso import loso_section
 from fmc.reporting.runs import (
     SCORES_DIR,
@@ -45,7 +49,6 @@ from fmc.reporting.runs import (
     best_checkpoint,
     config_value,
     default_raw_folder,
-    find_runs,
     first_scored_image,
     read_metrics,
     read_run_config,
@@ -53,7 +56,8 @@ from fmc.reporting.runs import (
     read_test_scores,
     varied_overrides,
 )
-from fmc.reporting.tables import csv_text, format_report_table, markdown_table
+from fmc.reporting.sweeps import gather_runs, sweep_list, sweep_names
+from fmc.reporting.tables import column_notes, csv_text, format_report_table, markdown_table
 
 log = logging.getLogger("fmc.report")
 
@@ -72,9 +76,10 @@ class ReportResult:
 # ----------------------------------------------------------------------------------------------
 def inspect_run(folder: Path, label: str, raw: str | Path | None = None,
                 evaluate_missing: bool = False, predict_overrides: Sequence[str] = (),
-                evaluate_overrides: Sequence[str] = ()) -> RunReport:
-    """Gather one run's facts and test scores (scoring it first if asked and needed)."""
-    report = RunReport(folder=folder, label=label)
+                evaluate_overrides: Sequence[str] = (), sweep: str = "") -> RunReport:
+    """Gather one run's facts and test scores (scoring it first if asked and needed);
+    ``sweep`` names its sweep when the report compares several."""
+    report = RunReport(folder=folder, label=label, sweep=sweep)
     try:
         report.metrics = read_metrics(folder)
     except FmcInputError as error:
@@ -85,6 +90,8 @@ def inspect_run(folder: Path, label: str, raw: str | Path | None = None,
                             ("channels", "channels.name"), ("loss", "loss.name"),
                             ("run_name", "run_name")):
         value = metrics.get(key, config_value(cfg, config_key))
+        if key == "run_name" and value == "auto":
+            value = None  # an unfinished run: its name is worked out when training starts
         setattr(report, key, "" if value is None else str(value))
     if not report.complete and report.status == "ok":
         report.status = f"incomplete: no {METRICS_FILE} (training not finished?)"
@@ -123,27 +130,18 @@ def inspect_run(folder: Path, label: str, raw: str | Path | None = None,
     return report
 
 
-def _labels(folders: Sequence[Path], sweep: Path | None) -> list[str]:
-    """Short, distinct run names: the folder's name (``0``), its parent's too when ambiguous."""
-    names = [p.name if sweep is None or p == sweep else str(p.relative_to(sweep))
-             if p.is_relative_to(sweep) else p.name for p in folders]
-    if len(set(names)) == len(names):
-        return names
-    return [f"{p.parent.name}/{p.name}" for p in folders]
-
-
-
 # ----------------------------------------------------------------------------------------------
 # The whole report
 # ----------------------------------------------------------------------------------------------
-def build_report(sweep: str | Path | None = None, runs: Sequence[str | Path] = (),
+def build_report(sweep: str | Path | Sequence[str | Path] | None = None,
+                 runs: Sequence[str | Path] = (),
                  out: str | Path | None = None, raw: str | Path | None = None,
                  evaluate_missing: bool = True, montage: bool = True,
                  montage_images: Sequence[str] | None = None, montage_max_images: int = 4,
                  montage_panel_px: int = 192, predict_overrides: Sequence[str] = (),
                  evaluate_overrides: Sequence[str] = ()) -> ReportResult:
-    """Report on the runs of ``sweep`` and/or the run folders ``runs``; write the files to
-    ``out`` (default: the sweep folder).
+    """Report on the runs of ``sweep`` (a folder, ``last``, or a list of them) and/or the run
+    folders ``runs``; write the files to ``out`` (default: the sweep folder).
 
     Returns
     -------
@@ -155,30 +153,28 @@ def build_report(sweep: str | Path | None = None, runs: Sequence[str | Path] = (
     FmcInputError
         If a folder does not exist or the sweep holds no run.
     FmcConfigError
-        If neither ``sweep`` nor ``runs`` is given, or ``out`` is missing without a sweep.
+        If neither ``sweep`` nor ``runs`` is given, or ``out`` is missing without a sweep or
+        with several.
     """
-    if sweep is None and not runs:
+    sweeps = sweep_list(sweep)  # last: the newest fmc.train folder
+    if not sweeps and not runs:
         raise FmcConfigError("nothing to report on: give sweep=DIR (a multirun folder of "
                              "python -m fmc.train) or runs=[RUN_DIR,...]")
     if int(montage_max_images) < 1 or int(montage_panel_px) < 16:
         raise FmcConfigError("montage_max_images must be >= 1 and montage_panel_px >= 16 "
                              "(conf/report.yaml)")
-    if sweep is not None:
-        sweep = resolve_latest(sweep, "sweep")  # last: the newest fmc.train folder
-        log.info("report on %s", sweep)
-    folders = find_runs(sweep) if sweep is not None else []
-    for run in runs:
-        if not Path(run).is_dir():
-            raise FmcInputError(f"runs: {run} is not a folder")
-        folders.append(Path(run))
-    folders = list(dict.fromkeys(folders))
-    if out is None and sweep is None:
+    if out is None and len(sweeps) > 1:
+        raise FmcConfigError(f"sweep=[...] with {len(sweeps)} sweeps needs out=DIR, the folder for "
+                             "the report of them all (conf/report.yaml), e.g. out=reports/compare")
+    if len(sweeps) == 1:
+        log.info("report on %s", sweeps[0])
+    folders = gather_runs(sweeps, runs)
+    if out is None and not sweeps:
         raise FmcConfigError("out=DIR is needed with runs=[...] (with sweep=DIR the report goes "
                              "into the sweep folder)")
-    out = Path(out) if out is not None else Path(sweep)
-    labels = _labels(folders, Path(sweep) if sweep is not None else None)
-    reports = [inspect_run(folder, label, raw, evaluate_missing, predict_overrides,
-                           evaluate_overrides) for folder, label in zip(folders, labels, strict=True)]
+    out = Path(out) if out is not None else sweeps[0]
+    reports = [inspect_run(item.folder, item.label, raw, evaluate_missing, predict_overrides,
+                           evaluate_overrides, item.sweep) for item in folders]
     for report, varied in zip(reports, varied_overrides([r.overrides for r in reports]),
                               strict=True):
         report.varied = varied
@@ -191,28 +187,24 @@ def build_report(sweep: str | Path | None = None, runs: Sequence[str | Path] = (
     if loso is not None:
         table += "\n\nLeave one study out (N_SSIM on the held-out study's volumes):\n" + loso[0]
         figures.append(loso[1])
-    files.insert(0, write_text_atomic(out / "report.md", _markdown(reports, rows, sweep, figures,
-                                                                   loso)))
+    names = sweep_names(sweeps)
+    files.insert(0, write_text_atomic(out / "report.md", _markdown(reports, rows, sweeps, names,
+                                                                   figures, loso)))
     files += figures
+    files.append(write_report_page(
+        reports, rows, out, sweeps=list(zip(names, sweeps, strict=True)), figures=figures,
+        loso_rows=loso[2] if loso is not None else None, montage=montage,
+        panel_px=int(montage_panel_px), montage_images=montage_images))
     return ReportResult(reports, files, table)
 
 
-def _markdown(reports: Sequence[RunReport], rows, sweep, figures: Sequence[Path],
-              loso: tuple[str, Path] | None = None) -> str:
-    from fmc.evaluation.metrics import METRIC_SETTINGS
-
-    source = f"sweep `{sweep}`" if sweep is not None else f"{len(reports)} run folder(s)"
-    parts = [f"# Training report: {source}", "",
-             "- **varied**: the run's command-line overrides that not every run shares.",
-             "- **val N_SSIM**: best validation score during training (`metrics.json`): whole "
-             "validation volumes by the challenge metric, or the patch proxy where marked "
-             "(patch).",
-             f"- **test N_SSIM**: mean over whole test volumes of the run's split, from "
-             f"`<run>/{SCORES_DIR}/summary.csv` (`fmc.evaluate`), else from the run's own "
-             "end-of-training scoring (`metrics.json` `test/n_ssim`, the same metric); worst "
-             "test volume from `metrics.json`; identity is 0 by definition; best Gaussian is "
-             "the best σ (voxels) of evaluate's sweep.",
-             f"- metric: {METRIC_SETTINGS}", "", markdown_table(rows), ""]
+def _markdown(reports: Sequence[RunReport], rows, sweeps: Sequence[Path], names: Sequence[str],
+              figures: Sequence[Path], loso: tuple[str, Path, Any] | None = None) -> str:
+    source = f"sweep `{sweeps[0]}`" if len(sweeps) == 1 else \
+        "sweeps " + ", ".join(f"`{n}` (`{s}`)" for n, s in zip(names, sweeps, strict=True)) \
+        if sweeps else f"{len(reports)} run folder(s)"
+    parts = [f"# Training report: {source}", "", *(f"- {note}" for note in column_notes()), "",
+             markdown_table(rows), ""]
     if loso is not None:
         parts += ["## Leave one study out", "",
                   "Runs trained with `holdout=K`: trained and selected on the other studies, "
@@ -221,7 +213,7 @@ def _markdown(reports: Sequence[RunReport], rows, sweep, figures: Sequence[Path]
     incomplete = [r for r in reports if not r.complete]
     if incomplete:
         parts += [f"Incomplete runs (no `{METRICS_FILE}`): "
-                  + ", ".join(f"`{r.label}`" for r in incomplete), ""]
+                  + ", ".join(f"`{r.name}`" for r in incomplete), ""]
     for figure in figures:
         parts += [f"![{figure.stem}]({figure.name})", ""]
     return "\n".join(parts)
@@ -245,7 +237,7 @@ WHERE = "conf/report.yaml"
 def run(cfg) -> ReportResult:
     """Build the report from the Hydra config (see ``conf/report.yaml``) and print it."""
     result = build_report(
-        sweep=cfg.sweep, runs=_as_list(cfg.runs), out=cfg.out, raw=cfg.raw,
+        sweep=_as_list(cfg.sweep) or None, runs=_as_list(cfg.runs), out=cfg.out, raw=cfg.raw,
         evaluate_missing=flag(cfg.evaluate_missing, "evaluate_missing", WHERE),
         montage=flag(cfg.montage, "montage", WHERE),
         montage_images=_as_list(cfg.montage_images) or None,

@@ -53,10 +53,15 @@ class WholeVolumeScores:
 
 @dataclass
 class RunReport:
-    """Everything the report knows about one run folder."""
+    """Everything the report knows about one run folder.
+
+    ``label`` names the run inside its sweep (``0``); ``sweep`` names the sweep when the report
+    covers several (else ''), and :attr:`name` is the two together.
+    """
 
     folder: Path
     label: str
+    sweep: str = ""
     metrics: dict[str, Any] | None = None
     status: str = "ok"
     study: str = ""
@@ -73,6 +78,11 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def name(self) -> str:
+        """The run's name across sweeps: ``<sweep>/<label>``, or ``label`` with one sweep."""
+        return f"{self.sweep}/{self.label}" if self.sweep else self.label
+
+    @property
     def complete(self) -> bool:
         """True when training finished (``metrics.json`` exists and is readable)."""
         return self.metrics is not None
@@ -82,7 +92,7 @@ class RunReport:
         metrics = self.metrics or {}
         scores = self.scores or WholeVolumeScores()
         return {
-            "run": self.label, "folder": str(self.folder), "run_name": self.run_name,
+            "sweep": self.sweep, "run": self.label, "folder": str(self.folder), "run_name": self.run_name,
             "status": self.status, "study": self.study, "content": self.content,
             "channels": self.channels, "loss": self.loss, "varied": self.varied,
             "selection": metrics.get("selection") or "val/n_ssim",

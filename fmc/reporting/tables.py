@@ -1,6 +1,8 @@
 """The report's tables: the printed text table, the Markdown table and ``report.csv``.
 
-Each takes the rows of :meth:`fmc.reporting.runs.RunReport.row`.
+Each takes the rows of :meth:`fmc.reporting.runs.RunReport.row`; rows of several sweeps carry a
+non-empty ``sweep`` and get a ``sweep`` column first. :func:`column_notes` says what the columns
+mean (``report.md`` and ``report.html`` print it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,35 @@ _SHOWN = [("run", "run"), ("study", "study"), ("content", "content"), ("channels
           ("status", "status")]
 
 
-def _display(row: dict[str, Any]) -> dict[str, str]:
+def several_sweeps(rows: Sequence[dict[str, Any]]) -> bool:
+    """True when the rows come from several sweeps (a row's ``sweep`` is set)."""
+    return any(row.get("sweep") for row in rows)
+
+
+def shown_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(key of :func:`display_row`, title) of the printed table's columns."""
+    return ([("sweep", "sweep")] if several_sweeps(rows) else []) + _SHOWN
+
+
+def column_notes() -> list[str]:
+    """What the columns mean, one Markdown line (``**name**: text``) each."""
+    from fmc.evaluation.metrics import METRIC_SETTINGS
+    from fmc.reporting.runs import SCORES_DIR
+
+    return ["**varied**: the run's command-line overrides that not every run shares.",
+            "**val N_SSIM**: best validation score during training (`metrics.json`): whole "
+            "validation volumes by the challenge metric, or the patch proxy where marked "
+            "(patch).",
+            f"**test N_SSIM**: mean over whole test volumes of the run's split, from "
+            f"`<run>/{SCORES_DIR}/summary.csv` (`fmc.evaluate`), else from the run's own "
+            "end-of-training scoring (`metrics.json` `test/n_ssim`, the same metric); worst "
+            "test volume from `metrics.json`; identity is 0 by definition; best Gaussian is "
+            "the best σ (voxels) of evaluate's sweep.",
+            f"metric: {METRIC_SETTINGS}"]
+
+
+def display_row(row: dict[str, Any]) -> dict[str, str]:
+    """The row's cells as the printed table shows them (signed 4-decimal numbers, '-' if none)."""
     def signed(value: Any) -> str:
         return f"{value:+.4f}" if isinstance(value, float) and math.isfinite(value) else "-"
 
@@ -35,6 +65,7 @@ def _display(row: dict[str, Any]) -> dict[str, str]:
                 "model_minus_gaussian"):
         shown[key] = signed(row[key])
     shown["varied"] = row["varied"] or "-"
+    shown["sweep"] = str(row.get("sweep") or "-")
     if row["selection"] == "val/n_ssim" and shown["val_n_ssim"] != "-":
         shown["val_n_ssim"] += " (patch)"
     shown["gaussian"] = signed(row["gaussian_n_ssim"]) + \
@@ -48,8 +79,9 @@ def _display(row: dict[str, Any]) -> dict[str, str]:
 
 def format_report_table(rows: Sequence[dict[str, Any]]) -> str:
     """The report as an aligned text table (what the command prints)."""
-    header = [title for _, title in _SHOWN]
-    lines = [[_display(row)[key] for key, _ in _SHOWN] for row in rows]
+    columns = shown_columns(rows)
+    header = [title for _, title in columns]
+    lines = [[display_row(row)[key] for key, _ in columns] for row in rows]
     widths = [max(len(x) for x in column) for column in zip(header, *lines, strict=True)]
     render = ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
               for line in [header, *lines]]
@@ -62,18 +94,22 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(title for _, title in _SHOWN) + " |",
-             "|" + "|".join("---" for _ in _SHOWN) + "|"]
+    columns = shown_columns(rows)
+    lines = ["| " + " | ".join(title for _, title in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
-        shown = _display(row)
-        lines.append("| " + " | ".join(cell(shown[key]) for key, _ in _SHOWN) + " |")
+        shown = display_row(row)
+        lines.append("| " + " | ".join(cell(shown[key]) for key, _ in columns) + " |")
     return "\n".join(lines)
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:
-    """``report.csv``: every column of :data:`REPORT_COLUMNS`, numbers with 6 decimals."""
+    """``report.csv``: every column of :data:`REPORT_COLUMNS` (``sweep`` first when the rows
+    come from several sweeps), numbers with 6 decimals."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+    columns = (["sweep"] if several_sweeps(rows) else []) + REPORT_COLUMNS
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n",
+                            extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else

@@ -11,12 +11,18 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fmc.core.config_values import flag, whole_number
 from fmc.core.errors import FmcConfigError
+from fmc.core.naming import VALIDATION_IMAGES
 from fmc.training.config_checks import RUN_ARGUMENTS, SELECTION_METRICS, study_number
 
 
-def build_logger(cfg: DictConfig, output_dir: Path) -> Any:
-    """The configured Lightning logger (W&B offline by default), or False for none."""
+def build_logger(cfg: DictConfig, output_dir: Path, identity: Any = None) -> Any:
+    """The configured Lightning logger (W&B offline by default), or False for none.
+
+    ``identity`` (:class:`fmc.training.run_identity.RunIdentity`) names the W&B run, its group,
+    job type and tags; None: worked out from ``cfg`` here.
+    """
     kind = str(cfg.logger.kind)
     if kind == "none":
         return False
@@ -26,10 +32,13 @@ def build_logger(cfg: DictConfig, output_dir: Path) -> Any:
         return CSVLogger(save_dir=str(output_dir), name="csv")
     from lightning.pytorch.loggers import WandbLogger
 
+    from fmc.training.run_identity import current_identity
+
+    identity = identity or current_identity(cfg)
     mode = os.environ.get("WANDB_MODE") or ("offline" if cfg.logger.offline else "online")
-    return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, name=cfg.run_name,
-                       group=cfg.logger.group, tags=list(cfg.logger.tags), save_dir=str(output_dir),
-                       mode=mode, job_type="train")
+    return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, name=identity.name,
+                       group=identity.group, tags=list(identity.tags), save_dir=str(output_dir),
+                       mode=mode, job_type=identity.job_type)
 
 
 def flat_config(cfg: DictConfig) -> dict[str, Any]:
@@ -143,7 +152,13 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = 
             val_pairs, every_n_steps=volume.get("every_n_steps"),
             every_minutes=volume.get("every_minutes"), at_end=bool(volume.get("at_end", True)),
             select=by_volume, dirpath=folder, overlap=float(volume.get("overlap", 0.5)),
-            batch_size=int(volume.get("batch_size", 4)), history_path=output_dir / HISTORY_FILE))
+            batch_size=int(volume.get("batch_size", 4)), history_path=output_dir / HISTORY_FILE,
+            images_dir=output_dir / VALIDATION_IMAGES if flag(
+                volume.get("images", True), "callbacks.volume_validation.images",
+                "conf/callbacks/default.yaml") else None,
+            image_panel_px=whole_number(volume.get("image_panel_px", 192),
+                                        "callbacks.volume_validation.image_panel_px", 16,
+                                        "conf/callbacks/default.yaml")))
     if not by_volume:
         callbacks.append(ModelCheckpoint(
             dirpath=str(folder), monitor=monitor, mode=checkpoint.mode,

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fmc.core.config_values import whole_number
+from fmc.core.config_values import flag, whole_number
 from fmc.core.errors import FmcConfigError
 
 LOGGERS = ("wandb", "csv", "none")
@@ -135,6 +135,7 @@ def check_config(cfg: DictConfig) -> None:
     check_model_keys(cfg)
     check_model_numbers(cfg)
     whole_number(cfg.seed, "seed", 0, "conf/train.yaml")
+    flag(cfg.get("test_baselines", True), "test_baselines", "conf/train.yaml")
     try:
         check_network(str(cfg.model.network), int(cfg.model.depth))
     except ValueError as error:

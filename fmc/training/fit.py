@@ -27,8 +27,10 @@ from fmc.training.results import (
     best_selection,
     calibrate_fallback,
     log_model_artifact,
+    log_test_table,
     run_metrics,
     score_test_volumes,
+    write_wandb_summary,
 )
 from fmc.training.run_folder import is_multirun, lock_run_folder, output_folder
 
@@ -90,6 +92,10 @@ def train(cfg: DictConfig) -> float | None:
     from fmc.preprocessing.embedded import h5_root_or_embedded
 
     root = h5_root_or_embedded(cfg.data.root)
+    from fmc.training.run_identity import current_identity
+
+    identity = current_identity(cfg)
+    cfg.run_name = identity.name  # one name: W&B, metrics.json, the model artifact, fmc.report
     log.info("profile=%s: model.features=%s, data.patch_size=%s, data.batch_size=%s",
              profile_choice(), cfg.model.features, list(cfg.data.patch_size), cfg.data.batch_size)
     output_dir = output_folder()
@@ -125,7 +131,7 @@ def train(cfg: DictConfig) -> float | None:
         # Checked here, as data, so that a foreign or hostile file is a one-line refusal
         # rather than a failure deep inside Lightning's restore.
         check_resumable(ckpt_path, read_checkpoint(ckpt_path), module)
-    logger = build_logger(cfg, output_dir)
+    logger = build_logger(cfg, output_dir, identity)
     trainer_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
                       if v is not None}
     # Lightning's parameter table takes 15 lines; the network line above says what a person
@@ -144,16 +150,15 @@ def train(cfg: DictConfig) -> float | None:
         if cfg.test:
             trainer.test(module, datamodule=datamodule, ckpt_path=selection["checkpoint"],
                          weights_only=True)
-        metrics = run_metrics(cfg, trainer, selection)
+        metrics, test_scores = run_metrics(cfg, trainer, selection), []
         if trainer.is_global_zero:
             metrics.update(calibrate_fallback(cfg, selection, module, val_pairs))
-            metrics.update(score_test_volumes(cfg, datamodule, selection, module))
+            test_metrics, test_scores = score_test_volumes(cfg, datamodule, selection, module)
+            metrics.update(test_metrics)
         write_text_atomic(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         if logger and type(logger).__name__ == "WandbLogger":
-            summary = logger.experiment.summary
-            for key, value in metrics.items():
-                if key.startswith(("best/", "final/", "test/")) and value is not None:
-                    summary[key] = value
+            write_wandb_summary(logger.experiment.summary, metrics)
+            log_test_table(logger, test_scores)
             if cfg.logger.get("log_model"):
                 log_model_artifact(logger, str(cfg.run_name), metrics)
         best = selection["score"]

@@ -4,18 +4,23 @@ whole-volume test scores and ``metrics.json`` (read by ``fmc.report`` and the be
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
+import math
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from fmc.core.config_values import flag
 from fmc.core.errors import FmcConfigError, FmcInputError
+from fmc.core.naming import TEST_TABLE
 from fmc.training.run_folder import output_folder
 
 log = logging.getLogger("fmc.train")
-
-
 
 
 def run_metrics(cfg: DictConfig, trainer, selection: dict[str, Any]) -> dict[str, Any]:
@@ -108,32 +113,89 @@ def calibrate_fallback(cfg: DictConfig, selection: dict[str, Any], module,
 
 
 def score_test_volumes(cfg: DictConfig, datamodule, selection: dict[str, Any],
-                       module) -> dict[str, Any]:
+                       module) -> tuple[dict[str, Any], list]:
     """Predict and score the test list's whole volumes with the selected weights.
 
     Returns ``{"test/n_ssim": mean, "test/n_ssim/worst": ..., "test/n_ssim/study<k>": ...,
-    "test/volumes": {name: score}}``, or ``{}`` when there is no test list (``test_volumes:
-    auto``) or scoring is off.
+    "test/gaussian_n_ssim": ..., "test/volumes": {name: score}}`` and the
+    :class:`fmc.evaluation.volume_scoring.VolumeScore` list, or ``({}, [])`` when there is no
+    test list (``test_volumes: auto``) or scoring is off. Writes the run's
+    ``test_volumes.csv`` (with ``test_baselines: true``, the best Gaussian per volume too).
     """
     setting = str(cfg.get("test_volumes", "auto")).lower()
     if setting in ("false", "off", "none"):
-        return {}
+        return {}, []
     try:
         pairs = datamodule.pairs("test")
     except (FmcInputError, FmcConfigError) as error:
         if setting == "auto":
             log.info("no test volumes scored: %s", error)
-            return {}
+            return {}, []
         raise
-    from fmc.evaluation.volume_scoring import score_h5_pairs, summarize_scores
+    from fmc.evaluation.volume_scoring import BASELINE_SIGMAS, score_h5_pairs, summarize_scores
 
+    baselines = BASELINE_SIGMAS if flag(cfg.get("test_baselines", True), "test_baselines",
+                                        "conf/train.yaml") else ()
     scores = score_h5_pairs(selected_model(selection, module), pairs, **window_settings(cfg),
-                            label="test")
+                            label="test", baselines=baselines)
     result: dict[str, Any] = summarize_scores(scores, "test/n_ssim")
     result["test/volumes"] = {s.name: s.n_ssim for s in scores}
-    log.info("test N_SSIM (challenge metric, %d whole volumes): %.4f", len(scores),
-             result.get("test/n_ssim", float("nan")))
-    return result
+    if baselines:
+        gaussian = [s.gaussian_n_ssim for s in scores if math.isfinite(s.gaussian_n_ssim)]
+        if gaussian:
+            result["test/gaussian_n_ssim"] = float(sum(gaussian) / len(gaussian))
+    write_volume_table(output_folder() / TEST_TABLE, scores)
+    log.info("test N_SSIM (challenge metric, %d whole volumes): %.4f; per volume: %s",
+             len(scores), result.get("test/n_ssim", float("nan")), TEST_TABLE)
+    return result, scores
+
+
+def write_volume_table(path: Path, scores: Sequence) -> Path:
+    """``test_volumes.csv``: one row per test volume (:data:`VOLUME_COLUMNS`), numbers with 6
+    decimals, empty where not scored."""
+    from fmc.core.files import write_text_atomic
+    from fmc.evaluation.volume_scoring import VOLUME_COLUMNS
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=VOLUME_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for score in scores:
+        writer.writerow({key: "" if value is None or (isinstance(value, float) and
+                                                      math.isnan(value))
+                         else f"{value:.6f}" if isinstance(value, float) else value
+                         for key, value in score.row().items()})
+    return write_text_atomic(path, buffer.getvalue())
+
+
+# What a W&B runs table sorts by, besides best/*, final/* and test/*: (summary key, metrics key).
+SUMMARY_EXTRAS = (("steps", "global_step"), ("epochs", "epochs"),
+                  ("seconds", "train_seconds"), ("seconds_per_step", "seconds_per_step"))
+
+
+def write_wandb_summary(summary, metrics: dict[str, Any]) -> None:
+    """The run's figures into its W&B summary: best whole-volume validation N_SSIM
+    (``best/val_n_ssim``), test N_SSIM mean, worst and per study (``test/*``), the final
+    logged metrics (``final/*``), steps, epochs and training seconds."""
+    for key, value in metrics.items():
+        if key.startswith(("best/", "final/", "test/")) and value is not None:
+            summary[key] = value
+    for key, source in SUMMARY_EXTRAS:
+        if metrics.get(source) is not None:
+            summary[key] = metrics[source]
+
+
+def log_test_table(logger, scores: Sequence) -> None:
+    """The per-volume test scores as the W&B table ``test/volumes_table`` (file, study, content,
+    N_SSIM, identity and best-Gaussian baselines)."""
+    if not scores:
+        return
+    import wandb
+
+    from fmc.evaluation.volume_scoring import VOLUME_COLUMNS
+
+    rows = [[row[key] for key in VOLUME_COLUMNS] for row in (s.row() for s in scores)]
+    logger.experiment.log({"test/volumes_table": wandb.Table(columns=list(VOLUME_COLUMNS),
+                                                             data=rows)})
 
 
 def log_model_artifact(logger, run_name: str, metrics: dict[str, Any]) -> None:
@@ -151,6 +213,8 @@ def log_model_artifact(logger, run_name: str, metrics: dict[str, Any]) -> None:
         return
     scores = {k: v for k, v in metrics.items()
               if k.startswith(("best/val", "test/n_ssim")) and isinstance(v, (int, float))}
-    artifact = wandb.Artifact(f"model-{run_name}", type="model", metadata=scores)
+    # Artifact names take letters, digits, '-', '_' and '.' only (a sweep's key=value parts).
+    artifact = wandb.Artifact(re.sub(r"[^A-Za-z0-9_.-]", "_", f"model-{run_name}"), type="model",
+                              metadata=scores)
     artifact.add_file(str(path), name=Path(path).name)
     logger.experiment.log_artifact(artifact, aliases=["best", "latest"])

@@ -54,12 +54,19 @@ class VolumeValidation(L.Callback):
         Sliding-window settings (as ``fmc.predict``).
     history_path : path, optional
         Where every validation is appended as JSON (step, seconds, score, per-volume scores).
+    images_dir : path, optional
+        Where a figure of the first validation volume goes at each validation
+        (``step<N>.png``: XY and XZ max projections, input | prediction | target | difference);
+        W&B loggers get it too (``val/volume``). None: no figure.
+    image_panel_px : int
+        The width of one panel of that figure.
     """
 
     def __init__(self, pairs: Sequence[tuple[Path, Path]], every_n_steps: int | None = None,
                  every_minutes: float | None = None, at_end: bool = True, select: bool = True,
                  dirpath: str | Path = "checkpoints", overlap: float = 0.5, batch_size: int = 4,
-                 history_path: str | Path | None = None):
+                 history_path: str | Path | None = None, images_dir: str | Path | None = None,
+                 image_panel_px: int = 192):
         super().__init__()
         if every_n_steps is None and every_minutes is None and not at_end:
             raise ValueError("volume validation needs every_n_steps, every_minutes or at_end")
@@ -70,6 +77,8 @@ class VolumeValidation(L.Callback):
         self.dirpath = Path(dirpath)
         self.overlap, self.batch_size = float(overlap), int(batch_size)
         self.history_path = None if history_path is None else Path(history_path)
+        self.images_dir = None if images_dir is None else Path(images_dir)
+        self.image_panel_px = int(image_panel_px)
         self.best_score: float | None = None
         self.best_path: Path | None = None
         self.history: list[dict] = []
@@ -105,13 +114,18 @@ class VolumeValidation(L.Callback):
         score = float("nan")
         per_volume: dict[str, float] = {}
         summary: dict[str, float] = {}
+        figure: list = []
         with self.cost:
             if trainer.is_global_zero:
+                draw = self._figure_drawer(step, figure) if self.images_dir is not None else None
                 scores = score_h5_pairs(pl_module, self.pairs, overlap=self.overlap,
-                                        batch_size=self.batch_size, label=f"validation at step {step}")
+                                        batch_size=self.batch_size, label=f"validation at step {step}",
+                                        visit=draw)
                 summary = summarize_scores(scores, METRIC)
                 per_volume = {s.name: s.n_ssim for s in scores}
                 score = summary.get(METRIC, float("nan"))
+                if figure:
+                    self._show_figure(trainer, step, score, *figure)
             # Every rank must agree on the score: checkpoint saving is collective under DDP.
             score = float(trainer.strategy.broadcast(score, src=0))
         self._last_step = step
@@ -135,6 +149,36 @@ class VolumeValidation(L.Callback):
 
             write_text_atomic(self.history_path, json.dumps(self.history, indent=1) + "\n")
         return score
+
+    def _figure_drawer(self, step: int, figure: list):
+        """A visitor for :func:`score_h5_pairs` that draws the first volume into ``figure``
+        (while its prediction is in memory) as ``[array, caption]``."""
+        def draw(index: int, angle_path: Path, fused_path: Path, prediction, volume) -> None:
+            if index:
+                return
+            import h5py
+
+            from fmc.evaluation.montage import volumes_figure
+            from fmc.io.h5 import RAW_IMAGE, read_attrs
+
+            caption = f"step {step}: {volume.name} N_SSIM {volume.n_ssim:+.4f}"
+            spacing = read_attrs(angle_path).get("spacing_zyx")
+            with h5py.File(angle_path, "r") as angle, h5py.File(fused_path, "r") as fused:
+                figure.extend([volumes_figure(caption, [angle[RAW_IMAGE], prediction,
+                                                        fused[RAW_IMAGE]],
+                                              spacing, panel_px=self.image_panel_px), caption])
+        return draw
+
+    def _show_figure(self, trainer: L.Trainer, step: int, score: float, image, caption: str
+                     ) -> None:
+        """The figure into ``images_dir`` and to every W&B logger, the mean score captioned."""
+        from fmc.io.png import write_png
+
+        caption += f" (mean over {plural(len(self.pairs), 'volume')}: {score:+.4f})"
+        write_png(self.images_dir / f"step{step:06d}.png", image)
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                logger.log_image(key="val/volume", images=[image], caption=[caption], step=step)
 
     def _save_best(self, trainer: L.Trainer, step: int, score: float) -> None:
         path = self.dirpath / f"best-step{step}-vnssim{score:.4f}.ckpt"

@@ -32,9 +32,9 @@ def test_percentile_window_ignores_gaps():
 
 def test_each_caller_keeps_its_window():
     """The scalings the three modules had before sharing fmc.io.png, pixel for pixel."""
+    from fmc.evaluation.montage import _grey
     from fmc.io.preview import _to_uint8 as preview_uint8
     from fmc.models.panels import panel_image
-    from fmc.reporting.montage import _grey
 
     rng = np.random.default_rng(1)
     panel = rng.gamma(2.0, 100.0, (30, 40)).astype(np.float32)

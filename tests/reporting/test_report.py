@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fmc.evaluation.montage import MontageImage, image_panels, montage_array, panel_shapes
 from fmc.evaluation.scoring import SUMMARY_COLUMNS
 from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import write_volume
 from fmc.reporting.evaluate_runs import evaluation_commands, hydra_override
-from fmc.reporting.montage import MontageImage, image_panels, montage_array, panel_shapes
 from fmc.reporting.report import inspect_run
 from fmc.reporting.runs import best_checkpoint, read_test_scores
 from tests.conftest import assert_user_error, run_command, run_in_process, save_tiny_checkpoint

@@ -3,6 +3,7 @@ selection score (whole-volume validation N_SSIM); the hpo extra."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,8 @@ def test_an_optuna_sweep_maximises_the_validation_score(h5_root: Path, tmp_path:
     assert set(best["best_params"]) == {"model.lr", "model.features", "loss.kwargs.ssim_weight",
                                         "data.foreground_share"}
     assert len([p for p in sweep.iterdir() if (p / "metrics.json").is_file()]) == 2
+    # Each trial's name (W&B, metrics.json, fmc.report) shows the values it tried and its number.
+    for trial in (0, 1):
+        name = json.loads((sweep / str(trial) / "metrics.json").read_text())["run_name"]
+        assert name.startswith("study1-nucleus-raw_distance-ssim_l1-unet3d-seed1337-model.lr=")
+        assert "-model.features=" in name and name.endswith(f"-trial{trial}"), name

@@ -83,7 +83,7 @@ def test_holdout_run_with_a_confidence_head_and_a_calibrated_fallback(three_stud
                             run_dir=run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["holdout"] == 2 and metrics["run_name"].startswith("holdout2_nucleus")
+    assert metrics["holdout"] == 2 and metrics["run_name"].startswith("holdout2-nucleus-")
     assert set(metrics["test/volumes"]) == {f"image_{i}_nucleus_angle.h5" for i in (3, 4, 5)}
     assert metrics["fallback/change_limit"] > 0
     checkpoint = torch.load(metrics["best/checkpoint"], map_location="cpu", weights_only=True)

@@ -6,6 +6,7 @@ joblib, DDP, and the smoke run of every experiment."""
 
 from __future__ import annotations
 
+import csv
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from omegaconf import OmegaConf
 
 from fmc.core.cli import CONFIG_DIR
 from tests.conftest import TINY_RUN, assert_user_error, run_command, run_in_process
+from tests.wandb_records import offline_runs
 
 
 def compose_train(*overrides: str):
@@ -210,11 +212,11 @@ def test_multirun_skips_combinations_without_data(h5_root: Path, tmp_path: Path)
                          "study=1,2", f"data.root={h5_root}", "trainer.max_steps=1",
                          cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "skipping study2_nucleus" in result.stdout + result.stderr
+    assert "skipping study2-nucleus-" in result.stdout + result.stderr
     sweep = the_sweep_folder(tmp_path)
     assert (sweep / "0" / "checkpoints" / "last.ckpt").is_file()
     assert not (sweep / "1" / "checkpoints").exists()
-    assert (sweep / "1" / "skipped.txt").read_text().startswith("study2_nucleus")
+    assert (sweep / "1" / "skipped.txt").read_text().startswith("study2-nucleus-")
     shown = sweep.relative_to(tmp_path)
     assert f"fmc.train: 1 of 2 runs finished, 1 skipped (nothing to train) in {shown}" in result.stdout
     assert f"compare them: python -m fmc.report sweep={shown}" in result.stdout
@@ -354,12 +356,33 @@ def test_wandb_offline_run_has_name_group_flat_config_and_panel(h5_root: Path, t
         time.sleep(0.5)
         record = record_path.read_bytes()
     assert b"model.lr" in record and b"data.patch_size" in record  # the flat config
-    assert b"study1_nucleus_raw_distance_ssim_l1" in record  # run name
+    assert b"study1-nucleus-raw_distance-ssim_l1-unet3d-seed1337" in record  # run name
     assert list((runs[0] / "files" / "media" / "images").rglob("*.png"))  # val/panel
     assert b"best/val_n_ssim" in record and b"final/val_n_ssim" in record  # summary metrics
     assert b"test/n_ssim/study1" in record  # the challenge score of the test volumes
     # logger.log_model: the selected checkpoint as a model artifact, scores as its metadata.
-    assert b"model-study1_nucleus_raw_distance_ssim_l1" in record and b"latest" in record
+    assert b"model-study1-nucleus-raw_distance-ssim_l1-unet3d-seed1337" in record
+    assert b"latest" in record
+    # What a runs table shows and sorts by; what a person looks at (tests/wandb_records.py).
+    run = offline_runs(run_dir)[0]
+    assert (run.name, run.group, run.job_type) == (
+        "study1-nucleus-raw_distance-ssim_l1-unet3d-seed1337", "", "train")
+    assert {"best/val_n_ssim", "test/n_ssim", "test/n_ssim/worst", "test/gaussian_n_ssim",
+            "steps", "seconds"} <= set(run.summary)
+    assert run.summary["steps"] == 2
+    assert run.summary["val/volume/captions"][0].startswith("step 2: ")
+    assert "N_SSIM" in run.summary["val/volume/captions"][0]
+    assert run.summary["test/volumes_table/_type"] == "table-file"
+    assert run.summary["test/volumes_table/ncols"] == 9
+    # The same figure and table in the run folder.
+    assert [p.name for p in (run_dir / "validation_images").iterdir()] == ["step000002.png"]
+    with (run_dir / "test_volumes.csv").open() as table:
+        rows = list(csv.DictReader(table))
+    assert len(rows) == run.summary["test/volumes_table/nrows"] >= 1
+    assert rows[0]["study"] == "1" and rows[0]["content"] == "nucleus"
+    assert float(rows[0]["identity_n_ssim"]) == 0.0
+    assert float(rows[0]["gaussian_sigma"]) in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+    assert abs(float(rows[0]["n_ssim"]) - run.summary["test/n_ssim"]) < 1e-5
 
 
 def test_channels_last_changes_the_layout_not_the_numbers(tmp_path: Path):

@@ -1,4 +1,7 @@
-"""Figures of a training report: a montage of max projections and a bar chart of test N_SSIM.
+"""A montage of max projections: input | prediction | target | difference, XY above XZ.
+
+Drawn for the training report (``report_montage.png``, ``report.html``), for whole-volume
+validation during training (``<run>/validation_images/``) and for the benchmarks' figures.
 
 No plotting library: matplotlib is not one of fmc's dependencies, so panels are composed with
 numpy, labelled with Pillow (installed with scikit-image) and scaled, projected and written with
@@ -16,7 +19,6 @@ Volumes are read in z-slabs: memory grows with a slab and the projections, not t
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +33,9 @@ from fmc.io.tiff import TiffVolume
 log = logging.getLogger(__name__)
 
 COLUMNS = ("input", "prediction", "target", "|prediction - target|")
-_WHITE = (255, 255, 255)
+WHITE = (255, 255, 255)
 _GAP = 6
 _LABEL_HEIGHT = 18
-_BAR_COLOURS = {"model": (31, 119, 180), "gaussian": (160, 160, 160)}
 
 
 @dataclass(frozen=True)
@@ -155,21 +156,34 @@ def image_panels(image: MontageImage, panel_px: int = 192, slab: int = PROJECTIO
             raise FmcInputError(f"{image.label}: input, prediction and target differ in shape "
                                 f"({shown})")
         spacing = opened[2].meta.spacing_zyx or opened[0].meta.spacing_zyx
-        stats = [volume_stats(v, percentiles=(PERCENTILE_LOW, PERCENTILE_HIGH), name=str(v.path))
-                 for v in opened]
-        projections = max_projections(opened, stats, difference=(1, 2), slab=slab)
-        shape = opened[0].shape
+        xy_row, xz_row = projection_rows(opened, spacing, panel_px, slab,
+                                         [str(v.path) for v in opened])
     finally:
         for volume in opened:
             volume.close()
-    xy_shape, xz_shape = panel_shapes(shape, spacing or (1.0, 1.0, 1.0), panel_px)
-    colour = [_grey, _grey, _grey, _hot]
-    xy_row = [paint(_resize(p.xy, xy_shape)) for p, paint in zip(projections, colour, strict=True)]
-    xz_row = [paint(_resize(p.xz, xz_shape)) for p, paint in zip(projections, colour, strict=True)]
     return xy_row, xz_row, spacing
 
 
-def _font(size: int = 13):
+def projection_rows(volumes: Sequence, spacing_zyx: Sequence[float] | None, panel_px: int = 192,
+                    slab: int = PROJECTION_SLAB, names: Sequence[str] = ("input", "prediction",
+                                                                         "target")
+                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The XY and XZ rows (input, prediction, target, difference) of three ZYX volumes.
+
+    ``volumes`` are array-like (numpy arrays, h5py datasets, TIFF volumes) of one shape, read
+    in z-slabs; ``spacing_zyx`` None draws voxels as cubes.
+    """
+    stats = [volume_stats(v, percentiles=(PERCENTILE_LOW, PERCENTILE_HIGH), name=name)
+             for v, name in zip(volumes, names, strict=True)]
+    projections = max_projections(volumes, stats, difference=(1, 2), slab=slab)
+    xy_shape, xz_shape = panel_shapes(volumes[0].shape, spacing_zyx or (1.0, 1.0, 1.0), panel_px)
+    colour = [_grey, _grey, _grey, _hot]
+    xy_row = [paint(_resize(p.xy, xy_shape)) for p, paint in zip(projections, colour, strict=True)]
+    xz_row = [paint(_resize(p.xz, xz_shape)) for p, paint in zip(projections, colour, strict=True)]
+    return xy_row, xz_row
+
+
+def label_font(size: int = 13):
     from PIL import ImageFont
 
     try:
@@ -181,8 +195,8 @@ def _font(size: int = 13):
 def _label_strip(text: str, width: int, height: int = _LABEL_HEIGHT) -> np.ndarray:
     from PIL import Image, ImageDraw
 
-    strip = Image.new("RGB", (width, height), _WHITE)
-    ImageDraw.Draw(strip).text((3, 2), text, fill=(0, 0, 0), font=_font())
+    strip = Image.new("RGB", (width, height), WHITE)
+    ImageDraw.Draw(strip).text((3, 2), text, fill=(0, 0, 0), font=label_font())
     return np.asarray(strip)
 
 
@@ -209,107 +223,39 @@ def montage_array(images: Sequence[MontageImage], panel_px: int = 192,
     """
     if not images:
         raise FmcInputError("montage: no image to show")
-    width = 4 * panel_px + 3 * _GAP
-    header = _row([_label_strip(title, panel_px) for title in COLUMNS])
-    blocks = [header, np.full((_GAP, width, 3), 255, dtype=np.uint8)]
+    blocks = [_header(panel_px)]
     for image in images:
         xy_row, xz_row, spacing = image_panels(image, panel_px, slab)
-        where = "voxel size unknown: drawn as cubes" if spacing is None else \
-            "voxel " + " x ".join(f"{s:g}" for s in spacing) + " um (ZYX)"
-        blocks += [_label_strip(f"{image.label}  -  XY max projection, {where}", width),
-                   _row(xy_row), _label_strip("XZ max projection", width), _row(xz_row),
-                   np.full((_GAP * 2, width, 3), 255, dtype=np.uint8)]
+        blocks += _image_block(image.label, xy_row, xz_row, spacing, panel_px)
     return np.concatenate(blocks, axis=0)
+
+
+def _header(panel_px: int) -> np.ndarray:
+    width = 4 * panel_px + 3 * _GAP
+    return np.concatenate([_row([_label_strip(title, panel_px) for title in COLUMNS]),
+                           np.full((_GAP, width, 3), 255, dtype=np.uint8)], axis=0)
+
+
+def _image_block(label: str, xy_row, xz_row, spacing, panel_px: int) -> list[np.ndarray]:
+    width = 4 * panel_px + 3 * _GAP
+    where = "voxel size unknown: drawn as cubes" if spacing is None else \
+        "voxel " + " x ".join(f"{s:g}" for s in spacing) + " um (ZYX)"
+    return [_label_strip(f"{label}  -  XY max projection, {where}", width), _row(xy_row),
+            _label_strip("XZ max projection", width), _row(xz_row),
+            np.full((_GAP * 2, width, 3), 255, dtype=np.uint8)]
+
+
+def volumes_figure(label: str, volumes: Sequence, spacing_zyx: Sequence[float] | None = None,
+                   panel_px: int = 192, slab: int = PROJECTION_SLAB) -> np.ndarray:
+    """One image's montage block from in-memory or lazily read volumes (input, prediction,
+    target): the column titles, ``label`` (e.g. the step and score), the XY and XZ rows."""
+    xy_row, xz_row = projection_rows(volumes, spacing_zyx, panel_px, slab)
+    spacing = None if spacing_zyx is None else tuple(float(s) for s in spacing_zyx)
+    return np.concatenate([_header(panel_px),
+                           *_image_block(label, xy_row, xz_row, spacing, panel_px)], axis=0)
 
 
 def write_montage(images: Sequence[MontageImage], path: str | Path, panel_px: int = 192,
                   slab: int = PROJECTION_SLAB) -> Path:
     """Draw :func:`montage_array` of ``images`` into the PNG ``path`` (atomically)."""
     return write_png(path, montage_array(images, panel_px, slab))
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One group of the N_SSIM bar chart: a run's model and best Gaussian scores (NaN: none)."""
-
-    label: str
-    model: float
-    gaussian: float
-
-
-def bar_chart_array(bars: Sequence[Bar], title: str = "Test N_SSIM (whole volumes); identity = 0",
-                    group_px: int = 90, height: int = 320,
-                    legend: tuple[str, str] = ("model", "best Gaussian")) -> np.ndarray:
-    """A grouped bar chart, model vs best Gaussian per run, as an RGB uint8 array.
-
-    ``legend`` names the two bars of a group (:class:`Bar`'s ``model`` and ``gaussian``).
-
-    The y axis spans 0 (the identity baseline, drawn as a line) and every value, so negative
-    scores hang below the line. Each bar carries its value.
-
-    Raises
-    ------
-    FmcInputError
-        If no bar has a finite value.
-    """
-    from PIL import Image, ImageDraw
-
-    values = [v for bar in bars for v in (bar.model, bar.gaussian) if math.isfinite(v)]
-    if not values:
-        raise FmcInputError("bar chart: no finite N_SSIM to draw")
-    low, high = min(0.0, *values), max(0.0, *values)
-    span = high - low or 1.0
-    low, high = low - 0.08 * span * (low < 0), high + 0.12 * span
-    left, right, top, bottom = 60, 20, 40, 60
-    width = left + right + group_px * len(bars)
-    canvas = Image.new("RGB", (max(width, 360), height), _WHITE)
-    draw = ImageDraw.Draw(canvas)
-    font, small = _font(13), _font(11)
-    plot_h = height - top - bottom
-
-    def y_of(value: float) -> float:
-        return top + (high - value) / (high - low) * plot_h
-
-    for tick in _ticks(low, high):
-        y = y_of(tick)
-        draw.line([(left - 4, y), (width - right, y)], fill=(225, 225, 225))
-        draw.text((4, y - 7), f"{tick:+.2f}", fill=(0, 0, 0), font=small)
-    draw.line([(left, top), (left, top + plot_h)], fill=(0, 0, 0))
-    draw.line([(left, y_of(0.0)), (width - right, y_of(0.0))], fill=(0, 0, 0), width=2)
-    bar_w = group_px * 0.32
-    for index, bar in enumerate(bars):
-        x0 = left + index * group_px + group_px * 0.16
-        for offset, (kind, value) in enumerate((("model", bar.model), ("gaussian", bar.gaussian))):
-            if not math.isfinite(value):
-                continue
-            xa = x0 + offset * bar_w
-            ya, yb = sorted((y_of(0.0), y_of(value)))
-            draw.rectangle([(xa, ya), (xa + bar_w - 2, yb)], fill=_BAR_COLOURS[kind])
-            text_y = yb + 2 if value < 0 else ya - 13
-            draw.text((xa, text_y), f"{value:+.3f}", fill=(0, 0, 0), font=small)
-        for line, text in enumerate(bar.label.split("\n")[:2]):
-            draw.text((left + index * group_px + 4, top + plot_h + 6 + 14 * line), text[:14],
-                      fill=(0, 0, 0), font=small)
-    draw.text((left, 8), title, fill=(0, 0, 0), font=font)
-    legend_x = left
-    for kind, name in zip(("model", "gaussian"), legend, strict=True):
-        y = height - 18
-        draw.rectangle([(legend_x, y), (legend_x + 12, y + 10)], fill=_BAR_COLOURS[kind])
-        draw.text((legend_x + 16, y - 2), name, fill=(0, 0, 0), font=small)
-        legend_x += 120
-    return np.asarray(canvas)
-
-
-def _ticks(low: float, high: float) -> list[float]:
-    # About five round steps (1, 2 or 5 times a power of ten) across the axis.
-    raw = (high - low) / 5
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    start = math.ceil(low / step) * step
-    return [start + i * step for i in range(int((high - start) / step) + 1)]
-
-
-def write_bar_chart(bars: Sequence[Bar], path: str | Path, **options) -> Path:
-    """Draw :func:`bar_chart_array` of ``bars`` (``options``: its keywords) into the PNG
-    ``path`` (atomically)."""
-    return write_png(path, bar_chart_array(bars, **options))
