@@ -40,6 +40,20 @@ test: $(STAMP) browser
 test-full: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The CPU benchmarks behind docs/benchmarks.md, at sizes that finish in minutes on 2 cores (about
+# 9 min measured). Each prints its machine line and a table to copy into the doc; the full sizes are
+# in each script's header and in docs/benchmarks.md. Not here: bench_prepare.py (needs SimpleITK,
+# the bench extra), the training studies (bench_loso*, bench_recipe, bench_fallback,
+# bench_resample_z: hours) and bench_gpu.py on a GPU.
+bench: $(STAMP)
+	$(PY) scripts/bench_h5.py
+	$(PY) scripts/bench_metrics.py --shape 100 1024 1024
+	$(PY) scripts/bench_synth.py
+	$(PY) scripts/bench_data.py --shape 120 512 512 --patch 64 256 256 --patches 40
+	$(PY) scripts/bench_train.py --steps 60
+	$(PY) scripts/bench_predict.py overhead --shape 48 256 256 --patch 32 128 128 --features 16 --depth 3 --batch-size 2 --repeats 1
+	$(PY) scripts/bench_gpu.py --sections loader --device cpu
+
 # fmc installed from its wheel, not run from the checkout: build the wheel from a copy of the
 # sources (no build/ folder here), install it with its dependencies into a fresh virtualenv
 # (TORCH_SPEC first, as `install` does) and run two commands from a folder outside the

@@ -40,6 +40,9 @@ def main() -> None:
             [sys.executable, "-m", "fmc.train", "logger=none", f"trainer.max_steps={args.steps}",
              "trainer.enable_progress_bar=false", "trainer.profiler=simple",
              "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
+             # Training steps only: no whole-volume validation or test scoring; verbose=true
+             # lets Lightning's profiler report through fmc's log filter.
+             "callbacks.checkpoint.monitor=val/n_ssim", "test_volumes=false", "verbose=true",
              f"hydra.run.dir={folder}", *args.extra])
     loading, fetches = profiled_seconds(output, "train_dataloader_next")
     stepping, steps = profiled_seconds(output, "run_training_batch")

@@ -2,14 +2,14 @@
 
 A user error (:class:`fmc.core.errors.FmcError`, a missing mandatory config value) becomes one line on
 stderr naming the file or key and what to change, and exit code 2 -- no traceback unless
-``FMC_VERBOSE=1`` is set. Anything else is a bug and keeps its traceback.
+``FMC_VERBOSE=1`` is set (:func:`fmc.core.logs.verbose`). Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +20,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from fmc.core.errors import FmcError
 from fmc.core.locations import config_dir
+from fmc.core.logs import configured, verbose
 from fmc.core.naming import lists_prefix
 
 # The checkout's conf/ or the copy installed with the package (fmc.core.locations.config_dir).
@@ -31,12 +32,6 @@ EXIT_USER_ERROR = 2
 # them.
 if not OmegaConf.has_resolver("lists_prefix"):
     OmegaConf.register_new_resolver("lists_prefix", lists_prefix)
-
-
-def verbose() -> bool:
-    """True when the user asked for tracebacks and every package's log lines (``FMC_VERBOSE=1``,
-    or ``verbose=true`` on the command: :func:`fmc.core.logs.configure` sets it)."""
-    return os.environ.get("FMC_VERBOSE", "").lower() not in ("", "0", "false", "no")
 
 
 # The run folder Hydra made for this run when it did not exist before (set by
@@ -120,7 +115,6 @@ def hydra_entry(config_name: str, command: str) -> Callable[[Callable[[DictConfi
     import hydra
 
     from fmc.core.command_line import check_command_line, with_extra_overrides
-    from fmc.core.logs import configured
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable:
         hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_DIR,

@@ -36,6 +36,12 @@ QUIET_WARNINGS = (
 )
 
 
+def verbose() -> bool:
+    """True when the user asked for tracebacks and every package's log lines (``FMC_VERBOSE=1``,
+    or ``verbose=true`` on the command: :func:`configure` sets it)."""
+    return os.environ.get("FMC_VERBOSE", "").lower() not in ("", "0", "false", "no")
+
+
 def plural(count: int, noun: str) -> str:
     """``1 volume``, ``2 volumes``: counts in log lines read as words."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
@@ -75,16 +81,16 @@ def _between_bars(handler: logging.Handler) -> logging.Handler:
     return console
 
 
-def configure(verbose: bool = False) -> bool:
+def configure(verbose_key: bool = False) -> bool:
     """Set up what the terminal shows for this command (or this job of a sweep).
 
     Parameters
     ----------
-    verbose : bool
+    verbose_key : bool
         The command's ``verbose`` key. When it (or ``hydra.verbose``) is true, ``FMC_VERBOSE=1``
-        is set for the rest of the process and the commands it starts: one switch that the
-        tracebacks (:func:`fmc.core.cli.verbose`), Lightning's model summary, W&B's output and
-        child commands all read.
+        is set for the rest of the process and the commands it starts: one switch (:func:`verbose`)
+        that the tracebacks of user errors (:mod:`fmc.core.cli`), Lightning's model summary,
+        W&B's output and child commands all read.
 
     Returns
     -------
@@ -93,14 +99,12 @@ def configure(verbose: bool = False) -> bool:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from fmc.core import cli
-
     # Only a job Hydra runs has its logging set up by Hydra (and hydra.verbose); in-process
     # tests (Hydra's compose API) keep their own handlers untouched.
     in_hydra = HydraConfig.initialized()
-    if verbose or (in_hydra and HydraConfig.get().verbose):
+    if verbose_key or (in_hydra and HydraConfig.get().verbose):
         os.environ["FMC_VERBOSE"] = "1"
-    everything = cli.verbose()
+    everything = verbose()
     if not everything:
         for pattern in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)

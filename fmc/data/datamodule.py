@@ -216,14 +216,6 @@ class FmcDataModule(L.LightningDataModule):
         """Number of input channels the network must take."""
         return len(self.channels)
 
-    def check_in_channels(self, in_channels: int) -> None:
-        """Raise :class:`FmcConfigError` unless the model takes ``len(channels)`` channels."""
-        if int(in_channels) != self.in_channels:
-            raise FmcConfigError(
-                f"model.in_channels={in_channels} but data.channels has {self.in_channels} "
-                f"({', '.join(self.channels)}): set model.in_channels={self.in_channels} or change "
-                f"data.channels")
-
     # -- checks -------------------------------------------------------------------------------
     def _check_settings(self) -> None:
         self.patch = check_patch_size(self.patch_size)

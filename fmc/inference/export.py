@@ -22,7 +22,9 @@ import torch
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import atomic_path
 from fmc.core.protected import refuse_overwriting
-from fmc.models.module import confidence_blend
+from fmc.inference.model_zoo import export_bioimageio
+from fmc.inference.tile_function import TileFunction
+from fmc.inference.zoo_card import zoo_card
 
 FORMATS = ("torchscript", "onnx", "bioimageio")
 TOLERANCE = 1e-4
@@ -35,22 +37,6 @@ class ExportResult:
     path: Path
     card: Path
     max_abs_difference: float
-
-
-class TileFunction(torch.nn.Module):
-    """The checkpoint's tile function as a plain module: its network and, with a confidence
-    head, the same blend (:func:`fmc.models.module.confidence_blend`); no Lightning."""
-
-    def __init__(self, module) -> None:
-        super().__init__()
-        self.net = module.net
-        self.confidence = module.hparams.get("confidence", "none") == "head"
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        out = self.net(inputs)
-        if not self.confidence:
-            return out
-        return confidence_blend(inputs, out, self.net.residual)[0]
 
 
 def example_tile(model, tile: tuple[int, int, int] | None = None, seed: int = 0) -> torch.Tensor:
@@ -67,7 +53,7 @@ def example_tile(model, tile: tuple[int, int, int] | None = None, seed: int = 0)
 
 def export_torchscript(model, example: torch.Tensor, path: Path) -> np.ndarray:
     """Trace the tile function to TorchScript at ``path``; its output on ``example``."""
-    traced = torch.jit.trace(TileFunction(model).eval(), example)
+    traced = torch.jit.trace(TileFunction.of_module(model).eval(), example)
     traced.save(str(path))
     loaded = torch.jit.load(str(path))
     with torch.no_grad():
@@ -82,7 +68,7 @@ def export_onnx(model, example: torch.Tensor, path: Path) -> np.ndarray:
         raise FmcConfigError("format=onnx needs the export extra: pip install -e '.[export]'") \
             from None
     axes = {0: "batch", 2: "z", 3: "y", 4: "x"}
-    torch.onnx.export(TileFunction(model).eval(), (example,), str(path),
+    torch.onnx.export(TileFunction.of_module(model).eval(), (example,), str(path),
                       input_names=["input"], output_names=["output"], opset_version=17,
                       dynamic_axes={"input": axes, "output": axes}, dynamo=False)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -205,9 +191,6 @@ def check_export_targets(checkpoint: Path, out: Path, fmt: str, sample) -> None:
 
 def _export_bioimageio(model, checkpoint: Path, out: Path, tile: tuple[int, ...],
                        sample: str | Path | None, zoo: dict) -> ExportResult:
-    from fmc.inference.model_zoo import export_bioimageio
-    from fmc.inference.zoo_card import zoo_card
-
     sample = Path(str(sample)) if sample is not None else default_sample(model)
     if not sample.is_file():
         raise FmcInputError(f"sample={sample}: no such file (give an angle H5 file written by "

@@ -213,35 +213,6 @@ def _check_pair(prediction: Tensor, target: Tensor) -> None:
                          f"differ in shape")
 
 
-def patch_n_ssim(prediction: Tensor, target: Tensor, input_view: Tensor, data_range: float = 1.0,
-                 eps: float = 1e-6) -> Tensor:
-    """Per-sample N_SSIM of training patches with the *training* SSIM (:func:`ssim3d`).
-
-    ``(SSIM(pred, t) - SSIM(x0, t)) / max(1 - SSIM(x0, t), eps)``: 0 for the identity prediction,
-    1 for a perfect one. Logged as ``val/n_ssim`` to select checkpoints. It is NOT the challenge
-    metric (skimage SSIM, 7-voxel uniform window, whole percentile-normalised volumes: see
-    :mod:`fmc.evaluation.metrics`) and its values are not comparable with the leaderboard's.
-
-    Parameters
-    ----------
-    prediction, target : Tensor
-        Shape (N, C, D, H, W).
-    input_view : Tensor
-        The network's input channel 0, shape (N, 1, D, H, W).
-    data_range : float
-        Passed to :func:`ssim3d`.
-    eps : float
-        Lower bound of the denominator (only guards a division by zero).
-
-    Returns
-    -------
-    Tensor
-        Shape (N,).
-    """
-    _check_pair(prediction, target)
-    return _n_ssim_terms(prediction, target, input_view, data_range, eps)[0]
-
-
 def float32_loss(forward):
     """Run a loss's ``forward`` in float32 even under mixed precision (``trainer=gpu``'s
     bf16-mixed): SSIM is a ratio of small differences of local means, whose digits bfloat16

@@ -29,7 +29,7 @@ def confidence_blend(inputs: torch.Tensor, out: torch.Tensor, residual: bool
 
     ``out`` holds the prediction (channel 0) and the confidence logit (channel 1); returns
     ``(blended, prediction, logit)``. Shared by the module and its exports
-    (:mod:`fmc.inference.export`).
+    (:mod:`fmc.inference.tile_function`).
     """
     view = inputs[:, :1]
     prediction, logit = out[:, :1], out[:, 1:2]

@@ -101,11 +101,6 @@ def _double_conv(c_in: int, c_mid: int, c_out: int, norm: str, slope: float) -> 
     )
 
 
-def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters of ``model`` (all of them, or only those with ``requires_grad``)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
 def start_as_identity(last_conv: nn.Conv3d) -> None:
     """Zero a residual network's final convolution: it then returns the view it is given."""
     nn.init.zeros_(last_conv.weight)
@@ -205,10 +200,6 @@ class UNet3D(nn.Module):
     def last_conv(self) -> nn.Conv3d:
         """The final 1×1 conv (zero it to make a residual network the identity)."""
         return self.head[-1]
-
-    def count_parameters(self, trainable_only: bool = False) -> int:
-        """Number of parameters (see :func:`parameter_count`)."""
-        return parameter_count(self, trainable_only)
 
     def check_input_shape(self, shape: tuple[int, ...] | torch.Size) -> None:
         """Raise ``ValueError`` unless ``shape`` is (N, in_channels, D, H, W) with sides divisible."""

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from fmc.core.cli import verbose
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import write_text_atomic
+from fmc.core.logs import verbose
 from fmc.core.naming import METRICS_FILE, SKIPPED_FILE
 from fmc.training.builders import build_callbacks, build_datamodule, build_logger, build_module, flat_config
 from fmc.training.config_checks import check_config, check_holdout, study_number
@@ -130,7 +130,9 @@ def train(cfg: DictConfig) -> float | None:
 
         # Checked here, as data, so that a foreign or hostile file is a one-line refusal
         # rather than a failure deep inside Lightning's restore.
-        check_resumable(ckpt_path, read_checkpoint(ckpt_path), module)
+        saved = read_checkpoint(ckpt_path)
+        check_resumable(ckpt_path, saved, module)
+        log.info("resuming from %s (step %s)", ckpt_path, saved.get("global_step", "?"))
     logger = build_logger(cfg, output_dir, identity)
     trainer_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
                       if v is not None}

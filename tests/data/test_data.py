@@ -344,7 +344,3 @@ def test_bad_settings(h5_root):
         datamodule(h5_root, patch_size=(8, 0, 16)).validate()
     with pytest.raises(FmcConfigError, match="valid channels"):
         datamodule(h5_root, channels=["raw_image", "nuclei"]).validate()
-    module = datamodule(h5_root)
-    module.check_in_channels(2)
-    with pytest.raises(FmcConfigError, match="model.in_channels=3 but data.channels has 2"):
-        module.check_in_channels(3)

@@ -149,3 +149,57 @@ def test_a_model_of_several_studies_gets_a_valid_zoo_name(sample: Path, tmp_path
     assert rdf["name"] == "fmc studies 1-2-5 nucleus"
     result = export(checkpoint, sample, tmp_path / "bad.zip", "zoo.name=a/b")
     assert_user_error(result, "zoo.name='a/b': the zoo allows letters, digits")
+
+
+ARCHITECTURE_ALONE = """
+import sys
+sys.modules["fmc"] = None  # fmc is not installed where the zoo runs a package
+import json, runpy, torch
+names = runpy.run_path("fmc_network.py")
+network = names[sys.argv[1]](**json.loads(open("kwargs.json").read()))
+network.load_state_dict(torch.load("state_dict.pt"))
+with torch.no_grad():
+    torch.save(network.eval()(*torch.load("inputs.pt")), "output.pt")
+"""
+
+
+def test_the_architecture_file_runs_alone_as_fmc_does(checkpoint: Path, tmp_path: Path):
+    """fmc_network.py is fmc's network code less its fmc imports: without fmc, its callable with
+    the package's state dict computes what fmc's module computes."""
+    import json
+    import subprocess
+    import sys
+
+    from fmc.inference.prediction import load_model
+    from fmc.inference.tile_function import TileFunction, ZooTileFunction
+    from fmc.inference.zoo_architecture import (
+        ARCHITECTURE_CALLABLE,
+        architecture_kwargs,
+        architecture_source,
+    )
+    from fmc.inference.zoo_card import distance_scales
+
+    model = load_model(checkpoint).float().eval()
+    function = ZooTileFunction(TileFunction.of_module(model), distance_scales(model))
+    inputs = (torch.rand(1, 1, 8, 16, 16), 40 * torch.randn(1, 1, 8, 16, 16))
+    (tmp_path / "fmc_network.py").write_text(architecture_source())
+    (tmp_path / "kwargs.json").write_text(json.dumps(architecture_kwargs(model)))
+    torch.save(function.state_dict(), tmp_path / "state_dict.pt")
+    torch.save(inputs, tmp_path / "inputs.pt")
+    result = subprocess.run([sys.executable, "-c", ARCHITECTURE_ALONE, ARCHITECTURE_CALLABLE],
+                            cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with torch.no_grad():
+        expected = model(torch.cat([inputs[0], torch.tanh(inputs[1] / 50.0)], dim=1))
+    torch.testing.assert_close(torch.load(tmp_path / "output.pt"), expected, atol=1e-5, rtol=0)
+
+
+def test_the_architecture_file_drops_only_top_level_fmc_imports():
+    from fmc.inference.zoo_architecture import without_fmc_imports
+
+    text, names = without_fmc_imports("from __future__ import annotations\nimport torch\n"
+                                      "from fmc.models.unet3d import (\n    UNet3D,\n)\nX = 1\n")
+    assert text == "import torch\nX = 1\n" and names == {"UNet3D"}
+    for source in ("def f():\n    from fmc.core import errors\n", "import fmc.core.errors\n"):
+        with pytest.raises(RuntimeError, match="top-level"):
+            without_fmc_imports(source)

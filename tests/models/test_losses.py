@@ -7,7 +7,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from fmc.models.losses import L1Loss, NssimL1Loss, SsimL1Loss, build_loss, patch_n_ssim, ssim3d
+from fmc.models.losses import L1Loss, NssimL1Loss, SsimL1Loss, build_loss, ssim3d
 
 
 def _random_pair(shape, seed=0):
@@ -125,10 +125,12 @@ def test_nssim_l1_needs_the_input_view():
         NssimL1Loss()(x, x)
 
 
-def test_patch_n_ssim_is_zero_for_the_identity_and_one_for_a_perfect_prediction():
+def test_nssim_l1s_n_ssim_is_zero_for_the_identity_and_one_for_a_perfect_prediction():
     view, target = _structured_pair((3, 1, 8, 16, 16))
-    assert torch.equal(patch_n_ssim(view, target, view), torch.zeros(3))
-    torch.testing.assert_close(patch_n_ssim(target, target, view), torch.ones(3), atol=1e-5, rtol=0)
+    n_ssim = {name: NssimL1Loss()(prediction, target, view)[1]["n_ssim"]
+              for name, prediction in (("identity", view), ("perfect", target))}
+    assert n_ssim["identity"].item() == 0.0
+    torch.testing.assert_close(n_ssim["perfect"], torch.tensor(1.0), atol=1e-5, rtol=0)
 
 
 def test_l1_loss_ignores_the_view():
