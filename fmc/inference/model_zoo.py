@@ -40,6 +40,7 @@ from fmc.inference.zoo_architecture import (
     ARCHITECTURE_FILE,
     architecture_kwargs,
     architecture_source,
+    check_packable,
     environment_text,
 )
 from fmc.inference.zoo_card import distance_scales, study_label, zoo_card
@@ -261,6 +262,7 @@ def export_bioimageio(model, checkpoint: Path, out: Path, sample: Path,
     except ImportError:
         raise FmcConfigError("format=bioimageio needs the bioimageio extra: "
                              "pip install -e '.[bioimageio]'") from None
+    check_packable(model)
     hp = model.hparams
     name = name or f"fmc {study_label(model, '-')} {hp.get('content')}"
     if not ZOO_NAME.fullmatch(name):

@@ -60,6 +60,9 @@ def load_model(path: str | Path, device: str = "cpu"):
         # Trained with model.compile=true or not, prediction compiles only when asked.
         model = FusionModule.load_from_checkpoint(path, map_location=device, weights_only=True,
                                                   compile=False)
+    except FmcConfigError as error:  # e.g. a network from a package not installed here
+        raise FmcInputError(f"{path}: its network or loss is not available here: {error}; "
+                            "install the package that provides it") from None
     except Exception as error:  # noqa: BLE001 - any failure means "not a usable checkpoint"
         raise FmcInputError(f"{path}: {describe_load_error(error)}") from None
     first = next(iter(model.net.parameters()))

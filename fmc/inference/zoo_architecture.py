@@ -15,6 +15,8 @@ import inspect
 
 import torch
 
+from fmc.core import errors, named_choices
+from fmc.core.errors import FmcConfigError
 from fmc.inference import tile_function
 from fmc.inference.zoo_card import distance_scales
 from fmc.models import networks, unet3d
@@ -23,7 +25,7 @@ from fmc.models.module import confidence_blend
 ARCHITECTURE_FILE = "fmc_network.py"
 ARCHITECTURE_CALLABLE = tile_function.FmcZooNetwork.__name__
 # In the order of the file: each defines what the later ones import from fmc.
-ARCHITECTURE_PARTS = (unet3d, networks, confidence_blend, tile_function)
+ARCHITECTURE_PARTS = (errors, named_choices, unet3d, networks, confidence_blend, tile_function)
 ARCHITECTURE_HEADER = '''"""fmc's network for the BioImage Model Zoo, written by python -m fmc.export from
 
 {parts}
@@ -99,10 +101,23 @@ def architecture_source() -> str:
     return ARCHITECTURE_HEADER.format(parts=names) + "\n\n" + "\n\n\n".join(texts)
 
 
+def check_packable(module) -> None:
+    """Refuse, in one line, a network whose code the architecture file cannot carry: one
+    registered from outside fmc (an entry point of group ``fmc.networks``)."""
+    name = str(module.hparams.get("network", "unet3d"))
+    origin = networks.NETWORKS.origin(name)
+    if origin != "fmc":
+        raise FmcConfigError(f"format=bioimageio: network {name} comes from outside fmc "
+                             f"({origin}); its code cannot go into the package's architecture "
+                             "file: export format=torchscript or format=onnx instead")
+
+
 def architecture_kwargs(module) -> dict:
     """The keyword arguments of :data:`ARCHITECTURE_CALLABLE` for ``module``'s network."""
     hp = module.hparams
+    extra = dict(hp.get("network_kwargs") or {})
     return {"network": {"network": str(hp.get("network", "unet3d")),
+                        **({"network_kwargs": extra} if extra else {}),
                         "in_channels": len(hp.channels),
                         "out_channels": int(hp.get("out_channels", 1))
                         + (hp.get("confidence") == "head"),

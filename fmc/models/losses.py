@@ -28,11 +28,12 @@ pass is the same filter applied to the zero-padded gradient (see ``_SeparableFil
 from __future__ import annotations
 
 import functools
-import inspect
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from fmc.core.named_choices import Registry
 
 REDUCTIONS = ("mean", "sum", "none")
 WINDOWS = ("gaussian", "uniform")
@@ -312,22 +313,24 @@ class L1Loss(nn.Module):
         return l1, {"l1": l1.detach()}
 
 
-LOSSES: dict[str, type[nn.Module]] = {"ssim_l1": SsimL1Loss, "nssim_l1": NssimL1Loss, "l1": L1Loss}
+LOSSES = Registry("loss", "loss.name", "the loss group: loss=<name>, conf/loss/<name>.yaml",
+                  group="fmc.losses", arguments_key="loss.kwargs",
+                  arguments_where="conf/loss/{name}.yaml")
+LOSSES.register("ssim_l1", SsimL1Loss)
+LOSSES.register("nssim_l1", NssimL1Loss)
+LOSSES.register("l1", L1Loss)
 
 
 def build_loss(name: str, **kwargs: object) -> nn.Module:
-    """Build the loss called ``name`` (one of ``LOSSES``) with its keyword arguments.
+    """Build the loss called ``name`` (a name of :data:`LOSSES`) with its keyword arguments.
+
+    A loss takes ``(prediction, target, input_view)`` and returns the scalar loss and a dict of
+    detached parts to log. The config's arguments are checked once, before the data are read
+    (:meth:`fmc.core.named_choices.Registry.check_arguments`, run by fmc.train's config checks).
 
     Raises
     ------
-    ValueError
-        For an unknown name or a keyword the loss does not take; the message lists the valid ones.
+    FmcConfigError
+        For an unknown name (the message lists the valid ones).
     """
-    if name not in LOSSES:
-        raise ValueError(f"loss {name!r} is not valid; choose one of {', '.join(LOSSES)}")
-    accepted = [p for p in inspect.signature(LOSSES[name]).parameters]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(f"loss {name!r} does not take {', '.join(unknown)}; "
-                         f"it takes {', '.join(accepted) if accepted else 'no arguments'}")
-    return LOSSES[name](**kwargs)
+    return LOSSES.get(name)(**kwargs)

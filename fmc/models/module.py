@@ -16,11 +16,10 @@ import torch
 
 from fmc.models.losses import build_loss
 from fmc.models.networks import build_network
+from fmc.models.optimizers import build_optimization
 from fmc.models.patch_metric import PooledPatchNSSIM
 
-OPTIMIZERS = ("radam", "adam", "adamw")
 CONFIDENCES = ("none", "head")
-SCHEDULERS = ("none", "cosine", "plateau")
 
 
 def confidence_blend(inputs: torch.Tensor, out: torch.Tensor, residual: bool
@@ -48,13 +47,16 @@ class FusionModule(L.LightningModule):
         H5 datasets fed to the network, in order (``raw_image`` first).
     features, depth, norm, out_activation, residual, negative_slope :
         Network settings (see :class:`fmc.models.unet3d.UNet3D`).
-    loss : {'ssim_l1', 'nssim_l1', 'l1'}
-        Training loss; ``loss_kwargs`` go to :func:`fmc.models.losses.build_loss`.
-    optimizer : {'radam', 'adam', 'adamw'}
+    loss : str
+        Training loss, a name of :data:`fmc.models.losses.LOSSES` (``ssim_l1``, ``nssim_l1``,
+        ``l1``, or an entry point of group ``fmc.losses``); ``loss_kwargs`` go to its builder.
+    optimizer : str
+        A name of :data:`fmc.models.optimizers.OPTIMIZERS` (``radam``, ``adam``, ``adamw``).
     lr, weight_decay : float
-    scheduler : {'none', 'cosine', 'plateau'}
-        Cosine decays over ``max_steps`` (or epochs); plateau halves the rate when ``val/n_ssim``
-        stalls.
+    scheduler : str
+        A name of :data:`fmc.models.optimizers.SCHEDULERS`: ``none``, ``cosine`` (decays over
+        ``max_steps``, or the estimated steps) or ``plateau`` (halves the rate when
+        ``val/n_ssim`` stalls).
     channel_scales_um : dict
         Scale (µm) of the tanh applied to each distance channel before the network.
     patch_size : sequence of 3 ints
@@ -77,8 +79,12 @@ class FusionModule(L.LightningModule):
     fallback : {'none', 'difference', 'calibrated'}
         The input fallback ``fmc.predict`` and whole-volume scoring apply by default
         (:mod:`fmc.models.fallback`).
-    network : {'unet3d', 'monai_basicunet', 'monai_segresnet'}
-        Which network (:mod:`fmc.models.networks`); the others need the ``monai`` extra.
+    network : str
+        A name of the registry :data:`fmc.models.networks.NETWORKS` (``unet3d``,
+        ``monai_basicunet``, ``monai_segresnet``, or one from another package's entry point of
+        group ``fmc.networks``): recorded in the checkpoint, which rebuilds it by name.
+    network_kwargs : dict, optional
+        The network's own arguments beyond the settings above (its builder's signature).
     change_limit : float, optional
         For ``fallback=calibrated``: the largest local change the network made on its
         validation volumes (set at the end of training).
@@ -101,16 +107,13 @@ class FusionModule(L.LightningModule):
                  image_panel: bool = True, channels_last: bool = False,
                  confidence: str = "none", confidence_weight: float = 0.1,
                  fallback: str = "none", change_limit: float | None = None,
-                 network: str = "unet3d", compile: bool = False):
+                 network: str = "unet3d", network_kwargs: dict | None = None,
+                 compile: bool = False):
         super().__init__()
         if confidence not in CONFIDENCES:
             raise ValueError(f"confidence={confidence!r}: choose one of {', '.join(CONFIDENCES)}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler={scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
         self.save_hyperparameters()
-        self.net = build_network(network, in_channels=len(channels),
+        self.net = build_network(network, network_kwargs, in_channels=len(channels),
                                  out_channels=out_channels + (confidence == "head"),
                                  features=features, depth=depth, norm=norm,
                                  negative_slope=negative_slope, out_activation=out_activation,
@@ -223,19 +226,11 @@ class FusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        optimizer_class = {"radam": torch.optim.RAdam, "adam": torch.optim.Adam,
-                           "adamw": torch.optim.AdamW}[hp.optimizer]
-        optimizer = optimizer_class(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.scheduler == "none":
-            return optimizer
-        if hp.scheduler == "cosine":
-            total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 \
-                else max(1, self.trainer.estimated_stepping_batches)
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(total))
-            return {"optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
-                                                               patience=10)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/n_ssim",
-                                 "interval": "epoch"}}
+
+        def total_steps() -> int:
+            if self.trainer.max_steps and self.trainer.max_steps > 0:
+                return int(self.trainer.max_steps)
+            return max(1, int(self.trainer.estimated_stepping_batches))
+
+        return build_optimization(self.parameters(), hp.optimizer, hp.lr, hp.weight_decay,
+                                  hp.scheduler, total_steps)

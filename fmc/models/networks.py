@@ -1,4 +1,4 @@
-"""Which 3D network a FusionModule wraps (``model.network``): fmc's UNet3D or a MONAI network.
+"""Which 3D network a FusionModule wraps (``model.network``): the registry :data:`NETWORKS`.
 
 Every network offers what the rest of fmc uses: ``in_channels``, ``residual``,
 ``required_divisor`` (each spatial side a multiple of it) and ``forward`` (N, C, Z, Y, X) →
@@ -6,6 +6,12 @@ Every network offers what the rest of fmc uses: ``in_channels``, ``residual``,
 correction and starts as the identity (its last convolution zeroed), as UNet3D does: N_SSIM
 punishes damage where the view is already good. MONAI is installed with fmc: its BasicUNet is
 the default network (conf/model/monai_basicunet.yaml).
+
+A new network is one builder registered here (or an entry point of group ``fmc.networks`` in
+another package) and one ``conf/model/<name>.yaml``. The builder takes the settings of
+:data:`NETWORK_SETTINGS` it names in its signature (``in_channels`` and ``out_channels`` at
+least), and its own arguments from ``model.network_kwargs``; a rule between settings that the
+signature cannot say (a fixed depth) is its ``check``.
 """
 
 from __future__ import annotations
@@ -13,22 +19,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fmc.core.named_choices import Registry
 from fmc.models.unet3d import UNet3D, _group_count, make_out_activation, start_as_identity
 
-NETWORKS = ("unet3d", "monai_basicunet", "monai_segresnet")
+NETWORKS = Registry("network", "model.network", "conf/model/<name>.yaml", group="fmc.networks",
+                    arguments_key="model.network_kwargs", arguments_where="conf/model/{name}.yaml")
+# What FusionModule gives every network (a builder takes those it names); model.network_kwargs
+# holds the rest.
+NETWORK_SETTINGS = ("in_channels", "out_channels", "features", "depth", "norm", "negative_slope",
+                    "out_activation", "residual")
 # BasicUNet has four fixed downsamplings; SegResNet takes depth + 1 stages (at most 4 here).
 BASICUNET_DEPTH = 4
 SEGRESNET_BLOCKS_DOWN = (1, 2, 2, 4)
 
 
-def check_network(network: str, depth: int) -> None:
-    """Raise ``ValueError`` for an unknown network or a depth it cannot have."""
-    if network not in NETWORKS:
-        raise ValueError(f"network={network!r}: choose one of {', '.join(NETWORKS)}")
-    if network == "monai_basicunet" and depth != BASICUNET_DEPTH:
+def basicunet_depth(depth: int) -> None:
+    """BasicUNet's rule: exactly :data:`BASICUNET_DEPTH` downsamplings."""
+    if int(depth) != BASICUNET_DEPTH:
         raise ValueError(f"model.depth={depth}: monai_basicunet has {BASICUNET_DEPTH} fixed "
                          f"downsamplings; set model.depth={BASICUNET_DEPTH}")
-    if network == "monai_segresnet" and not 1 <= depth <= len(SEGRESNET_BLOCKS_DOWN) - 1:
+
+
+def segresnet_depth(depth: int) -> None:
+    """SegResNet's rule: 1 to ``len(SEGRESNET_BLOCKS_DOWN) - 1`` downsamplings."""
+    if not 1 <= int(depth) <= len(SEGRESNET_BLOCKS_DOWN) - 1:
         raise ValueError(f"model.depth={depth}: monai_segresnet takes 1 to "
                          f"{len(SEGRESNET_BLOCKS_DOWN) - 1} downsamplings")
 
@@ -54,8 +68,9 @@ class MonaiNetwork(nn.Module):
             from monai.networks import nets
         except ImportError:
             raise ValueError(f"network={network} needs MONAI: pip install 'monai>=1.3'") from None
-        check_network(network, depth)
-        self.in_channels, self.residual, self.depth = in_channels, bool(residual), depth
+        # BasicUNet's depth is fixed whatever ``depth`` says (the config check refuses another).
+        self.depth = BASICUNET_DEPTH if network == "monai_basicunet" else int(depth)
+        self.in_channels, self.residual = in_channels, bool(residual)
         act = ("leakyrelu", {"negative_slope": float(negative_slope), "inplace": True})
         if network == "monai_basicunet":
             f = int(features)
@@ -94,9 +109,47 @@ class MonaiNetwork(nn.Module):
         return self.out_activation(out)
 
 
-def build_network(network: str, **settings) -> nn.Module:
-    """The network called ``network`` (one of :data:`NETWORKS`) with UNet3D's settings."""
-    if network == "unet3d":
-        return UNet3D(**settings)
-    check_network(network, int(settings["depth"]))
-    return MonaiNetwork(network, **settings)
+def _basicunet(in_channels: int, out_channels: int, features: int, depth: int, norm: str,
+               negative_slope: float, out_activation: str, residual: bool) -> MonaiNetwork:
+    return MonaiNetwork("monai_basicunet", in_channels, out_channels, features, depth, norm,
+                        negative_slope, out_activation, residual)
+
+
+def _segresnet(in_channels: int, out_channels: int, features: int, depth: int, norm: str,
+               negative_slope: float, out_activation: str, residual: bool) -> MonaiNetwork:
+    return MonaiNetwork("monai_segresnet", in_channels, out_channels, features, depth, norm,
+                        negative_slope, out_activation, residual)
+
+
+NETWORKS.register("unet3d", UNet3D)
+NETWORKS.register("monai_basicunet", _basicunet, check=basicunet_depth)
+NETWORKS.register("monai_segresnet", _segresnet, check=segresnet_depth)
+
+
+def network_settings(network: str, settings: dict) -> dict:
+    """The settings of :data:`NETWORK_SETTINGS` that the builder ``network`` names (all of
+    them when it takes ``**kwargs``)."""
+    if NETWORKS.takes_any(network):
+        return dict(settings)
+    taken = NETWORKS.parameters(network)
+    return {key: value for key, value in settings.items() if key in taken}
+
+
+def check_network(network: str, settings: dict, network_kwargs: dict | None = None) -> None:
+    """The config's network: a known name, arguments it takes, its rule (e.g. the depth).
+
+    Raises
+    ------
+    FmcConfigError
+        One line naming the key, the valid values and the file.
+    """
+    NETWORKS.check_arguments(network, network_kwargs or {}, reserved=NETWORK_SETTINGS)
+    NETWORKS.check(network, {**settings, **(network_kwargs or {})})
+
+
+def build_network(network: str, network_kwargs: dict | None = None, **settings) -> nn.Module:
+    """The network called ``network`` (a name of :data:`NETWORKS`), built from the ``settings``
+    it takes and its own ``network_kwargs`` (checked by :func:`check_network`, once, with the
+    config)."""
+    builder = NETWORKS.get(network)
+    return builder(**network_settings(network, settings), **(network_kwargs or {}))

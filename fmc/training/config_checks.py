@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmc.core.config_values import flag, whole_number
 from fmc.core.errors import FmcConfigError
+from fmc.core.named_choices import choice_error
 
 LOGGERS = ("wandb", "csv", "none")
 SELECTION_METRICS = ("val/volume_n_ssim", "val/n_ssim")
@@ -22,21 +23,23 @@ TEST_VOLUMES = ("auto", "true", "false")
 
 
 def training_choices() -> dict[str, tuple[tuple[str, ...], str]]:
-    """``{key: (valid values, config file or group)}`` for every enumerated key of fmc.train."""
+    """``{key: (valid values, config file or group)}`` for every enumerated key of fmc.train
+    (networks and losses from their registries, other packages' entry points included)."""
     from fmc.models.fallback import FALLBACKS
     from fmc.models.losses import LOSSES
-    from fmc.models.module import CONFIDENCES, OPTIMIZERS, SCHEDULERS
+    from fmc.models.module import CONFIDENCES
     from fmc.models.networks import NETWORKS
+    from fmc.models.optimizers import OPTIMIZERS, SCHEDULERS
     from fmc.models.unet3d import NORMS, OUT_ACTIVATIONS
 
     model = "conf/model/unet3d.yaml"
     return {
-        "model.network": (NETWORKS, "the model group: model=unet3d | monai_basicunet | "
-                          "monai_segresnet"),
+        "model.network": (NETWORKS.names(), NETWORKS.where),
         "model.norm": (NORMS, model), "model.out_activation": (OUT_ACTIVATIONS, model),
-        "model.optimizer": (OPTIMIZERS, model), "model.scheduler": (SCHEDULERS, model),
+        "model.optimizer": (OPTIMIZERS.names(), OPTIMIZERS.where),
+        "model.scheduler": (SCHEDULERS.names(), SCHEDULERS.where),
         "model.confidence": (CONFIDENCES, model), "model.fallback": (FALLBACKS, model),
-        "loss.name": (tuple(LOSSES), "the loss group: loss=..."),
+        "loss.name": (LOSSES.names(), LOSSES.where),
         "logger.kind": (LOGGERS, "the logger group: logger=..."),
         "callbacks.checkpoint.monitor": (SELECTION_METRICS, "conf/callbacks/default.yaml"),
         "test_volumes": (TEST_VOLUMES, "conf/train.yaml"),
@@ -51,7 +54,7 @@ def check_choice(key: str, value: Any, choices: tuple[str, ...], where: str) -> 
     """Raise :class:`FmcConfigError` when ``value`` is not one of ``choices``."""
     text = str(value).lower() if isinstance(value, bool) else str(value)
     if text not in choices:
-        raise FmcConfigError(f"{key}={value}: choose one of {', '.join(choices)} ({where})")
+        raise choice_error(key, value, choices, where)
 
 
 def check_choices(cfg: DictConfig) -> None:
@@ -81,11 +84,7 @@ def check_loss_kwargs(cfg: DictConfig) -> None:
 
     name = str(cfg.loss.name)
     kwargs = OmegaConf.to_container(cfg.loss.kwargs) or {}
-    accepted = list(inspect.signature(losses.LOSSES[name]).parameters)
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise FmcConfigError(f"loss.kwargs.{unknown[0]}: loss {name} does not take it; it takes "
-                             f"{', '.join(accepted) or 'no arguments'} (conf/loss/{name}.yaml)")
+    losses.LOSSES.check_arguments(name, kwargs)
     for key, registry in LOSS_KEY_CHOICES.items():
         if key in kwargs:
             check_choice(f"loss.kwargs.{key}", kwargs[key], getattr(losses, registry),
@@ -128,7 +127,8 @@ RUN_ARGUMENTS = ("channels", "loss", "loss_kwargs", "channel_scales_um", "patch_
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Checks that need no data: enumerated keys, model keys, network vs depth, patch vs depth."""
+    """Checks that need no data, each run once: enumerated keys, model keys, the network's
+    arguments and rule (e.g. its depth), patch vs depth."""
     from fmc.models.networks import check_network
 
     check_choices(cfg)
@@ -136,10 +136,8 @@ def check_config(cfg: DictConfig) -> None:
     check_model_numbers(cfg)
     whole_number(cfg.seed, "seed", 0, "conf/train.yaml")
     flag(cfg.get("test_baselines", True), "test_baselines", "conf/train.yaml")
-    try:
-        check_network(str(cfg.model.network), int(cfg.model.depth))
-    except ValueError as error:
-        raise FmcConfigError(str(error)) from None
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    check_network(str(cfg.model.network), model, model.get("network_kwargs"))
     depth = int(cfg.model.depth)
     divisor = 2 ** depth
     patch = list(cfg.data.patch_size)

@@ -7,7 +7,8 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from fmc.models.losses import L1Loss, NssimL1Loss, SsimL1Loss, build_loss, ssim3d
+from fmc.core.errors import FmcConfigError
+from fmc.models.losses import LOSSES, L1Loss, NssimL1Loss, SsimL1Loss, build_loss, ssim3d
 
 
 def _random_pair(shape, seed=0):
@@ -144,10 +145,10 @@ def test_factory_builds_each_loss_and_rejects_unknown_names_and_kwargs():
     assert isinstance(build_loss("ssim_l1", ssim_weight=10.0), SsimL1Loss)
     assert isinstance(build_loss("nssim_l1", eps=1e-2), NssimL1Loss)
     assert isinstance(build_loss("l1"), L1Loss)
-    with pytest.raises(ValueError, match="ssim_l1, nssim_l1, l1"):
+    with pytest.raises(FmcConfigError, match="loss.name=mse: choose one of ssim_l1, nssim_l1, l1"):
         build_loss("mse")
-    with pytest.raises(ValueError, match="does not take ssim_weight"):
-        build_loss("nssim_l1", ssim_weight=1.0)
+    with pytest.raises(FmcConfigError, match="loss.kwargs.ssim_weight: loss nssim_l1 does not take"):
+        LOSSES.check_arguments("nssim_l1", {"ssim_weight": 1.0})
 
 
 def test_uniform_window_with_crop_equals_the_challenge_ssim():
