@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,18 +185,3 @@ def calibrate_change_limit_on(model, pairs: Sequence[tuple[Path, Path]], overlap
         weighting.add(0, view, prediction)
         changes.append(weighting.coarse_change())
     return calibrate_change_limit(changes, percentile)
-
-
-class Stopwatch:
-    """Seconds spent in a block, accumulated (what whole-volume validation costs a run)."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def __enter__(self) -> Stopwatch:
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds += time.perf_counter() - self._start
-

@@ -1,4 +1,5 @@
-"""How long the training loop ran: ``train_seconds`` and ``seconds_per_step`` in ``metrics.json``.
+"""Clocks of a training run: how long its loop ran (``train_seconds`` and ``seconds_per_step`` in
+``metrics.json``) and what its whole-volume validation cost (:class:`Stopwatch`).
 
 From the first training step to the end of training (validation, checkpoints and logging
 included, start-up and the final test scoring not), so that runs, and fmc against a bare loop
@@ -35,3 +36,17 @@ class TrainClock(L.Callback):
             return {}
         per_step = self.seconds / self.steps if self.steps else float("nan")
         return {"train_seconds": round(self.seconds, 3), "seconds_per_step": per_step}
+
+
+class Stopwatch:
+    """Seconds spent in a block, accumulated (what whole-volume validation costs a run)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds += time.perf_counter() - self._start

@@ -24,7 +24,8 @@ import lightning as L
 import torch
 
 from fmc.core.logs import plural
-from fmc.evaluation.volume_scoring import Stopwatch, score_h5_pairs, summarize_scores
+from fmc.evaluation.volume_scoring import score_h5_pairs, summarize_scores
+from fmc.training.clock import Stopwatch
 
 log = logging.getLogger(__name__)
 
