@@ -8,10 +8,11 @@ the centre of the fine voxels it averages.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from fmc.core.threads import usable_cores
 
 
 def coarse_shape(shape, spacing_zyx, step_um: float) -> tuple[int, ...]:
@@ -73,14 +74,6 @@ def _over_chunks(work, depth: int) -> None:
     starts = range(0, depth, CHUNK_PLANES)
     with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         list(pool.map(work, starts))  # list(): re-raise the first error
-
-
-def usable_cores() -> int:
-    """Cores this process may use (at most 8): the thread count of fmc's numpy/scipy work."""
-    try:
-        return max(1, min(8, len(os.sched_getaffinity(0))))
-    except AttributeError:  # not on Linux
-        return max(1, min(8, os.cpu_count() or 1))
 
 
 def _resize_axis(array: np.ndarray, axis: int, n_out: int, into: np.ndarray | None = None,

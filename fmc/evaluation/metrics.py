@@ -30,7 +30,6 @@ import numpy as np
 from scipy import ndimage
 
 from fmc.core.errors import FmcInputError
-from fmc.core.grids import usable_cores
 from fmc.core.normalization import (
     STREAM_SLAB_Z,
     VolumeLike,
@@ -40,6 +39,7 @@ from fmc.core.normalization import (
     stream_slab,
     volume_stats,
 )
+from fmc.core.threads import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def ssim_against(target: VolumeLike, predictions: Sequence[VolumeLike], *,
         Z-planes and rows computed at a time (memory ≈ 12 float64 blocks of
         ``(slab + 6) × (block_y + 6) × X`` per worker, plus the slab of each volume).
     workers : int, optional
-        Threads computing y-blocks in parallel (default: :func:`fmc.core.grids.usable_cores`).
+        Threads computing y-blocks in parallel (default: :func:`fmc.core.threads.usable_cores`).
 
     Returns
     -------
