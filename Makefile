@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
-.PHONY: install browser test test-full test-wheel coverage demo lint bench clean-venv
+.PHONY: install browser test test-full test-wheel coverage demo lint bench choices clean-venv
 
 install: $(STAMP)
 
@@ -77,6 +77,10 @@ coverage: $(STAMP)
 	$(PY) -m coverage run -m pytest -m "not slow" $(PYTEST_ARGS)
 	$(PY) -m coverage combine -q || true
 	$(PY) -m coverage report --format=total
+
+# docs/choices.md from fmc's registries (networks, losses, channels, formats, ...).
+choices: $(STAMP)
+	$(PY) -c "from fmc.reporting.choice_lists import choices_markdown; print(choices_markdown(), end='')" > docs/choices.md
 
 lint: $(STAMP)
 	$(PY) -m ruff check fmc tests scripts

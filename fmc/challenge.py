@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from fmc.core.cli import hydra_entry
 from fmc.core.errors import FmcInputError
+from fmc.reporting.choice_lists import choices_text
 
 log = logging.getLogger("fmc.challenge")
 
@@ -36,10 +37,10 @@ def challenge_files(folder: str | Path) -> list[Path]:
     return files
 
 
-@hydra_entry("challenge", "fmc.challenge")
+@hydra_entry("challenge", "fmc.challenge", help_text=lambda: choices_text("challenge"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    from fmc.inference.prediction import settings_from
+    from fmc.inference.predict_settings import settings_from
     from fmc.inference.runner import (
         ModelPicker,
         check_on_error,

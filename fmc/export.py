@@ -1,4 +1,6 @@
-"""``python -m fmc.export ckpt=... format=torchscript|onnx|bioimageio out=...``: a checkpoint for other tools.
+"""``python -m fmc.export ckpt=... format=... output=...``: a checkpoint for other tools.
+
+``format``: torchscript, onnx or bioimageio.
 
 Settings: ``conf/export.yaml``; the work is done by :mod:`fmc.inference.export`.
 """
@@ -16,10 +18,11 @@ def main(cfg: DictConfig):
     """Hydra entry point (see ``conf/export.yaml``)."""
     from fmc.inference.export import export_checkpoint
 
-    tile = None if cfg.tile is None else whole_numbers(cfg.tile, "tile", 3, 1, "conf/export.yaml")
-    zoo = OmegaConf.to_container(cfg.zoo) if cfg.get("zoo") else None
-    result = export_checkpoint(str(cfg.ckpt), str(cfg.format), str(cfg.out), tile,
-                               sample=cfg.get("sample"), zoo=zoo)
+    patch = None if cfg.patch is None else \
+        whole_numbers(cfg.patch, "patch", 3, 1, "conf/export.yaml")
+    result = export_checkpoint(str(cfg.ckpt), str(cfg.format), str(cfg.output), patch,
+                               sample=cfg.sample,
+                               zoo=None if cfg.zoo is None else OmegaConf.to_container(cfg.zoo))
     print(f"wrote {result.path} (largest difference to the checkpoint on a tile: "
           f"{result.max_abs_difference:.2e}) and its card {result.card}")
     return result

@@ -13,14 +13,15 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fmc.core.cli import hydra_entry
+from fmc.reporting.choice_lists import choices_text
 
 log = logging.getLogger("fmc.predict")
 
 
-@hydra_entry("predict", "fmc.predict")
+@hydra_entry("predict", "fmc.predict", help_text=lambda: choices_text("predict"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    from fmc.inference.prediction import settings_from
+    from fmc.inference.predict_settings import settings_from
     from fmc.inference.runner import (
         ModelPicker,
         check_inputs,
@@ -32,7 +33,7 @@ def main(cfg: DictConfig) -> None:
     settings = settings_from(cfg)
     files = input_files(cfg.input)
     check_inputs(files, Path(str(cfg.output)), settings.output_format)
-    picker = ModelPicker.from_config(cfg.ckpt, cfg.get("registry"), str(cfg.device))
+    picker = ModelPicker.from_config(cfg.ckpt, cfg.registry, str(cfg.device))
     output = check_output_folder(cfg.output)
     result = predict_files(files, picker, output, settings)  # on_error=fail: stops at the first
     print(f"predicted {result.predicted} volume(s) into {output}")

@@ -14,9 +14,10 @@ import sys
 from omegaconf import DictConfig
 
 from fmc.core.cli import hydra_entry
+from fmc.reporting.choice_lists import choices_text
 
 
-@hydra_entry("train", "fmc.train")
+@hydra_entry("train", "fmc.train", help_text=lambda: choices_text("train"))
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point (see ``conf/train.yaml``); returns the best ``val/n_ssim``."""
     from fmc.training.fit import train

@@ -22,7 +22,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchtools import machine  # noqa: E402
+from benchtools import dims, machine, table_header, zyx_argument  # noqa: E402
 
 from fmc.data.datamodule import PatchDataset  # noqa: E402
 from fmc.preprocessing.conversion import convert_folder  # noqa: E402
@@ -49,18 +49,18 @@ def patches_per_second(pairs, patch, count: int, workers: int, warmup: int = 2) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=[120, 512, 512])
-    parser.add_argument("--patch", type=int, nargs=3, default=[64, 256, 256])
+    zyx_argument(parser, "--shape", (120, 512, 512))
+    zyx_argument(parser, "--patch", (64, 256, 256))
     parser.add_argument("--patches", type=int, default=40)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
-    shape, patch = "×".join(map(str, args.shape)), "×".join(map(str, args.patch))
+    shape, patch = dims(args.shape), dims(args.patch)
     print(f"command: python scripts/bench_data.py --shape {' '.join(map(str, args.shape))} "
           f"--patch {' '.join(map(str, args.patch))} --patches {args.patches}")
     print(machine())
     print(f"volume {shape} (study 1, fmc.synth), patch {patch}, inputs {' + '.join(CHANNELS)} + target, "
           f"chunks 32×64×64, batch 1, {args.patches} timed patches per row\n")
-    print("| compression | workers | patches/s | ms/patch |\n|---|---|---|---|")
+    print(table_header("compression", "workers", "patches/s", "ms/patch"))
     with tempfile.TemporaryDirectory() as folder:
         raw = Path(folder) / "raw"
         write_pair(raw, 1, "nucleus", 0, shape=tuple(args.shape), scale=1.0)

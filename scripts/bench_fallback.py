@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchtools import machine  # noqa: E402
+from benchtools import REPO, machine, markdown_table, run_module  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 from fmc.core.locations import embedded_h5_dir  # noqa: E402
 
 LISTS = embedded_h5_dir() / "lists"
@@ -31,12 +27,6 @@ VARIANTS = {
     "tta=[y,x]": ["tta=[y,x]"],
     "tta=[y,x] + difference": ["tta=[y,x]", "fallback=difference"],
 }
-
-
-def fmc(*args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(result.stdout[-2000:] + result.stderr[-3000:])
 
 
 def held_out_list(content: str, out: Path) -> Path:
@@ -66,24 +56,20 @@ def main() -> None:
         for name, overrides in VARIANTS.items():
             folder = out / content / name.replace(" ", "").replace("=", "-").replace("[", "")\
                 .replace("]", "").replace(",", "").replace("+", "_")
-            start = time.perf_counter()
-            fmc("fmc.predict", f"ckpt={ckpt}", f"input={listed}", f"output={folder / 'pred'}",
-                "progress=false", *overrides)
-            seconds = time.perf_counter() - start
-            fmc("fmc.evaluate", f"pred={folder / 'pred'}", f"split_list={listed}",
-                f"out={folder / 'scores'}", "progress=false")
+            seconds = run_module("fmc.predict", f"ckpt={ckpt}", f"input={listed}",
+                                 f"output={folder / 'pred'}", "progress=false", *overrides,
+                                 log=folder / "predict.log")
+            run_module("fmc.evaluate", f"prediction={folder / 'pred'}", f"split_list={listed}",
+                       f"output={folder / 'scores'}", "progress=false", log=folder / "evaluate.log")
             with open(folder / "scores" / "summary.csv", newline="") as handle:
                 summary = list(csv.DictReader(handle))
             row = next(r for r in summary if r["study"] == "all" and r["method"] != "identity")
             score = float(row["mean_n_ssim"])
-            rows.append((content, name, row["n_scored"], score, seconds))
+            rows.append((content, name, row["n_scored"], f"{score:+.4f}", f"{seconds:.0f} s"))
             print(f"{content:9s} {name:24s} N_SSIM {score:+.4f} "
                   f"({row['n_scored']} volumes, predict {seconds:.0f} s)", flush=True)
     print(machine())
-    print("| content | variant | volumes | mean N_SSIM | predict time |")
-    print("|---|---|---|---|---|")
-    for content, name, count, score, seconds in rows:
-        print(f"| {content} | {name} | {count} | {score:+.4f} | {seconds:.0f} s |")
+    print(markdown_table(("content", "variant", "volumes", "mean N_SSIM", "predict time"), rows))
 
 
 if __name__ == "__main__":

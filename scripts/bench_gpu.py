@@ -7,7 +7,7 @@ challenge budget per study, in one table (docs/benchmarks.md, "GPU").
     python scripts/bench_gpu.py --sections train --json rows.jsonl   # one part, rows kept as they come
     python scripts/bench_gpu.py --rows rows.jsonl --write-docs       # the table again from kept rows
 
-It makes its own data (random-phantom volumes of each study's typical size) and measures:
+It makes its own data (benchtools.phantom volumes of each study's typical size) and measures:
 
 1. **train**: optimizer steps/s of fmc's GPU configuration (``profile=gpu``: the default network
    or ``--model unet3d`` (RWTH-GE's), 16 features, GroupNorm, confidence head, SSIM+L1;
@@ -33,8 +33,6 @@ is appended the moment it is measured, so a run stopped by a time limit keeps wh
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import shutil
 import sys
 import tempfile
@@ -42,13 +40,27 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchtools import (  # noqa: E402
+    REPO,
+    append_jsonl,
+    dims,
+    phantom,
+    read_jsonl,
+    save_module,
+    study_meta,
+    synchronize,
+    table_header,
+    table_row,
+    train_config,
+    write_marked_block,
+)
 
-DOCS = ROOT / "docs" / "benchmarks.md"
+from fmc.core.studies import STUDIES  # noqa: E402
+
+DOCS = REPO / "docs" / "benchmarks.md"
 MARK_START, MARK_END = "<!-- bench_gpu:start -->", "<!-- bench_gpu:end -->"
 
 
@@ -61,8 +73,8 @@ class Sizes:
     batches: tuple[int, ...] = (1, 2)
     steps: int = 30
     warmup: int = 5
-    study1: tuple[int, int, int] = (222, 731, 860)
-    study5: tuple[int, int, int] = (309, 1920, 1920)
+    study1: tuple[int, int, int] = STUDIES[1].typical_shape
+    study5: tuple[int, int, int] = STUDIES[5].typical_shape
     workers: tuple[int, ...] = (0, 2, 4, 8)
     loader_patches: int = 40
     model: str | None = None  # a conf/model/ name; None = fmc's default network
@@ -124,27 +136,16 @@ def peak_gb(device: str) -> float | None:
     return None
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def gpu_module(sizes: Sizes, compile_network: bool = False, channels_last: bool = True):
     """fmc's GPU-profile module, as ``python -m fmc.train profile=gpu`` builds it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from fmc.core.cli import CONFIG_DIR
     from fmc.training.builders import build_module
 
-    GlobalHydra.instance().clear()
-    overrides = ["profile=gpu", "study=1", "content=nucleus", f"model.features={sizes.features}",
-                 *([f"model={sizes.model}"] if sizes.model else []),
-                 f"data.patch_size=[{','.join(map(str, sizes.patch))}]",
-                 f"model.compile={str(compile_network).lower()}",
-                 f"model.channels_last={str(channels_last).lower()}"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = train_config(["profile=gpu", "study=1", "content=nucleus",
+                        f"model.features={sizes.features}",
+                        *([f"model={sizes.model}"] if sizes.model else []),
+                        f"data.patch_size=[{','.join(map(str, sizes.patch))}]",
+                        f"model.compile={str(compile_network).lower()}",
+                        f"model.channels_last={str(channels_last).lower()}"])
     return build_module(cfg, {"spacing_zyx": [1.0, 0.195, 0.195], "study": 1,
                               "content": "nucleus"})
 
@@ -200,46 +201,22 @@ def train_steps_per_second(sizes: Sizes, batch: int, variant: TrainVariant, devi
     return sizes.steps / (time.perf_counter() - timer.start), peak_gb(device)
 
 
-def phantom(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
-    """A cheap uint16 phantom of any size: an ellipsoidal specimen of bright spots on noise
-    (made plane by plane so that a study-5 volume needs no volume-sized float temporaries)."""
-    rng = np.random.default_rng(seed)
-    z, y, x = shape
-    volume = np.empty(shape, np.uint16)
-    yy, xx = np.mgrid[0:y, 0:x]
-    for plane in range(z):
-        inside = ((yy / y - 0.5) ** 2 + (xx / x - 0.5) ** 2 + (plane / z - 0.5) ** 2) < 0.16
-        values = rng.poisson(100, size=(y, x)).astype(np.float32)
-        values[inside] += 300 * (rng.random(inside.sum()) > 0.97)
-        volume[plane] = np.clip(values, 0, 65535).astype(np.uint16)
-    return volume
-
-
 def write_study_volume(folder: Path, study: int, shape) -> Path:
-    from fmc.io.metadata import VolumeMeta
+    """A :func:`benchtools.phantom` of ``shape`` at the study's spacing, as a challenge TIFF."""
     from fmc.io.tiff import write_volume
 
-    spacing = {1: (1.0, 0.195, 0.195), 5: (1.01, 0.388, 0.388)}[study]
     path = folder / f"image_{study}_nucleus_angle.tif"
-    write_volume(path, phantom(shape, study), VolumeMeta(study=study, content="nucleus",
-                                                         spacing_zyx=spacing))
-    return path
-
-
-def save_module(module, path: Path) -> Path:
-    import lightning as L
-
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(path)
+    write_volume(path, phantom(shape, study), study_meta(study))
     return path
 
 
 def predict_seconds(checkpoint: Path, volume: Path, out: Path, device: str, amp: str,
                     batch_size: int | None = None, cudnn_benchmark: bool = False,
                     overlap: float | None = None) -> tuple[float, int, float | None]:
-    from fmc.inference.prediction import default_settings, load_model, predict_file
+    from fmc.inference.predict_settings import default_settings
+    from fmc.inference.prediction import predict_file
     from fmc.inference.tiling import tile_count
+    from fmc.models.checkpoint import load_fusion_module
 
     settings = default_settings(amp=amp, progress=False)
     if batch_size is not None:
@@ -247,7 +224,7 @@ def predict_seconds(checkpoint: Path, volume: Path, out: Path, device: str, amp:
     if overlap is not None:
         settings = replace(settings, overlap=overlap)
     settings = settings.check()
-    model = load_model(checkpoint, device=device)
+    model = load_fusion_module(checkpoint, device=device)
     from fmc.io.tiff import TiffVolume
 
     with TiffVolume(volume) as opened:
@@ -280,11 +257,12 @@ def monai_against_fmc(checkpoint: Path, volume: Path, device: str, amp: str
 
     from fmc.inference.network_input import NetworkInput, open_volume
     from fmc.inference.precision import autocast
-    from fmc.inference.prediction import default_settings, load_model
+    from fmc.inference.predict_settings import default_settings
     from fmc.inference.tiling import ArraySource, iter_predicted_slabs, tile_count
+    from fmc.models.checkpoint import load_fusion_module
 
     settings = default_settings(progress=False)
-    model = load_model(checkpoint, device=device)
+    model = load_fusion_module(checkpoint, device=device)
     patch = tuple(int(p) for p in model.hparams.patch_size)
     opened = open_volume(volume)
     try:
@@ -311,17 +289,11 @@ def monai_against_fmc(checkpoint: Path, volume: Path, device: str, amp: str
 
 
 def loader_patches_per_second(root: Path, sizes: Sizes, workers: int) -> float:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from fmc.core.cli import CONFIG_DIR
     from fmc.training.builders import build_datamodule
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            "profile=gpu", "study=1", "content=nucleus", f"data.root={root}",
-            f"data.num_workers={workers}", f"data.patch_size=[{','.join(map(str, sizes.patch))}]"])
+    cfg = train_config(["profile=gpu", "study=1", "content=nucleus", f"data.root={root}",
+                        f"data.num_workers={workers}",
+                        f"data.patch_size=[{','.join(map(str, sizes.patch))}]"])
     datamodule = build_datamodule(cfg, root)
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
@@ -350,7 +322,6 @@ def prepared_training_data(folder: Path, sizes: Sizes) -> Path:
 
 
 def budget_rows(seconds_per_tile: float, sizes_label: str) -> list[Row]:
-    from fmc.core.studies import STUDIES
     from fmc.inference.tiling import tile_count
 
     rows = []
@@ -360,7 +331,7 @@ def budget_rows(seconds_per_tile: float, sizes_label: str) -> list[Row]:
         for overlap in (0.5, 0.25):
             tiles = tile_count(shape, (64, 256, 256), overlap)
             parts.append(f"{tiles} tiles at {overlap}: {tiles * seconds_per_tile / 60:.1f} min")
-        rows.append(Row("budget", f"study {study} {'×'.join(map(str, shape))}", "; ".join(parts),
+        rows.append(Row("budget", f"study {study} {dims(shape)}", "; ".join(parts),
                         note=sizes_label))
     return rows
 
@@ -376,10 +347,9 @@ class Rows(list):
         super().append(row)
         print(row, flush=True)
         if self.json_path is not None:
-            with self.json_path.open("a") as handle:
-                handle.write(json.dumps({**row.__dict__, "device": device_name(self.device),
-                                         "torch": torch.__version__,
-                                         "date": time.strftime("%Y-%m-%d")}) + "\n")
+            append_jsonl(self.json_path, {**row.__dict__, "device": device_name(self.device),
+                                          "torch": torch.__version__,
+                                          "date": time.strftime("%Y-%m-%d")})
 
     def __iadd__(self, rows):
         for row in rows:
@@ -399,7 +369,7 @@ def run(sizes: Sizes, device: str, sections: set[str], work: Path,
                 variant = replace(variant, precision="32-true")
             steps, peak = train_steps_per_second(sizes, batch, variant, device)
             rows.append(Row("train", f"{variant.label()}, batch {batch}", f"{steps:.2f} steps/s",
-                            peak, f"patch {'×'.join(map(str, sizes.patch))}"))
+                            peak, f"patch {dims(sizes.patch)}"))
     if "loader" in sections:
         root = prepared_training_data(work, sizes)
         for workers in sizes.workers:
@@ -428,8 +398,7 @@ def run(sizes: Sizes, device: str, sections: set[str], work: Path,
                     (f", overlap {overlap}" if overlap is not None else "")
                 rows.append(Row("predict", label,
                                 f"{seconds:.1f} s ({tiles} tiles, {seconds / tiles:.3f} s/tile)",
-                                peak, "×".join(map(str, sizes.study1 if study == 1
-                                                   else sizes.study5))))
+                                peak, dims(sizes.study1 if study == 1 else sizes.study5)))
                 if study == 5:
                     shutil.rmtree(work / f"out_{index}_{study}", ignore_errors=True)  # 4.6 GB
                     if "budget" in sections:
@@ -447,33 +416,24 @@ def run(sizes: Sizes, device: str, sections: set[str], work: Path,
 def table(rows: list[Row], name: str, command: str, torch_version: str = torch.__version__,
           date: str | None = None) -> str:
     lines = [f"GPU: **{name}**, torch {torch_version}, {date or time.strftime('%Y-%m-%d')}; "
-             f"`{command}`", "", "| section | what | result | peak GPU memory | note |",
-             "|---|---|---|---|---|"]
+             f"`{command}`", "", table_header("section", "what", "result", "peak GPU memory",
+                                              "note")]
     for row in rows:
         memory = "" if row.peak_gb is None else f"{row.peak_gb:.1f} GiB"
-        lines.append(f"| {row.section} | {row.what} | {row.value} | {memory} | {row.note} |")
+        lines.append(table_row(row.section, row.what, row.value, memory, row.note))
     return "\n".join(lines)
 
 
 def write_docs(text: str) -> None:
-    docs = DOCS.read_text()
-    block = f"{MARK_START}\n{text}\n{MARK_END}"
-    if MARK_START in docs:
-        docs = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: block, docs,
-                      flags=re.S)
-    else:
-        docs = docs.rstrip() + "\n\n## GPU (scripts/bench_gpu.py)\n\n" + block + "\n"
-    DOCS.write_text(docs)
+    write_marked_block(DOCS, MARK_START, MARK_END, text, "## GPU (scripts/bench_gpu.py)")
 
 
 def kept_rows(path: Path) -> tuple[list[Row], dict]:
     """Rows appended by ``--json`` and the facts of the run (device, torch, date) of the last."""
     rows, facts = [], {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            facts = {key: record.pop(key, None) for key in ("device", "torch", "date")}
-            rows.append(Row(**record))
+    for record in read_jsonl(path):
+        facts = {key: record.pop(key, None) for key in ("device", "torch", "date")}
+        rows.append(Row(**record))
     if not rows:
         raise SystemExit(f"{path}: no rows")
     return rows, facts
@@ -501,19 +461,16 @@ def main() -> int:
         order = ["train", "loader", "predict", "monai", "budget"]
         rows.sort(key=lambda row: order.index(row.section) if row.section in order else len(order))
         text = table(rows, facts["device"], command, facts["torch"], facts["date"])
-        print(text)
-        if args.write_docs:
-            write_docs(text)
-        return 0
-    sizes = replace(SMOKE if args.smoke else Sizes(), model=args.model)
-    sections = set(args.sections.split(","))
-    if args.device == "cpu" and not args.smoke and sections - {"loader"}:
-        print("no GPU: give --smoke to check the script on the CPU (or --sections loader: the "
-              "data loader is CPU work)", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory(prefix="fmc-bench-gpu-") as work:
-        rows = run(sizes, args.device, sections, Path(work), args.json, args.overlap)
-    text = table(rows, device_name(args.device), command)
+    else:
+        sizes = replace(SMOKE if args.smoke else Sizes(), model=args.model)
+        sections = set(args.sections.split(","))
+        if args.device == "cpu" and not args.smoke and sections - {"loader"}:
+            print("no GPU: give --smoke to check the script on the CPU (or --sections loader: the "
+                  "data loader is CPU work)", file=sys.stderr)
+            return 2
+        with tempfile.TemporaryDirectory(prefix="fmc-bench-gpu-") as work:
+            rows = run(sizes, args.device, sections, Path(work), args.json, args.overlap)
+        text = table(rows, device_name(args.device), command)
     print(text)
     if args.write_docs:
         write_docs(text)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,16 +21,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from fmc.core.normalization import volume_stats
-from fmc.preprocessing.channels import surface_distance
-from fmc.preprocessing.conversion import normalize_float32
-from fmc.simulation.synth import generate_pair
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchtools import dims, table_header, zyx_argument  # noqa: E402
+
+from fmc.core.normalization import volume_stats  # noqa: E402
+from fmc.preprocessing.channels import surface_distance  # noqa: E402
+from fmc.preprocessing.conversion import normalize_float32  # noqa: E402
+from fmc.simulation.synth import generate_pair  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=[80, 256, 256])
-    parser.add_argument("--patch", type=int, nargs=3, default=[32, 128, 128])
+    zyx_argument(parser, "--shape", (80, 256, 256))
+    zyx_argument(parser, "--patch", (32, 128, 128))
     parser.add_argument("--reads", type=int, default=50)
     args = parser.parse_args()
     view, _, meta = generate_pair(1, "nucleus", shape=tuple(args.shape), scale=1.5)
@@ -39,10 +43,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     patch = np.array(args.patch)
     starts = [rng.integers(0, np.array(args.shape) - patch + 1) for _ in range(args.reads)]
-    print(f"volume {'×'.join(map(str, args.shape))} float32 × 2 datasets, chunks 32×64×64, "
-          f"patch {'×'.join(map(str, args.patch))}, {args.reads} random reads per dataset; "
+    print(f"volume {dims(args.shape)} float32 × 2 datasets, chunks 32×64×64, "
+          f"patch {dims(args.patch)}, {args.reads} random reads per dataset; "
           f"{os.cpu_count()} cores")
-    print("| compression | write | file size | patch read (both datasets) |\n|---|---|---|---|")
+    print(table_header("compression", "write", "file size", "patch read (both datasets)"))
     with tempfile.TemporaryDirectory() as folder:
         for name, options in [("none", {}), ("lzf", {"compression": "lzf"}),
                               ("gzip-4", {"compression": "gzip", "compression_opts": 4})]:

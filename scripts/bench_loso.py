@@ -32,35 +32,37 @@ import json
 import math
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-from bench_recipe import run  # noqa: E402
-from benchtools import machine  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchtools import (  # noqa: E402
+    REPO,
+    append_jsonl,
+    machine,
+    markdown_table,
+    read_jsonl,
+    run_module,
+    table_header,
+    table_row,
+)
 
 from fmc.core.locations import embedded_h5_dir  # noqa: E402
+from fmc.core.studies import CONTENTS, EMBEDDED_STUDIES  # noqa: E402
+from fmc.reporting.loso import HARM_LIMIT, HeldOutScores, loso_rows  # noqa: E402
 
-STUDIES = (1, 2, 3, 4, 5)
-CONTENTS = ("nucleus", "membrane")
-HARM_LIMIT = -0.02
+RESULTS = "results.jsonl"
 
 
 def train(out: Path, overrides: list[str], log: Path) -> dict:
-    """One ``fmc.train`` run into ``out`` (bench_recipe's runner); its metrics.json."""
-    seconds = run([sys.executable, "-m", "fmc.train", "logger=none",
-                   "trainer.enable_progress_bar=false", f"hydra.run.dir={out}", *overrides], log)
+    """One ``fmc.train`` run into ``out``; its metrics.json."""
+    seconds = run_module("fmc.train", "logger=none", "trainer.enable_progress_bar=false",
+                         f"hydra.run.dir={out}", *overrides, log=log)
     metrics = json.loads((out / "metrics.json").read_text())
     metrics["wall_s"] = round(seconds, 1)
     return metrics
-
-
-def append(out: Path, row: dict) -> None:
-    with (out / "results.jsonl").open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
 
 
 def run_label(args) -> None:
@@ -85,7 +87,7 @@ def run_label(args) -> None:
                        "steps": metrics.get("global_step"), "wall_s": metrics["wall_s"],
                        "checkpoint": metrics.get("best/checkpoint")
                        or metrics.get("last_checkpoint")}
-                append(args.out, row)
+                append_jsonl(args.out / RESULTS, row)
                 print(f"{args.label} seed {seed} {name} {content}: test N_SSIM "
                       f"{row['test_n_ssim']:+.4f} ({row['steps']} steps, {row['wall_s']} s)",
                       flush=True)
@@ -93,35 +95,34 @@ def run_label(args) -> None:
 
 def rescore(args) -> None:
     """Score the checkpoints of ``--rescore LABEL`` again with each of ``--fallbacks``."""
-    from fmc.evaluation.volume_scoring import calibrate_change_limit_on, score_h5_pairs
-    from fmc.inference.prediction import load_model
+    from fmc.evaluation.volume_scoring import calibrate_change_limit_on, score_h5_pairs, scoring_settings
+    from fmc.models.checkpoint import load_fusion_module
     from fmc.preprocessing.splits import read_list
 
     h5 = embedded_h5_dir()
     rows = [r for r in read_rows(args.out) if r["label"] == args.rescore
             and r["fallback"] == "checkpoint"]
     for row in rows:
-        model = load_model(row["checkpoint"], "cpu")
+        model = load_fusion_module(row["checkpoint"], "cpu")
         prefix = "all" if row["holdout"] is None else f"holdout{row['holdout']}"
         pairs = read_list(h5 / "lists" / f"{prefix}_{row['content']}_test.csv", h5)
         if "calibrated" in args.fallbacks and model.hparams.get("change_limit") is None:
             # As fmc.train does with model.fallback=calibrated: the run's validation volumes.
             val = read_list(h5 / "lists" / f"{prefix}_{row['content']}_val.csv", h5)
-            model.hparams["change_limit"] = calibrate_change_limit_on(model, val, batch_size=4)
+            model.hparams["change_limit"] = calibrate_change_limit_on(model, val, scoring_settings(0.5, 4))
         for fallback in args.fallbacks:
-            scores = score_h5_pairs(model, pairs, overlap=0.5, batch_size=4, fallback=fallback)
+            scores = score_h5_pairs(model, pairs, scoring_settings(0.5, 4, fallback))
             new = dict(row, label=f"{args.rescore}+{fallback}", fallback=fallback,
                        volumes={s.name: s.n_ssim for s in scores},
                        test_n_ssim=float(np.mean([s.n_ssim for s in scores])))
-            append(args.out, new)
+            append_jsonl(args.out / RESULTS, new)
             print(f"{new['label']} seed {row['seed']} holdout {row['holdout']} {row['content']}: "
                   f"{new['test_n_ssim']:+.4f}", flush=True)
 
 
 def read_rows(out: Path) -> list[dict]:
-    path = out / "results.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
-        if path.is_file() else []
+    """The rows of ``OUT/results.jsonl`` (none before the first run)."""
+    return read_jsonl(out / RESULTS)
 
 
 def study_of(name: str, h5: Path) -> int | None:
@@ -133,12 +134,16 @@ def study_of(name: str, h5: Path) -> int | None:
 
 
 def summary(out: Path, labels: list[str] | None) -> str:
-    """Markdown: per label and content, per held-out study: LOSO mean, worst, in-domain ref."""
+    """Markdown: per label and content, per held-out study: LOSO mean, worst, in-domain ref.
+
+    The held-out statistics are fmc.report's (:func:`fmc.reporting.loso.loso_rows`: a study's
+    volumes pooled over seeds; **all**: the mean of the studies' means, the worst volume).
+    """
     h5 = embedded_h5_dir()
     rows = read_rows(out)
     labels = labels or list(dict.fromkeys(r["label"] for r in rows))
-    lines = ["| variant | content | held-out study | LOSO mean | worst volume | in-domain ref "
-             "| LOSO / ref | seeds |", "|---|---|---|---|---|---|---|---|"]
+    lines = [table_header("variant", "content", "held-out study", "LOSO mean", "worst volume",
+                          "in-domain ref", "LOSO / ref", "seeds")]
     verdicts = []
     for shown in labels:
         # "LABEL@REF": LABEL's held-out runs against REF's in-domain reference runs (a variant
@@ -152,30 +157,33 @@ def summary(out: Path, labels: list[str] | None) -> str:
                     and r["holdout"] is None and r["fallback"] in ("checkpoint",
                                                                     label.partition("+")[2])]
             refs = [r for r in refs if r["label"] == (reference or label)] or refs
-            if not any(r["holdout"] is not None for r in chosen):
+            held = [r for r in chosen if r["holdout"] is not None]
+            if not held:
                 continue
-            means, worst_all, ratios, in_domain = [], [], [], []
-            for study in STUDIES:
-                held = [r for r in chosen if r["holdout"] == study]
-                if not held:
-                    continue
-                values = [v for r in held for v in r["volumes"].values()]
+            seeds = Counter(int(r["holdout"]) for r in held)
+            scores = [HeldOutScores(content, int(r["holdout"]), r.get("run", ""), r["volumes"])
+                      for r in held]
+            *studies, overall = loso_rows(scores)  # one content: its studies, then "all"
+            ratios = []
+            for row in studies:
+                study = int(row["held_out"])
                 ref_values = [v for r in refs for name, v in r["volumes"].items()
                               if study_of(name, h5) == study]
-                mean, worst = float(np.mean(values)), float(np.min(values))
                 ref = float(np.mean(ref_values)) if ref_values else math.nan
-                ratio = mean / ref if ref_values and ref > 0 else math.nan
-                means.append(mean)
-                worst_all.append(worst)
+                ratio = row["mean"] / ref if ref_values and ref > 0 else math.nan
                 ratios.append(ratio)
-                lines.append(f"| {shown} | {content} | {study} | {mean:+.4f} | {worst:+.4f} | "
-                             f"{ref:+.4f} | {ratio:.2f} | {len(held)} |")
+                lines.append(table_row(shown, content, study, f"{row['mean']:+.4f}",
+                                       f"{row['worst']:+.4f}", f"{ref:+.4f}", f"{ratio:.2f}",
+                                       seeds[study]))
             in_domain = [float(np.mean(list(r["volumes"].values()))) for r in refs]
-            lines.append(f"| {shown} | {content} | **all** | {np.mean(means):+.4f} | "
-                         f"{min(worst_all):+.4f} | {np.mean(in_domain) if in_domain else math.nan:+.4f}"
-                         f" | {np.nanmin(ratios) if ratios else math.nan:.2f} (min) | |")
+            in_domain_mean = np.mean(in_domain) if in_domain else math.nan
+            # The seeds cell of the **all** row stays empty (one space, as docs/benchmarks.md has it).
+            lines.append(table_row(shown, content, "**all**", f"{overall['mean']:+.4f}",
+                                   f"{overall['worst']:+.4f}", f"{in_domain_mean:+.4f}",
+                                   f"{np.nanmin(ratios) if ratios else math.nan:.2f} (min)")
+                         + " |")
             verdicts.append((shown, content, min(ratios, default=math.nan) >= 0.5,
-                             min(worst_all) >= HARM_LIMIT))
+                             overall["harmed"] == 0))
     lines.append("")
     for label, content, half, harmless in verdicts:
         lines.append(f"- {label} {content}: every held-out study >= half of in-domain: "
@@ -187,13 +195,11 @@ def summary(out: Path, labels: list[str] | None) -> str:
 def overview(out: Path, labels: list[str] | None) -> str:
     """One row per variant and content: the **all** rows of :func:`summary`, side by side."""
     rows = [line for line in summary(out, labels).splitlines() if "| **all** |" in line]
-    lines = ["| variant | content | LOSO mean | worst volume | in-domain (study=all) | "
-             "min LOSO / in-domain |", "|---|---|---|---|---|---|"]
-    for line in rows:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        lines.append(f"| {cells[0]} | {cells[1]} | {cells[3]} | {cells[4]} | {cells[5]} | "
-                     f"{cells[6].replace(' (min)', '')} |")
-    return "\n".join(lines)
+    titles = ("variant", "content", "LOSO mean", "worst volume", "in-domain (study=all)",
+              "min LOSO / in-domain")
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in rows]
+    return markdown_table(titles, [(c[0], c[1], c[3], c[4], c[5], c[6].replace(" (min)", ""))
+                                   for c in cells])
 
 
 def figure(out: Path, label: str, path: Path) -> Path:
@@ -214,7 +220,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--contents", nargs="+", default=list(CONTENTS))
-    parser.add_argument("--holdouts", type=int, nargs="+", default=list(STUDIES))
+    parser.add_argument("--holdouts", type=int, nargs="+", default=list(EMBEDDED_STUDIES))
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--rescore", metavar="LABEL")
     parser.add_argument("--fallbacks", nargs="+", default=["difference", "calibrated"])

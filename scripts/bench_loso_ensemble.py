@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_loso import read_rows, study_of  # noqa: E402
+from benchtools import REPO, append_jsonl, read_jsonl, table_header  # noqa: E402
 
 from fmc.core.locations import embedded_h5_dir  # noqa: E402
+from fmc.core.studies import CONTENTS, EMBEDDED_STUDIES  # noqa: E402
 
 
 def kept_runs(rows: list[dict], labels: list[str], content: str, holdout: int | None) -> list[dict]:
@@ -53,11 +53,11 @@ def ensemble_rows(out: Path, labels: list[str], holdouts: list[int], contents: l
     import h5py
 
     from fmc.evaluation.metrics import n_ssim
-    from fmc.evaluation.volume_scoring import predict_h5_volume
+    from fmc.evaluation.volume_scoring import scoring_settings
     from fmc.inference.ensemble import ensemble_hparams
-    from fmc.inference.prediction import load_model
+    from fmc.inference.volume_prediction import fallback_in_memory, predict_volume
     from fmc.io.h5 import RAW_IMAGE
-    from fmc.models.fallback import apply_in_memory, resolve_fallback
+    from fmc.models.checkpoint import load_fusion_module
     from fmc.preprocessing.splits import read_list
 
     h5 = embedded_h5_dir()
@@ -69,7 +69,7 @@ def ensemble_rows(out: Path, labels: list[str], holdouts: list[int], contents: l
             runs = kept_runs(rows, labels, content, wanted)
             if len(runs) < 2:
                 continue
-            models = [load_model(r["checkpoint"], "cpu") for r in runs]
+            models = [load_fusion_module(r["checkpoint"], "cpu") for r in runs]
             together_hp = ensemble_hparams(models)
             prefix = f"holdout{holdout}" if holdout else "all"
             pairs = read_list(h5 / "lists" / f"{prefix}_{content}_test.csv", h5)
@@ -80,19 +80,15 @@ def ensemble_rows(out: Path, labels: list[str], holdouts: list[int], contents: l
                 # ensemble's (mean change_limit) on the mean. fmc.predict averages per tile before
                 # the (linear) blend: the same mean up to float32 rounding
                 # (tests/inference/test_ensemble.py).
-                raw = [predict_h5_volume(m, angle_path, overlap=0.5, batch_size=4, fallback="none")
+                raw = [predict_volume(m, angle_path, scoring_settings(0.5, 4, "none"))
                        for m in models]
                 with h5py.File(angle_path, "r") as angle, h5py.File(fused_path, "r") as fused:
                     view, target = angle[RAW_IMAGE][...], fused[RAW_IMAGE][...]
                 for i, (model, prediction) in enumerate(zip(models, raw, strict=True)):
-                    kind = resolve_fallback("auto", model.hparams)
-                    if kind != "none":
-                        prediction = apply_in_memory(kind, view, prediction, model.hparams)
+                    prediction = fallback_in_memory(view, prediction, model.hparams)
                     per_seed[i, j] = n_ssim(prediction, target, view)
                 mean = np.mean(raw, axis=0)
-                kind = resolve_fallback("auto", together_hp)
-                if kind != "none":
-                    mean = apply_in_memory(kind, view, mean, together_hp)
+                mean = fallback_in_memory(view, mean, together_hp)
                 together.append(n_ssim(mean, target, view))
             results.append({"label": ",".join(labels), "content": content, "holdout": holdout,
                             "seeds": [r["seed"] for r in runs],
@@ -100,8 +96,7 @@ def ensemble_rows(out: Path, labels: list[str], holdouts: list[int], contents: l
                             "ensemble": float(np.mean(together)),
                             "ensemble_worst": float(np.min(together)),
                             "fallback": "after the mean (fmc.predict)"})
-            with (out / "ensemble_results.jsonl").open("a") as handle:
-                handle.write(json.dumps(results[-1]) + "\n")
+            append_jsonl(out / "ensemble_results.jsonl", results[-1])
             print(json.dumps(results[-1]), flush=True)
     return results
 
@@ -133,11 +128,10 @@ def table(results: list[dict], in_domain: dict[tuple[str, int], float],
           versus_label: str = "") -> str:
     """The docs table; with ``versus``, two more columns: another label's single models (mean of
     their seeds, worst volume of any) on the same held-out study."""
-    extra = (f" single {versus_label} (mean of seeds) | its worst volume |" if versus else "")
-    lines = ["| content | held-out study | per seed | mean of seeds | ensemble | ensemble worst "
-             f"volume | ensemble / single-model {versus_label + ' ' if versus else ''}in-domain "
-             f"|{extra}",
-             "|---|---|---|---|---|---|---|" + ("---|---|" if versus else "")]
+    extra = (f"single {versus_label} (mean of seeds)", "its worst volume") if versus else ()
+    lines = [table_header("content", "held-out study", "per seed", "mean of seeds", "ensemble",
+                          "ensemble worst volume", "ensemble / single-model "
+                          f"{versus_label + ' ' if versus else ''}in-domain", *extra)]
     for r in sorted(results, key=lambda r: (r["content"] != "nucleus", r["holdout"])):
         seeds = ", ".join(f"s{s} {v:+.3f}" for s, v in zip(r["seeds"], r["per_seed"], strict=True))
         reference = in_domain.get((r["content"], r["holdout"]))
@@ -156,8 +150,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--label", required=True, nargs="+",
                         help="the recipe's label(s): seeds' runs with kept checkpoints from any")
-    parser.add_argument("--holdouts", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--contents", nargs="+", default=["nucleus", "membrane"])
+    parser.add_argument("--holdouts", type=int, nargs="+", default=list(EMBEDDED_STUDIES))
+    parser.add_argument("--contents", nargs="+", default=list(CONTENTS))
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_loso")
     parser.add_argument("--rows", type=Path, help="print the table of these saved rows")
     parser.add_argument("--versus", metavar="LABEL",
@@ -165,8 +159,7 @@ def main() -> None:
                              "and the in-domain reference of the ratio column")
     args = parser.parse_args()
     if args.rows:
-        results = [json.loads(line) for line in args.rows.read_text().splitlines()
-                   if line.strip() and json.loads(line)["label"] == ",".join(args.label)]
+        results = [r for r in read_jsonl(args.rows) if r["label"] == ",".join(args.label)]
     else:
         results = ensemble_rows(args.out, args.label, args.holdouts, args.contents)
     reference = args.versus or args.label[0]

@@ -23,24 +23,30 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchtools import machine, run_measured  # noqa: E402
+from benchtools import (  # noqa: E402
+    dims,
+    machine,
+    markdown_table,
+    phantom,
+    run_measured,
+    save_module,
+    study_meta,
+    synchronize,
+    zyx_argument,
+)
 
 from fmc.core.studies import STUDIES  # noqa: E402
 from fmc.inference.tiling import tile_count  # noqa: E402
 from fmc.io.metadata import VolumeMeta  # noqa: E402
 from fmc.io.tiff import write_volume  # noqa: E402
 
-STUDY5_SHAPE = (309, 1920, 1920)
-STUDY5 = VolumeMeta(study=5, content="nucleus", spacing_zyx=(1.01, 0.388, 0.388))
+STUDY5_SHAPE = STUDIES[5].typical_shape
+STUDY5 = study_meta(5)
 
 
 def save_checkpoint(path: Path, features: int, depth: int, patch, norm: str = "instance",
                     study: int = 5) -> Path:
     """An untrained fmc checkpoint (residual, raw + surface distance) of the given size."""
-    import lightning as L
-
     from fmc.models.module import FusionModule
 
     torch.manual_seed(0)
@@ -49,28 +55,7 @@ def save_checkpoint(path: Path, features: int, depth: int, patch, norm: str = "i
     with torch.no_grad():  # a non-zero last layer: the network really changes the input
         for parameter in model.net.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.01)
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path)
-    return path
-
-
-def specimen_volume(shape, seed: int = 0) -> np.ndarray:
-    """A uint16 volume with a bright ellipsoidal specimen of blobs on a dim noisy background."""
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    volume = np.empty(shape, np.uint16)
-    zz = (np.arange(shape[0]) / shape[0] - 0.5)[:, None, None]
-    yy = (np.arange(shape[1]) / shape[1] - 0.5)[None, :, None]
-    xx = (np.arange(shape[2]) / shape[2] - 0.5)[None, None, :]
-    for z0 in range(0, shape[0], 16):
-        z1 = min(z0 + 16, shape[0])
-        inside = (zz[z0:z1] / 0.4) ** 2 + (yy / 0.35) ** 2 + (xx / 0.3) ** 2 < 1
-        texture = ndimage.uniform_filter(rng.random((z1 - z0, *shape[1:]), dtype=np.float32), 5)
-        volume[z0:z1] = (100 + 30 * rng.random((z1 - z0, *shape[1:]), dtype=np.float32)
-                         + inside * texture * 3000).astype(np.uint16)
-    return volume
+    return save_module(model, path)
 
 
 def bench_large(args) -> None:
@@ -78,7 +63,7 @@ def bench_large(args) -> None:
     source = folder / "raw" / "image_0_nucleus_angle.tif"
     if not source.is_file():
         print(f"writing a {STUDY5_SHAPE} uint16 volume to {source} ...", flush=True)
-        write_volume(source, specimen_volume(STUDY5_SHAPE), STUDY5)
+        write_volume(source, phantom(STUDY5_SHAPE), STUDY5)
     ckpt = save_checkpoint(folder / "tiny.ckpt", features=2, depth=2, patch=args.patch, norm="none")
     tiles = tile_count(STUDY5_SHAPE, args.patch, args.overlap)
     command = [sys.executable, "-m", "fmc.predict", f"ckpt={ckpt}", f"input={source}",
@@ -96,29 +81,33 @@ def bench_large(args) -> None:
 
 def _model_and_input(args):
     from fmc.inference.network_input import NetworkInput
-    from fmc.inference.prediction import load_model
+    from fmc.models.checkpoint import load_fusion_module
 
     folder = Path(tempfile.mkdtemp(prefix="fmc-bench-overhead-"))
     shape = tuple(args.shape)
     meta = VolumeMeta(study=1, content="nucleus", spacing_zyx=(1.0, 0.39, 0.39))
-    source = write_volume(folder / "image_0_nucleus_angle.tif", specimen_volume(shape), meta)
+    source = write_volume(folder / "image_0_nucleus_angle.tif", phantom(shape), meta)
     ckpt = save_checkpoint(folder / "model.ckpt", args.features, args.depth, args.patch, study=1)
-    model = load_model(ckpt)
+    model = load_fusion_module(ckpt)
     return folder, source, model, NetworkInput
 
 
-def _forward_seconds(model, patch, batches: int, batch_size: int, channels: int) -> float:
-    inputs = torch.rand(batch_size, channels, *patch)
+def _forward_seconds(model, patch, calls: int, batch_size: int, device: str = "cpu") -> float:
+    """Seconds of ``calls`` forward passes of one batch, after an untimed warm-up."""
+    inputs = torch.rand(batch_size, len(model.hparams.channels), *patch, device=device)
     with torch.inference_mode():
         model(inputs)  # warm-up
+        synchronize(device)
         start = time.perf_counter()
-        for _ in range(batches):
+        for _ in range(calls):
             model(inputs)
+        synchronize(device)
     return time.perf_counter() - start
 
 
 def bench_overhead(args) -> None:
-    from fmc.inference.prediction import default_settings, predict_file
+    from fmc.inference.predict_settings import default_settings
+    from fmc.inference.prediction import predict_file
 
     folder, source, model, _ = _model_and_input(args)
     settings = default_settings(patch=tuple(args.patch), overlap=args.overlap,
@@ -132,10 +121,9 @@ def bench_overhead(args) -> None:
     per_row = tiles // rows
     # The same calls as the sliding window: full batches within each z-row, then the remainder.
     full, remainder = divmod(per_row, args.batch_size)
-    channels = len(model.hparams.channels)
-    forward = _forward_seconds(model, args.patch, rows * full, args.batch_size, channels)
+    forward = _forward_seconds(model, args.patch, rows * full, args.batch_size)
     if remainder:
-        forward += _forward_seconds(model, args.patch, rows, remainder, channels)
+        forward += _forward_seconds(model, args.patch, rows, remainder)
     print(machine())
     print(f"volume {tuple(args.shape)}, net features {args.features} depth {args.depth}, tile "
           f"{tuple(args.patch)}, overlap {args.overlap}, batch {args.batch_size}: {tiles} tiles; "
@@ -179,39 +167,26 @@ def bench_monai(args) -> None:
 
 
 def bench_budget(args) -> None:
-    from fmc.inference.prediction import load_model
+    from fmc.models.checkpoint import load_fusion_module
 
     folder = Path(tempfile.mkdtemp(prefix="fmc-bench-budget-"))
     ckpt = save_checkpoint(folder / "model.ckpt", args.features, args.depth, args.patch)
-    model = load_model(ckpt, args.device)
-    per_batch = _forward_seconds_on(model, args.patch, args.batch_size, args.device) \
-        / args.batch_size
+    model = load_fusion_module(ckpt, args.device)
+    repeats = 3
+    per_batch = _forward_seconds(model, args.patch, repeats, args.batch_size, args.device) \
+        / repeats / args.batch_size
     where = "GPU " + torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(machine())
     print(f"net features {args.features} depth {args.depth}, tile {tuple(args.patch)}, "
           f"{where}: {per_batch:.2f} s per tile")
-    print("| study | typical ZYX | tiles (overlap 0.5) | forward time | tiles (overlap 0.25) "
-          "| forward time |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     for study, profile in STUDIES.items():
         half = tile_count(profile.typical_shape, args.patch, 0.5)
         quarter = tile_count(profile.typical_shape, args.patch, 0.25)
-        print(f"| {study} | {'×'.join(map(str, profile.typical_shape))} | {half} | "
-              f"{half * per_batch / 60:.1f} min | {quarter} | {quarter * per_batch / 60:.1f} min |")
-
-
-def _forward_seconds_on(model, patch, batch_size: int, device: str, repeats: int = 3) -> float:
-    inputs = torch.rand(batch_size, len(model.hparams.channels), *patch, device=device)
-    with torch.inference_mode():
-        model(inputs)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            model(inputs)
-        if device == "cuda":
-            torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
+        rows.append((study, dims(profile.typical_shape), half, f"{half * per_batch / 60:.1f} min",
+                     quarter, f"{quarter * per_batch / 60:.1f} min"))
+    print(markdown_table(("study", "typical ZYX", "tiles (overlap 0.5)", "forward time",
+                          "tiles (overlap 0.25)", "forward time"), rows))
 
 
 def main() -> None:
@@ -219,22 +194,22 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     large = sub.add_parser("large")
-    large.add_argument("--patch", type=int, nargs=3, default=[64, 256, 256])
+    zyx_argument(large, "--patch", (64, 256, 256))
     large.add_argument("--overlap", type=float, default=0.0)
     large.add_argument("--fallback", default="none")
     large.add_argument("--workdir", help="keep the volume here between runs")
     large.add_argument("--extra", nargs="*", default=[], help="more fmc.predict overrides")
     for name in ("overhead", "monai"):
         part = sub.add_parser(name)
-        part.add_argument("--shape", type=int, nargs=3, default=[64, 384, 384])
-        part.add_argument("--patch", type=int, nargs=3, default=[32, 128, 128])
+        zyx_argument(part, "--shape", (64, 384, 384))
+        zyx_argument(part, "--patch", (32, 128, 128))
         part.add_argument("--features", type=int, default=16)
         part.add_argument("--depth", type=int, default=3)
         part.add_argument("--overlap", type=float, default=0.5)
         part.add_argument("--batch-size", type=int, default=2)
         part.add_argument("--repeats", type=int, default=2)
     budget = sub.add_parser("budget")
-    budget.add_argument("--patch", type=int, nargs=3, default=[64, 256, 256])
+    zyx_argument(budget, "--patch", (64, 256, 256))
     budget.add_argument("--features", type=int, default=16)
     budget.add_argument("--depth", type=int, default=3)
     budget.add_argument("--batch-size", type=int, default=1)

@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from benchtools import machine, run_measured
 from scipy import ndimage
 from scipy.spatial import ConvexHull, Delaunay
 
-from fmc.io.tiff import read_volume
-from fmc.preprocessing.channels import surface_distance
-from fmc.preprocessing.hull import fill_hull, specimen_hull, specimen_mask
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchtools import dims, machine, run_measured, run_module, table_header, zyx_argument  # noqa: E402
+
+from fmc.io.tiff import read_volume  # noqa: E402
+from fmc.preprocessing.channels import surface_distance  # noqa: E402
+from fmc.preprocessing.hull import fill_hull, specimen_hull, specimen_mask  # noqa: E402
 
 
 def rwth_ge_hull_and_distance(view: np.ndarray, spacing: tuple[float, float, float]):
@@ -79,25 +80,25 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=[222, 731, 860])
+    zyx_argument(parser, "--shape", (222, 731, 860))
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/fmc-bench-prepare"))
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3, help="timings of the hull step")
     args = parser.parse_args()
     print(machine())
+    args.scratch = args.scratch.resolve()
     shutil.rmtree(args.scratch, ignore_errors=True)
     raw = args.scratch / "raw"
-    subprocess.run([sys.executable, "-m", "fmc.synth", f"out={raw}", "study=1", "content=nucleus",
-                    f"shape=[{','.join(map(str, args.shape))}]",
-                    f"hydra.run.dir={args.scratch / 'hydra-synth'}"], check=True,
-                   capture_output=True)
-    print("| step | workers | wall time | peak RSS |\n|---|---|---|---|")
+    run_module("fmc.synth", f"output={raw}", "study=1", "content=nucleus",
+               f"shape=[{','.join(map(str, args.shape))}]",
+               f"hydra.run.dir={args.scratch / 'hydra-synth'}", log=args.scratch / "synth.log")
+    print(table_header("step", "workers", "wall time", "peak RSS"))
     for workers in args.workers:
         seconds, peak, _ = run_measured(
             [sys.executable, "-m", "fmc.prepare", f"input={raw}",
              f"output={args.scratch / f'h5-{workers}'}", f"workers={workers}", "progress=false",
              f"hydra.run.dir={args.scratch / f'hydra-{workers}'}"])
-        print(f"| fmc.prepare, one {'×'.join(map(str, args.shape))} pair | {workers} | "
+        print(f"| fmc.prepare, one {dims(args.shape)} pair | {workers} | "
               f"{seconds:.1f} s | {peak:.2f} GB |")
 
     view, meta = read_volume(raw / "image_0_nucleus_angle.tif")
@@ -112,9 +113,8 @@ def main() -> None:
         fmc_times.append(time.perf_counter() - start)
     rwth_ge_seconds, fmc_seconds = float(np.median(rwth_ge_times)), float(np.median(fmc_times))
     reference = exact_hull(view, spacing)
-    print(f"\n| hull + signed distance (median of {args.repeats}) | time | hull Dice vs exact "
-          "full-resolution hull |")
-    print("|---|---|---|")
+    print("\n" + table_header(f"hull + signed distance (median of {args.repeats})", "time",
+                              "hull Dice vs exact full-resolution hull"))
     print(f"| RWTH-GE (strided grid, Delaunay find_simplex, SimpleITK Danielsson, repeat) | "
           f"{rwth_ge_seconds:.1f} s | {dice(rwth_ge_inside, reference):.4f} |")
     print(f"| fmc (block-mean grid, plane-section hull fill, scipy EDT, linear upsampling) | "

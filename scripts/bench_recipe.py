@@ -33,42 +33,27 @@ import argparse
 import csv
 import json
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchtools import machine  # noqa: E402
+from benchtools import (  # noqa: E402
+    REPO,
+    append_jsonl,
+    machine,
+    markdown_table,
+    max_time,
+    read_jsonl,
+    run_logged,
+    run_module,
+)
 
 from fmc.core.locations import embedded_h5_dir, embedded_tiff_dir  # noqa: E402
+from fmc.core.studies import STUDIES  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 HARD = REPO / "outputs" / "bench_data" / "hard"
 HARD_SCALE = 1.5  # voxels per demo voxel along each axis
 HARD_PAIRS = 6
-
-
-def run(command: list[str], log: Path) -> float:
-    """Run a command from the repository root, its output into ``log``; wall seconds.
-
-    Exits with the log's tail if the command fails.
-    """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with log.open("w") as handle:
-        handle.write("$ " + shlex.join(command) + "\n")
-        handle.flush()
-        result = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"failed ({result.returncode}): {shlex.join(command)}\n"
-                         + log.read_text()[-3000:])
-    return seconds
-
-
-def fmc(*args: str, log: Path) -> float:
-    return run([sys.executable, "-m", *args], log)
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -77,24 +62,22 @@ def data_set(name: str, content: str, logs: Path) -> tuple[Path, Path]:
     set: for ``content`` only)."""
     if name == "embedded":
         raw, h5 = embedded_tiff_dir(), embedded_h5_dir()
-        fmc("fmc.prepare", "workers=2", "progress=false", log=logs / "prepare_embedded.log")
+        run_module("fmc.prepare", "workers=2", "progress=false", log=logs / "prepare_embedded.log")
         return raw, h5
     if name != "hard":
         raise SystemExit(f"--set {name}: choose embedded or hard")
     raw, h5 = HARD / content / "raw", HARD / content / "h5"
     if not (h5 / "lists").is_dir():
-        from fmc.core.studies import STUDIES
-
         start = 0
         for study, profile in STUDIES.items():
             shape = [int(round(n * HARD_SCALE / 8)) * 8 for n in profile.demo_shape]
-            fmc("fmc.synth", f"out={raw}", f"study={study}", f"content={content}",
-                f"n={HARD_PAIRS}", f"start={start}", f"shape=[{','.join(map(str, shape))}]",
-                f"scale={profile.demo_scale / HARD_SCALE:g}", "seed=2025",
-                log=logs / f"synth_hard_{study}_{content}.log")
+            run_module("fmc.synth", f"output={raw}", f"study={study}", f"content={content}",
+                       f"n={HARD_PAIRS}", f"start={start}", f"shape=[{','.join(map(str, shape))}]",
+                       f"scale={profile.demo_scale / HARD_SCALE:g}", "seed=2025",
+                       log=logs / f"synth_hard_{study}_{content}.log")
             start += HARD_PAIRS
-        fmc("fmc.prepare", f"input={raw}", f"output={h5}", "workers=2", "progress=false",
-            log=logs / "prepare_hard.log")
+        run_module("fmc.prepare", f"input={raw}", f"output={h5}", "workers=2", "progress=false",
+                   log=logs / "prepare_hard.log")
     return raw, h5
 
 
@@ -108,13 +91,15 @@ def mean_n_ssim(eval_dir: Path, content: str) -> tuple[float, int]:
     raise SystemExit(f"{eval_dir / 'summary.csv'}: no row for content {content}")
 
 
+def evaluate(raw: Path, test_list: Path, content: str, out: Path) -> tuple[float, int]:
+    """``fmc.evaluate`` of the predictions in ``OUT/pred`` on the test list: the mean test
+    N_SSIM and the number of volumes (:func:`mean_n_ssim`)."""
+    run_module("fmc.evaluate", f"input={raw}", f"prediction={out / 'pred'}",
+               f"split_list={test_list}", f"output={out / 'eval'}", log=out.with_suffix(".evaluate.log"))
+    return mean_n_ssim(out / "eval", content)
+
+
 # -- the two trainers ---------------------------------------------------------------------------
-def budget_string(seconds: float) -> str:
-    """``trainer.max_time`` of a budget in seconds (DD:HH:MM:SS)."""
-    seconds = int(round(seconds))
-    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def member_seeds(seed: int, members: int) -> list[int]:
     """The training seeds of an ensemble's members: the first is ``seed`` itself."""
     return [seed + 1000 * i for i in range(members)]
@@ -129,20 +114,18 @@ def run_fmc(raw: Path, h5: Path, content: str, seed: int, minutes: float, overri
     checkpoints, train_seconds, steps, metrics = [], 0.0, 0, {}
     for index, member_seed in enumerate(member_seeds(seed, members)):
         folder = out if members == 1 else out / f"member{index}"
-        train_seconds += fmc("fmc.train", f"data.root={h5}", f"content={content}",
-                             f"seed={member_seed}", "logger=none",
-                             f"trainer.max_time={budget_string(minutes * 60 / members)}",
-                             "trainer.enable_progress_bar=false", f"hydra.run.dir={folder}",
-                             *overrides, log=folder.with_suffix(".train.log"))
+        train_seconds += run_module("fmc.train", f"data.root={h5}", f"content={content}",
+                                    f"seed={member_seed}", "logger=none",
+                                    f"trainer.max_time={max_time(minutes * 60 / members)}",
+                                    "trainer.enable_progress_bar=false", f"hydra.run.dir={folder}",
+                                    *overrides, log=folder.with_suffix(".train.log"))
         metrics = json.loads((folder / "metrics.json").read_text())
         checkpoints.append(metrics.get("best/checkpoint") or metrics["last_checkpoint"])
         steps += int(metrics.get("global_step") or 0)
     ckpt = checkpoints[0] if members == 1 else "[" + ",".join(checkpoints) + "]"
-    fmc("fmc.predict", f"ckpt={ckpt}", f"input={test_list}", f"output={out / 'pred'}",
-        "progress=false", "batch_size=4", log=out.with_suffix(".predict.log"))
-    fmc("fmc.evaluate", f"raw={raw}", f"pred={out / 'pred'}", f"split_list={test_list}",
-        f"out={out / 'eval'}", log=out.with_suffix(".evaluate.log"))
-    score, volumes = mean_n_ssim(out / "eval", content)
+    run_module("fmc.predict", f"ckpt={ckpt}", f"input={test_list}", f"output={out / 'pred'}",
+               "progress=false", "batch_size=4", log=out.with_suffix(".predict.log"))
+    score, volumes = evaluate(raw, test_list, content, out)
     row = {"trainer": "fmc", "test_n_ssim": score, "volumes": volumes,
            "in_training_test_n_ssim": metrics.get("test/n_ssim"),
            "steps": steps, "train_wall_s": round(train_seconds, 1),
@@ -155,13 +138,11 @@ def run_fmc(raw: Path, h5: Path, content: str, seed: int, minutes: float, overri
 def run_peer(peer: Path, raw: Path, h5: Path, content: str, seed: int, minutes: float,
              eval_every: float, out: Path) -> dict:
     test_list = h5 / "lists" / f"all_{content}_test.csv"
-    train_seconds = run([sys.executable, str(peer), "--raw", str(raw), "--lists", str(h5 / "lists"),
-                         "--content", content, "--minutes", f"{minutes:g}", "--eval-every",
-                         f"{eval_every:g}", "--seed", str(seed), "--out", str(out)],
-                        out.with_suffix(".train.log"))
-    fmc("fmc.evaluate", f"raw={raw}", f"pred={out / 'pred'}", f"split_list={test_list}",
-        f"out={out / 'eval'}", log=out.with_suffix(".evaluate.log"))
-    score, volumes = mean_n_ssim(out / "eval", content)
+    train_seconds = run_logged([sys.executable, str(peer), "--raw", str(raw), "--lists",
+                                str(h5 / "lists"), "--content", content, "--minutes",
+                                f"{minutes:g}", "--eval-every", f"{eval_every:g}", "--seed",
+                                str(seed), "--out", str(out)], out.with_suffix(".train.log"))
+    score, volumes = evaluate(raw, test_list, content, out)
     result = json.loads((out / "result.json").read_text())
     return {"trainer": "peer", "test_n_ssim": score, "volumes": volumes,
             "peer_own_test_mean": result.get("test_mean"), "steps": result.get("steps"),
@@ -172,24 +153,23 @@ def summary_table(results: Path) -> str:
     """Markdown table of ``results.jsonl``: per set and configuration, each RWTH-GE's test N_SSIM,
     the mean, and the ratio to the peer's mean at the same budget (latest row per seed)."""
     latest: dict[tuple, dict] = {}
-    for line in results.read_text().splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(results):
         latest[(row["set"], row["content"], row["minutes"], row["label"], row["seed"])] = row
     groups: dict[tuple, list[dict]] = {}
     for (set_, content, minutes, label, _), row in sorted(latest.items(), key=lambda kv: str(kv[0])):
         groups.setdefault((set_, content, minutes, label), []).append(row)
     means = {key: sum(r["test_n_ssim"] for r in rows) / len(rows) for key, rows in groups.items()}
-    lines = ["| set | content | budget | trainer | per seed: test N_SSIM (steps) | mean | "
-             "ratio to peer |", "|---|---|---|---|---|---|---|"]
+    table = []
     for key, rows in groups.items():
         set_, content, minutes, label = key
         peer = means.get((set_, content, minutes, "peer"))
         ratio = f"{means[key] / peer:.2f}" if peer and label != "peer" else "-"
         seeds = ", ".join(f"s{r['seed']} {r['test_n_ssim']:+.4f} ({r['steps']})"
                           for r in sorted(rows, key=lambda r: r["seed"]))
-        lines.append(f"| {set_} | {content} | {minutes:g} min | {label} | {seeds} | "
-                     f"{means[key]:+.4f} | {ratio} |")
-    return "\n".join(lines)
+        table.append((set_, content, f"{minutes:g} min", label, seeds, f"{means[key]:+.4f}",
+                      ratio))
+    return markdown_table(("set", "content", "budget", "trainer", "per seed: test N_SSIM (steps)",
+                           "mean", "ratio to peer"), table)
 
 
 def main() -> None:
@@ -238,8 +218,7 @@ def main() -> None:
                    "seed": seed, "label": args.label if _ == "fmc" else "peer",
                    "overrides": shlex.join(overrides) if _ == "fmc" else "", **job()}
             rows.append(row)
-            with (out / "results.jsonl").open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
+            append_jsonl(out / "results.jsonl", row)
             print(f"{row['label']:>24} seed {seed}: test N_SSIM {row['test_n_ssim']:+.4f} "
                   f"({row['volumes']} volumes, {row['steps']} steps, "
                   f"{row['train_wall_s']:.0f} s)", flush=True)

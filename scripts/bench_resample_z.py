@@ -13,7 +13,6 @@ studies' (docs/synthetic.md), so a factor of 2 shows it the Z step it was traine
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchtools import REPO, read_jsonl, table_header  # noqa: E402
+
 from fmc.core.locations import embedded_h5_dir  # noqa: E402
 
 
@@ -38,9 +38,10 @@ def main() -> None:
     import h5py
 
     from fmc.evaluation.metrics import n_ssim
-    from fmc.evaluation.volume_scoring import predict_h5_volume
-    from fmc.inference.prediction import load_model
+    from fmc.evaluation.volume_scoring import scoring_settings
+    from fmc.inference.volume_prediction import predict_volume
     from fmc.io.h5 import RAW_IMAGE, read_attrs, write_h5
+    from fmc.models.checkpoint import load_fusion_module
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--label", default="head")
@@ -50,12 +51,13 @@ def main() -> None:
                         default=REPO / "docs" / "data" / "bench_loso_results.jsonl")
     parser.add_argument("--h5", type=Path, default=embedded_h5_dir())
     args = parser.parse_args()
-    rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["label"] == args.label and r["holdout"] == args.holdout]
-    print(f"| content | volume | as is | Z × {args.factor:g} |\n|---|---|---|---|")
+    rows = [r for r in read_jsonl(args.results)
+            if r["label"] == args.label and r["holdout"] == args.holdout]
+    print(table_header("content", "volume", "as is", f"Z × {args.factor:g}"))
+    settings = scoring_settings(0.5, 2)  # fmc.predict's window, as training's validation
     with tempfile.TemporaryDirectory() as scratch:
         for row in rows:
-            model = load_model(row["checkpoint"])
+            model = load_fusion_module(row["checkpoint"])
             native, fine = [], []
             for name in row["volumes"]:
                 angle = args.h5 / name
@@ -69,8 +71,8 @@ def main() -> None:
                 attrs = {k: v for k, v in attrs.items() if k != "fmc_complete"}
                 attrs.update(spacing_zyx=spacing, shape=list(up.shape))
                 path = write_h5(Path(scratch) / name, {RAW_IMAGE: up}, attrs)
-                as_is = n_ssim(predict_h5_volume(model, angle), target, view)
-                resampled = n_ssim(zoom_back(predict_h5_volume(model, path), view.shape[0]),
+                as_is = n_ssim(predict_volume(model, angle, settings), target, view)
+                resampled = n_ssim(zoom_back(predict_volume(model, path, settings), view.shape[0]),
                                    target, view)
                 native.append(as_is)
                 fine.append(resampled)

@@ -28,20 +28,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchtools import machine, run_measured  # noqa: E402
+from benchtools import machine, max_time, run_measured, table_header, train_config  # noqa: E402
 
 
 def composed(extra: list[str]):
     """The training config fmc.train would use here (CPU profile applied)."""
-    from hydra import compose, initialize_config_dir
-
-    from fmc.core.cli import CONFIG_DIR
     from fmc.training.profile import choose_profile
 
-    profile = f"profile={choose_profile(extra)}"
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[profile, *extra])
-    return cfg
+    return train_config([f"profile={choose_profile(extra)}", *extra])
 
 
 def bare_loop(cfg, seconds: float, channels_last: bool | None = None, threads: int | None = None
@@ -107,8 +101,7 @@ def main() -> None:
           f"patch {list(cfg.data.patch_size)}, batch {cfg.data.batch_size}, channels "
           f"{list(cfg.channels.list)}, loss {cfg.loss.name}, channels_last "
           f"{cfg.model.channels_last}")
-    print("| loop | steps | seconds per step | ratio to bare |")
-    print("|---|---|---|---|")
+    print(table_header("loop", "steps", "seconds per step", "ratio to bare"))
     if not args.bare_only:
         fmc_train(args, bare)
     print(f"| bare loop (data in memory) | - | {bare:.4f} | 1.000 |", flush=True)
@@ -121,11 +114,10 @@ def main() -> None:
 
 def fmc_train(args, bare: float) -> None:
     """Run fmc.train for ``args.minutes`` and print its row (amortised seconds per step)."""
-    seconds = int(args.minutes * 60)
     with tempfile.TemporaryDirectory() as folder:
         wall, peak, _ = run_measured(
             [sys.executable, "-m", "fmc.train", "content=nucleus",
-             f"trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",
+             f"trainer.max_time={max_time(int(args.minutes * 60))}",
              "trainer.enable_progress_bar=false", f"hydra.run.dir={folder}", *args.extra])
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
     fmc_step = metrics["seconds_per_step"]

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchtools import dims, zyx_argument  # noqa: E402
 
 from fmc.simulation.synth import write_pair  # noqa: E402
 
@@ -28,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", type=int, default=1)
     parser.add_argument("--content", default="nucleus")
-    parser.add_argument("--shape", type=int, nargs=3, default=[222, 731, 860])
+    zyx_argument(parser, "--shape", (222, 731, 860))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
@@ -38,7 +39,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         size_mb = sum(p.stat().st_size for p in paths) / 1e6
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
-    print(f"study {args.study} {args.content} {'×'.join(map(str, args.shape))}: "
+    print(f"study {args.study} {args.content} {dims(args.shape)}: "
           f"{elapsed:.1f} s, peak RSS {peak_gb:.2f} GB, files {size_mb:.0f} MB "
           f"({os.cpu_count()} cores, {platform.python_version()})")
 

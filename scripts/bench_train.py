@@ -15,8 +15,10 @@ import argparse
 import re
 import sys
 import tempfile
+from pathlib import Path
 
-from benchtools import machine, run_measured
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchtools import machine, run_measured, table_header  # noqa: E402
 
 
 def profiled_seconds(report: str, action: str) -> tuple[float, int]:
@@ -46,8 +48,8 @@ def main() -> None:
              f"hydra.run.dir={folder}", *args.extra])
     loading, fetches = profiled_seconds(output, "train_dataloader_next")
     stepping, steps = profiled_seconds(output, "run_training_batch")
-    print("| configuration | steps | loading | training batches | loading share | peak RSS |")
-    print("|---|---|---|---|---|---|")
+    print(table_header("configuration", "steps", "loading", "training batches", "loading share",
+                       "peak RSS"))
     print(f"| CPU demo defaults {' '.join(args.extra)} | {steps} | {loading:.1f} s | "
           f"{stepping:.1f} s | {100 * loading / (loading + stepping):.1f} % | {peak:.2f} GB |")
     print(f"(whole command {seconds:.0f} s, {fetches} batch fetches)")

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchtools import REPO, max_time, run_module  # noqa: E402
+
 from fmc.core.locations import embedded_tiff_dir  # noqa: E402
 
 OUT = Path("outputs/demo")
@@ -28,13 +28,8 @@ OUT = Path("outputs/demo")
 
 def run(*args: str) -> None:
     """Echo and run ``python -m <args>`` from the repository root; stop the demo if it fails."""
-    command = [sys.executable, "-m", *args]
-    print(f"\n$ python -m {' '.join(shlex.quote(a) for a in args)}", flush=True)
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, check=False)
-    if result.returncode != 0:
-        sys.exit(f"demo: step failed with exit code {result.returncode}")
-    print(f"({time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"\n$ python -m {shlex.join(args)}", flush=True)
+    print(f"({run_module(*args):.0f} s)", flush=True)
 
 
 def main() -> None:
@@ -45,11 +40,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=4.0, help="training time per model")
     args = parser.parse_args()
     start = time.perf_counter()
-    seconds = int(args.minutes * 60)
-    budget = f"00:00:{seconds // 60:02d}:{seconds % 60:02d}"
+    budget = max_time(int(args.minutes * 60))
     sweep = OUT / "sweep"
     shutil.rmtree(REPO / sweep, ignore_errors=True)  # a fresh sweep: no stale checkpoints or scores
-    # No input= / raw= given: the commands use the embedded synthetic dataset, synthesized on
+    # No input= given: the commands use the embedded synthetic dataset, synthesized on
     # first use into $FMC_DATA (default ~/.cache/fmc/data), whatever the current folder.
     print(f"embedded dataset: {embedded_tiff_dir()} (set FMC_DATA to move it)", flush=True)
     run("fmc.prepare", "workers=2", "progress=false")

@@ -13,20 +13,19 @@ with its score. Prints the scores.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchtools import run_module  # noqa: E402
 
 
 def predict(ckpt: str, view: Path, out: Path) -> Path:
-    """``fmc.predict`` of one view into ``out``; the written prediction."""
-    subprocess.run([sys.executable, "-m", "fmc.predict", f"ckpt={ckpt}", f"input={view}",
-                    f"output={out}", "progress=false", "batch_size=4"], cwd=REPO, check=True,
-                   capture_output=True)
+    """``fmc.predict`` of one view into ``out`` (its output in ``out``.log); the written
+    prediction."""
+    run_module("fmc.predict", f"ckpt={ckpt}", f"input={view}", f"output={out}", "progress=false",
+               "batch_size=4", log=out.with_suffix(".log"))
     return out / view.name
 
 

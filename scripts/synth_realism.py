@@ -24,14 +24,14 @@ With ``--out`` the table replaces the block between the realism markers in that 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchtools import dims, table_header, write_marked_block  # noqa: E402
 
 from fmc.core.studies import CONTENTS, STUDIES  # noqa: E402
 from fmc.evaluation.metrics import GaussianFilteredVolume, n_ssim_from, ssim_against  # noqa: E402
@@ -92,10 +92,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="markdown file whose realism block to replace")
     args = parser.parse_args()
 
-    lines = ["| study | content | shape (ZYX) | spacing µm | SSIM(view, fused) | best σ (vox) | "
-             "best blur N_SSIM | N_SSIM σ=0.5 | SSIM near half | SSIM far half | "
-             "max \\|fused−view\\| where w=1 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [table_header("study", "content", "shape (ZYX)", "spacing µm", "SSIM(view, fused)",
+                          "best σ (vox)", "best blur N_SSIM", "N_SSIM σ=0.5", "SSIM near half",
+                          "SSIM far half", "max \\|fused−view\\| where w=1")]
     failures = []
     started = time.perf_counter()
     for size in args.sizes:
@@ -109,7 +108,7 @@ def main() -> None:
                 near = float(np.mean([r[4] for r in rows]))
                 far = float(np.mean([r[5] for r in rows]))
                 error = max(r[6] for r in rows)
-                line = (f"| {study} | {content} | {'×'.join(map(str, shape))} | "
+                line = (f"| {study} | {content} | {dims(shape)} | "
                         f"{'/'.join(f'{s:g}' for s in spacing)} | {ssim_input:.3f} | "
                         f"{SIGMAS[best]:g} | {mean_n[best]:+.3f} | {mean_n[1]:+.3f} | "
                         f"{near:.3f} | {far:.3f} | {error if error >= 0 else '-'} |")
@@ -130,13 +129,11 @@ def main() -> None:
               f"{'; '.join(failures)}")
     print(footer)
     if args.out:
-        text = args.out.read_text() if args.out.exists() else f"{BEGIN}\n{END}\n"
         command = ("`.venv/bin/python scripts/synth_realism.py " +
                    f"--pairs {args.pairs} --sizes {' '.join(args.sizes)} --seed {args.seed} "
                    f"--out {args.out}`")
-        block = f"{BEGIN}\n{command}\n\n" + "\n".join(lines) + f"\n{footer}\n{END}"
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-        args.out.write_text(text)
+        write_marked_block(args.out, BEGIN, END, f"{command}\n\n" + "\n".join(lines) +
+                           f"\n{footer}")
     sys.exit(1 if failures else 0)
 
 

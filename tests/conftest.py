@@ -245,6 +245,13 @@ def assert_imagej_readable(path: Path, spacing_zyx) -> None:
         assert pages[0].dtype in (np.uint16, np.float32)
 
 
+def export_package(source: Path, output: Path) -> Path:
+    """``python -m fmc.registry input=SOURCE output=OUTPUT`` in-process: the package written."""
+    result = run_in_process("fmc.registry", f"input={source}", f"output={output}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.value
+
+
 def trained_looking_checkpoint(path: Path, seed: int = 0, **hparams) -> Path:
     """A checkpoint whose network is not the identity (random weights everywhere, from ``seed``)."""
     import lightning as L

@@ -32,12 +32,12 @@ def test_an_ensemble_shares_the_budget_and_is_predicted_as_one(tmp_path: Path, m
             (folder / "metrics.json").write_text(json.dumps(
                 {"best/checkpoint": str(folder / f"seed{keys['seed']}.ckpt"), "global_step": 50}))
         if args[0] == "fmc.evaluate":
-            (Path(keys["out"])).mkdir(parents=True)
-            (Path(keys["out"]) / "summary.csv").write_text(
+            (Path(keys["output"])).mkdir(parents=True)
+            (Path(keys["output"]) / "summary.csv").write_text(
                 "method,study,content,mean_n_ssim,n_scored\nprediction,all,nucleus,0.25,5\n")
         return 10.0
 
-    monkeypatch.setattr(recipe, "fmc", fake_fmc)
+    monkeypatch.setattr(recipe, "run_module", fake_fmc)
     row = recipe.run_fmc(tmp_path / "raw", tmp_path / "h5", "nucleus", 2, 3.0, ["model.lr=0.001"],
                          tmp_path / "run", members=3)
     trains = [c for c in calls if c[0] == "fmc.train"]

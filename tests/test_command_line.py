@@ -85,3 +85,31 @@ def test_a_key_added_to_an_open_mapping_passes_the_check():
 def test_options_keep_their_values_when_the_command_line_is_split():
     assert split_command_line(["--cfg", "job", "a=1", "-m", "b=2"]) == (
         ["--cfg", "job", "-m"], ["a=1", "b=2"])
+
+
+def test_every_renamed_key_is_refused_with_its_new_spelling():
+    from fmc.core.command_line import RENAMED_KEYS
+
+    for config_name, renamed in RENAMED_KEYS.items():
+        for old, new in renamed.items():
+            with pytest.raises(FmcConfigError) as refused:
+                check_command_line(CONFIG_DIR, config_name, f"fmc.{config_name}",
+                                   ["fmc", f"{old}=x"])
+            assert str(refused.value) == (f'{old}=x: this key is now {new}= (fmc.{config_name}); '
+                                          'see docs/design.md "Words"')
+            # The new key exists in the command's config.
+            check_command_line(CONFIG_DIR, config_name, f"fmc.{config_name}", ["fmc", f"{new}=x"])
+
+
+@pytest.mark.parametrize("command,arguments,expected", [
+    ("fmc.evaluate", ["pred=x"],
+     'pred=x: this key is now prediction= (fmc.evaluate); see docs/design.md "Words"'),
+    ("fmc.train", ["ckpt_path=last"], "ckpt_path=last: this key is now ckpt= (fmc.train)"),
+    ("fmc.registry", ["export", "sweep", "out=models.zip"],
+     "export sweep: fmc.registry takes key=value settings only: python -m fmc.registry "
+     "input=SWEEP_OR_MODELS output=models.zip"),
+])
+def test_an_old_spelling_is_one_line_and_no_folder(tmp_path: Path, command, arguments, expected):
+    result = run_command(command, *arguments, cwd=tmp_path, timeout=120)
+    assert expected in one_line_error(result)
+    assert list(tmp_path.iterdir()) == []

@@ -301,7 +301,7 @@ EVALUATE_VALUES = [["baseline=gaussian", "sigma=-1"], ["baseline=gaussian", "sig
     "baseline=gaussian sigma=sweep sigma_sweep=[]")))
 def test_evaluate_config_values(values, raw_folder, tmp_path: Path):
     pred = fused_as_predictions(raw_folder, tmp_path / "pred")
-    corpus_run("fmc.evaluate", f"raw={raw_folder}", f"pred={pred}", f"out={tmp_path / 'scores'}",
+    corpus_run("fmc.evaluate", f"input={raw_folder}", f"prediction={pred}", f"output={tmp_path / 'scores'}",
                "progress=false", *values, inputs=[raw_folder, pred], cwd=tmp_path)
 
 
@@ -328,7 +328,7 @@ SYNTH_SLOW = ("optics.no_such_key=1", "fusion.blend_width=abc", "shape=[-16,32,3
 
 @pytest.mark.parametrize("values", cases(SYNTH_VALUES, SYNTH_SLOW))
 def test_synth_config_values(values, tmp_path: Path):
-    corpus_run("fmc.synth", f"out={tmp_path / 'o'}", "shape=[16,32,32]", "scale=6", *values,
+    corpus_run("fmc.synth", f"output={tmp_path / 'o'}", "shape=[16,32,32]", "scale=6", *values,
                inputs=[], cwd=tmp_path)
 
 
@@ -338,18 +338,18 @@ REPORT_VALUES = [["runs=abc"], ["runs=[[1]]"], ["montage_max_images=-1"], ["mont
 
 @pytest.mark.parametrize("values", cases(REPORT_VALUES, ("runs=[[1]]", "montage_images=abc")))
 def test_report_config_values(values, sweep, tmp_path: Path):
-    corpus_run("fmc.report", f"sweep={sweep}", f"out={tmp_path / 'report'}", *values,
+    corpus_run("fmc.report", f"sweep={sweep}", f"output={tmp_path / 'report'}", *values,
                inputs=[sweep], cwd=tmp_path)
 
 
-EXPORT_VALUES = [["format=xyz"], ["tile=[1,2]"], ["tile=abc"], ["tile=[0,0,0]"],
-                 ["tile=[-16,32,32]"], ["tile=[1,1,1]"], ["format=onnx"]]
+EXPORT_VALUES = [["format=xyz"], ["patch=[1,2]"], ["patch=abc"], ["patch=[0,0,0]"],
+                 ["patch=[-16,32,32]"], ["patch=[1,1,1]"], ["format=onnx"]]
 
 
-@pytest.mark.parametrize("values", cases(EXPORT_VALUES, ("tile=[-16,32,32]", "tile=[1,1,1]",
+@pytest.mark.parametrize("values", cases(EXPORT_VALUES, ("patch=[-16,32,32]", "patch=[1,1,1]",
                                                       "format=onnx")))
 def test_export_config_values(values, ckpt, tmp_path: Path):
-    corpus_run("fmc.export", f"ckpt={ckpt}", f"out={tmp_path / 'model.pt'}", *values,
+    corpus_run("fmc.export", f"ckpt={ckpt}", f"output={tmp_path / 'model.pt'}", *values,
                inputs=[ckpt.parent], cwd=tmp_path)
 
 
@@ -459,7 +459,7 @@ def test_evaluate_malformed_files(kind, role, raw_folder, tmp_path: Path, restor
     """``raw``: the bad file is a view (beside a good fused file of its name) in the raw folder;
     ``pred``: it is a prediction. The .csv is given as split_list=."""
     pred = fused_as_predictions(raw_folder, tmp_path / "pred")
-    args = [f"raw={raw_folder}", f"pred={pred}", f"out={tmp_path / 'scores'}", "progress=false"]
+    args = [f"input={raw_folder}", f"prediction={pred}", f"output={tmp_path / 'scores'}", "progress=false"]
     if kind == "garbage_csv":
         if role == "pred":
             pytest.skip("a split list has no prediction role")

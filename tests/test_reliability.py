@@ -234,7 +234,7 @@ def test_prepare_into_an_unwritable_folder(pair, tmp_path: Path):
     ("study=abc", "unknown study 'abc'"),
 ])
 def test_synth_bad_values(tmp_path: Path, override, message):
-    result = run_in_process("fmc.synth", f"out={tmp_path / 'o'}", "shape=[24,48,48]", override,
+    result = run_in_process("fmc.synth", f"output={tmp_path / 'o'}", "shape=[24,48,48]", override,
                             cwd=tmp_path)
     assert_user_error(result, message)
     assert not (tmp_path / "o").exists()
@@ -243,14 +243,14 @@ def test_synth_bad_values(tmp_path: Path, override, message):
 def test_synth_into_an_unwritable_folder(tmp_path: Path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    result = run_in_process("fmc.synth", f"out={blocker / 'o'}", "shape=[24,48,48]", "scale=3",
+    result = run_in_process("fmc.synth", f"output={blocker / 'o'}", "shape=[24,48,48]", "scale=3",
                             cwd=tmp_path)
     assert_user_error(result, "a_file/o", "cannot write there")
 
 
 @pytest.mark.parametrize("command, args", [
     ("fmc.train", ["hydra.run.dir={blocker}/run"]),
-    ("fmc.synth", ["--multirun", "out={tmp}/o", "hydra.sweep.dir={blocker}/sweep"]),
+    ("fmc.synth", ["--multirun", "output={tmp}/o", "hydra.sweep.dir={blocker}/sweep"]),
 ])
 def test_a_run_folder_under_a_file_is_a_user_error(tmp_path: Path, command, args):
     """Hydra makes its run folder before fmc's code runs: checked by fmc.run_folder."""
@@ -413,7 +413,7 @@ def test_train_refuses_a_checkpoint_it_cannot_resume(h5_root: Path, tmp_path: Pa
     else:
         path.write_text("not a checkpoint")
     run = tmp_path / "run"
-    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", f"ckpt_path={path}",
+    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", f"ckpt={path}",
                             run_dir=run)
     assert_user_error(result, str(path), message)
     if kind == "other_network":
@@ -430,11 +430,11 @@ def test_evaluate_bad_raw_volumes(pair, view, tmp_path: Path, kind):
     out = tmp_path / "out"
     if kind == "unwritable_out":
         out.write_text("a file")
-        expected = (f"out={out}", "cannot write there")
+        expected = (f"output={out}", "cannot write there")
     else:
         write_bad_volume(kind, raw / pair[0].name, view)
         expected = (pair[0].name, {**UNREADABLE, **NAN}[kind])
-    result = run_in_process("fmc.evaluate", f"raw={raw}", f"out={out}", "baseline=identity",
+    result = run_in_process("fmc.evaluate", f"input={raw}", f"output={out}", "baseline=identity",
                             "progress=false", cwd=tmp_path)
     assert_user_error(result, *expected)
     if kind == "unwritable_out":
@@ -452,7 +452,7 @@ def test_evaluate_constant_or_unlabelled_pairs_are_scored_with_a_status(pair, vi
     tifffile.imwrite(raw / "image_1_nucleus_angle.tif", view)  # no metadata at all
     tifffile.imwrite(raw / "image_1_nucleus_fused.tif", read_volume(pair[1])[0])
     out = tmp_path / "out"
-    result = run_in_process("fmc.evaluate", f"raw={raw}", f"out={out}", "baseline=gaussian",
+    result = run_in_process("fmc.evaluate", f"input={raw}", f"output={out}", "baseline=gaussian",
                             "progress=false", cwd=tmp_path)
     assert result.returncode == 0, output_of(result)[-3000:]
     rows = (out / "per_image.csv").read_text()
@@ -507,7 +507,7 @@ def test_report_lists_a_broken_run_and_names_a_broken_summary(tmp_path: Path):
     result = run_in_process("fmc.report", f"sweep={sweep}", "montage=false", cwd=tmp_path)
     assert_user_error(result, "summary.csv: not an fmc.evaluate summary")
     (scores / "summary.csv").unlink()
-    result = run_in_process("fmc.report", f"sweep={sweep}", f"out={blocker / 'r'}",
+    result = run_in_process("fmc.report", f"sweep={sweep}", f"output={blocker / 'r'}",
                             "montage=false", cwd=tmp_path)
     assert_user_error(result, "a_file/r", "cannot write there")
 
@@ -631,7 +631,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(h5_root: Path,
                                                                         tmp_path: Path):
-    """Kill after the first checkpoints, resume with ckpt_path=last: same weights, bit for bit.
+    """Kill after the first checkpoints, resume with ckpt=last: same weights, bit for bit.
 
     Each tiny epoch is one step, so every step ends with a validation and a last.ckpt.
     """
@@ -654,7 +654,7 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(h5_root:
     kill_when(process, lambda: saved_step() >= 2, log)
     killed_at = saved_step()
     assert 2 <= killed_at < steps, killed_at
-    resumed = fmc("fmc.train", *args, f"hydra.run.dir={run}", "ckpt_path=last", cwd=tmp_path)
+    resumed = fmc("fmc.train", *args, f"hydra.run.dir={run}", "ckpt=last", cwd=tmp_path)
     assert resumed.returncode == 0, output_of(resumed)[-3000:]
     assert f"resuming from {last} (step {killed_at})" in output_of(resumed)
     assert saved_step() == steps
@@ -723,7 +723,7 @@ def test_train_refuses_to_resume_from_a_checkpoint_that_would_run_code(h5_root: 
     marker = tmp_path / "PWNED"
     evil = hostile_checkpoint(tmp_path / "last.ckpt", marker)
     run = tmp_path / "run"
-    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", f"ckpt_path={evil}",
+    result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", f"ckpt={evil}",
                             run_dir=run, env=UNSAFE_ENV)
     _refused(result, evil, marker)
     assert not (run / "checkpoints").exists()

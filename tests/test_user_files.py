@@ -129,20 +129,20 @@ def test_export_never_writes_over_the_checkpoint_or_a_foreign_file(tmp_path: Pat
                (foreign, "a file fmc did not write is there"), (tmp_path / "models", "a folder")]
     for out, message in refused:
         assert_user_error(run_in_process("fmc.export", f"ckpt={checkpoint}",
-                                         "format=torchscript", f"out={out}"), message)
+                                         "format=torchscript", f"output={out}"), message)
     assert tree_hashes(tmp_path) == before
 
 
 def test_a_failed_export_leaves_the_earlier_one(tmp_path: Path, checkpoint: Path,
                                                 monkeypatch: pytest.MonkeyPatch):
     out = tmp_path / "export" / "tiny.pt"
-    first = run_in_process("fmc.export", f"ckpt={checkpoint}", "format=torchscript", f"out={out}")
+    first = run_in_process("fmc.export", f"ckpt={checkpoint}", "format=torchscript", f"output={out}")
     assert first.returncode == 0, first.stderr
-    again = run_in_process("fmc.export", f"ckpt={checkpoint}", "format=torchscript", f"out={out}")
+    again = run_in_process("fmc.export", f"ckpt={checkpoint}", "format=torchscript", f"output={out}")
     assert again.returncode == 0, again.stderr  # fmc's own earlier export: replaced
     before = tree_hashes(tmp_path)
     monkeypatch.setattr("fmc.inference.export.TOLERANCE", -1.0)  # every check fails
-    failed = run_in_process("fmc.export", f"ckpt={checkpoint}", "format=torchscript", f"out={out}")
+    failed = run_in_process("fmc.export", f"ckpt={checkpoint}", "format=torchscript", f"output={out}")
     assert_user_error(failed, "differs from the checkpoint", "nothing written")
     assert tree_hashes(tmp_path) == before
     assert not list(out.parent.glob(".*.part"))
@@ -154,14 +154,14 @@ def test_synth_and_prepare_never_replace_a_file_they_did_not_write(tmp_path: Pat
     # regenerate them. Its own earlier pairs it may write again.
     own = tmp_path / "synthetic"
     args = ["study=2", "content=nucleus", "n=1", "shape=[24,48,48]", "scale=3"]
-    assert run_in_process("fmc.synth", *args, f"out={own}").returncode == 0
-    assert run_in_process("fmc.synth", *args, f"out={own}").returncode == 0
+    assert run_in_process("fmc.synth", *args, f"output={own}").returncode == 0
+    assert run_in_process("fmc.synth", *args, f"output={own}").returncode == 0
     real = tmp_path / "recordings"
     real.mkdir()
     (real / "image_0_nucleus_angle.tif").write_bytes(
         (raw_folder / "image_0_nucleus_angle.tif").read_bytes())
     before = tree_hashes(tmp_path)
-    result = run_in_process("fmc.synth", *args, f"out={real}")
+    result = run_in_process("fmc.synth", *args, f"output={real}")
     assert_user_error(result, "image_0_nucleus_angle.tif: a file fmc did not write is there")
     assert tree_hashes(tmp_path) == before
     # fmc.prepare: an H5 of the same name that fmc did not write is reported and kept.

@@ -96,7 +96,8 @@ def _fail(command: str, message: str) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
-def hydra_entry(config_name: str, command: str) -> Callable[[Callable[[DictConfig], Any]], Callable]:
+def hydra_entry(config_name: str, command: str, help_text: Callable[[], str] | None = None
+                ) -> Callable[[Callable[[DictConfig], Any]], Callable]:
     """``hydra.main`` on fmc's ``conf/`` folder, with :func:`report_user_errors`.
 
     Called without a config (``main()``, as ``python -m`` does), the command line first gets the
@@ -111,6 +112,9 @@ def hydra_entry(config_name: str, command: str) -> Callable[[Callable[[DictConfi
         Primary config file in ``conf/`` (without ``.yaml``).
     command : str
         Module name shown in messages, e.g. ``fmc.evaluate``.
+    help_text : callable, optional
+        Text printed after Hydra's own ``--help`` (the command's named choices, listed from
+        their registries by the entry point: core imports nothing of fmc).
     """
     import hydra
 
@@ -131,6 +135,11 @@ def hydra_entry(config_name: str, command: str) -> Callable[[Callable[[DictConfi
                 if verbose():
                     raise
                 _fail(command, str(error))
+            if help_text is not None and {"--help", "-h"} & set(sys.argv[1:]):
+                try:
+                    return hydra_main()
+                finally:
+                    print(help_text())
             return hydra_main()
 
         return entry

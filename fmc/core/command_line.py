@@ -4,7 +4,9 @@ Hydra answers a mistyped key with its own multi-line message and exit code 1 (an
 with a traceback later, when Lightning or the module refuses the argument), after it has made
 the run folder. :func:`check_command_line` composes the config first, as Hydra will, and turns
 each such mistake into fmc's one line naming the key and the nearest valid keys, exit code 2,
-before any folder exists.
+before any folder exists. A key spelled as it was before the commands shared one vocabulary
+(``out=``, ``raw=``, ``pred=``, ...: :data:`RENAMED_KEYS`, the one table of them) gets one line
+naming the key that replaced it.
 
 ``FMC_OVERRIDES`` (:func:`with_extra_overrides`) appends overrides to every command, and
 ``FMC_OVERRIDES_<VERB>`` (``FMC_OVERRIDES_TRAIN``, ...) to one command: the one way to run a
@@ -32,6 +34,22 @@ _VALUE_OPTIONS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--c
 _INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 # Options after which Hydra only prints: nothing to check.
 _HELP_OPTIONS = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc"}
+
+# Keys renamed so that every command says the same thing with the same word (docs/design.md,
+# "Words"): per command (its config name), each old spelling and the key that replaced it. An
+# old spelling is refused with one line naming its new key, before Hydra composes.
+RENAMED_KEYS: dict[str, dict[str, str]] = {
+    "evaluate": {"raw": "input", "pred": "prediction", "out": "output"},
+    "report": {"raw": "input", "out": "output"},
+    "synth": {"out": "output"},
+    "export": {"out": "output", "tile": "patch"},
+    "train": {"ckpt_path": "ckpt", "logger.kind": "logger.name"},
+    "registry": {"out": "output", "source": "input"},
+}
+# Commands that once took words that are not key=value: what they are now.
+_FORMER_USAGES = {"registry": "python -m fmc.registry input=SWEEP_OR_MODELS output=models.zip "
+                              "(action=export is the default)"}
+_WORDS = 'see docs/design.md "Words"'
 
 
 def split_command_line(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -82,27 +100,28 @@ def check_command_line(config_dir: str, config_name: str, command: str,
     """Compose ``config_name`` with the overrides of ``argv`` as Hydra will; a key or option
     that does not exist raises :class:`FmcConfigError` naming it and the nearest valid ones.
 
-    A sweep (``a=1,2``) is checked with its first value. ``+key`` that adds a key fmc does not
-    read (anything but a group, ``hydra.*`` or a ``*kwargs`` mapping) is refused as well: it
-    would reach Lightning's Trainer or fmc's module as an unknown argument.
+    A key renamed for the common vocabulary (:data:`RENAMED_KEYS`) raises naming its new
+    spelling. A sweep (``a=1,2``) is checked with its first value. ``+key`` that adds a key fmc
+    does not read (anything but a group, ``hydra.*`` or a ``*kwargs`` mapping) is refused as
+    well: it would reach Lightning's Trainer or fmc's module as an unknown argument.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
 
     options, overrides = split_command_line(argv[1:])
     if any(option in _HELP_OPTIONS for option in options) or "--experimental-rerun" in options:
         return
+    words = [item for item in overrides if "=" not in item and not item.startswith("~")]
+    if words and config_name in _FORMER_USAGES:
+        raise FmcConfigError(f"{' '.join(words)}: {command} takes key=value settings only: "
+                             f"{_FORMER_USAGES[config_name]}; {_WORDS}")
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as error:
         raise FmcConfigError(f"cannot read the command line: {_first_line(error)}") from None
-    sweeps = [override.input_line for override in parsed if override.is_sweep_override()]
-    if sweeps and not ({"--multirun", "-m"} & set(options)):
-        raise FmcConfigError(f"{sweeps[0]} is a sweep over several values: add --multirun (or -m) "
-                             "to run one job per value, or give one value")
+    _check_spellings_and_sweeps(parsed, options, config_name, command)
     single = [_first_value(override, config_dir) for override in parsed]
     groups = _groups(config_dir)
     added = [o.key_or_group for o in parsed if o.is_add()
@@ -126,14 +145,35 @@ def check_command_line(config_dir: str, config_name: str, command: str,
         if saved is not None:
             global_hydra.initialize(saved)
     for key in added:
-        if OmegaConf.select(base, key) is not None:
-            continue  # + on a key that exists: Hydra refuses it itself, with the fix
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        if parent.split(".")[-1].endswith("kwargs"):
-            continue
-        if parent and OmegaConf.select(base, parent) == {}:
-            continue  # an empty mapping the config leaves open for keys (fmc.synth's optics: {})
-        raise FmcConfigError(_unknown_key_message(key, base, config_name))
+        _check_added_key(key, base, config_name)
+
+
+def _check_spellings_and_sweeps(parsed: list, options: list[str], config_name: str,
+                                command: str) -> None:
+    """Refuse a key's former spelling (:data:`RENAMED_KEYS`) and a sweep without --multirun."""
+    renamed = RENAMED_KEYS.get(config_name, {})
+    for override in parsed:
+        if override.key_or_group in renamed:
+            raise FmcConfigError(f"{override.input_line}: this key is now "
+                                 f"{renamed[override.key_or_group]}= ({command}); {_WORDS}")
+    sweeps = [override.input_line for override in parsed if override.is_sweep_override()]
+    if sweeps and not ({"--multirun", "-m"} & set(options)):
+        raise FmcConfigError(f"{sweeps[0]} is a sweep over several values: add --multirun (or -m) "
+                             "to run one job per value, or give one value")
+
+
+def _check_added_key(key: str, base: Any, config_name: str) -> None:
+    """Refuse ``+key`` on a key fmc does not read (see :func:`check_command_line`)."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.select(base, key) is not None:
+        return  # + on a key that exists: Hydra refuses it itself, with the fix
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    if parent.split(".")[-1].endswith("kwargs"):
+        return
+    if parent and OmegaConf.select(base, parent) == {}:
+        return  # an empty mapping the config leaves open for keys (fmc.synth's optics: {})
+    raise FmcConfigError(_unknown_key_message(key, base, config_name))
 
 
 def _first_value(override: Any, config_dir: str) -> str:

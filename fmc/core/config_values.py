@@ -1,6 +1,6 @@
 """Reading config values a command needs as numbers: one line naming the key when one is not.
 
-Hydra accepts any value for any key (``slab=0``, ``seed=abc``, ``tile=abc``); a command reads
+Hydra accepts any value for any key (``slab=0``, ``seed=abc``, ``patch=abc``); a command reads
 its numbers through these functions, so that a value it cannot use is a
 :class:`~fmc.core.errors.FmcConfigError` naming the key, what to give and the config file,
 instead of a ``ValueError`` deep inside the work.

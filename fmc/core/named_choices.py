@@ -51,11 +51,17 @@ class Registry:
         The config key of a builder's keyword arguments (``"loss.kwargs"``), in messages.
     arguments_where : str, optional
         Where those are set, ``{name}`` replaced by the name (``"conf/loss/{name}.yaml"``).
+    entry_type : type, optional
+        What a name stands for when it is not a builder but a description (the input channels'
+        :class:`fmc.preprocessing.channel_specs.ChannelSpec`): an entry point must load an
+        instance of it. None: a callable builder.
     """
 
     def __init__(self, kind: str, config_key: str, where: str, group: str | None = None,
-                 arguments_key: str | None = None, arguments_where: str | None = None) -> None:
+                 arguments_key: str | None = None, arguments_where: str | None = None,
+                 entry_type: type | None = None) -> None:
         self.kind, self.config_key, self.where, self.group = kind, config_key, where, group
+        self.entry_type = entry_type
         self.arguments_key = arguments_key or f"{config_key}_kwargs"
         self.arguments_where = arguments_where or where
         self._builders: dict[str, Callable] = {}
@@ -82,6 +88,11 @@ class Registry:
 
         return add if builder is None else add(builder)
 
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (registered here or loaded from an entry point): a test's own entry."""
+        for table in (self._builders, self._checks, self._origins):
+            table.pop(name, None)
+
     def _found_entry_points(self, again: bool = False) -> dict[str, metadata.EntryPoint]:
         """The group's entry points not shadowing a registered name (found once, or ``again``)."""
         if self._entry_points is None or again:
@@ -104,9 +115,11 @@ class Registry:
                 f"{self.config_key}={name}: the entry point {name} = {point.value} (group "
                 f"{self.group}) failed to load ({type(error).__name__}: {detail}); reinstall or "
                 "fix the package that declares it") from None
-        if not callable(builder):
+        wanted = self.entry_type
+        if not (isinstance(builder, wanted) if wanted is not None else callable(builder)):
+            what = f"a {wanted.__name__}" if wanted is not None else "callable"
             raise FmcConfigError(f"{self.config_key}={name}: the entry point {name} = "
-                                 f"{point.value} (group {self.group}) is not callable")
+                                 f"{point.value} (group {self.group}) is not {what}")
         self._builders[name] = builder
         self._origins[name] = f"entry point {point.value}"
         check = getattr(builder, "check", None)
@@ -124,6 +137,9 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return name in self.names()
+
+    def __getitem__(self, name: str) -> Any:
+        return self.get(name)
 
     def _place(self) -> str:
         return self.where + (f"; or an entry point of group {self.group}" if self.group else "")

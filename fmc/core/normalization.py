@@ -88,6 +88,36 @@ class VolumeStats:
         return float(self.normalize(np.array(self.maximum)) - self.normalize(np.array(self.minimum)))
 
 
+class NormalizedPlanes:
+    """A volume's percentile-normalised planes, read on demand (float32): the view as
+    ``fmc.prepare`` stores it, for prediction, which never holds a whole normalised volume.
+
+    Parameters
+    ----------
+    volume : VolumeLike
+        The recorded volume, readable in z-slabs.
+    stats : VolumeStats
+        Its whole-volume percentiles.
+    """
+
+    def __init__(self, volume: VolumeLike, stats: VolumeStats) -> None:
+        self.volume, self.stats = volume, stats
+
+    def planes(self, z0: int, z1: int) -> np.ndarray:
+        """Normalised planes ``z0:z1`` (float64 arithmetic, float32 result)."""
+        return self.stats.normalize(read_planes(self.volume, z0, z1)).astype(np.float32)
+
+
+def normalize_float32(volume: VolumeLike, low: float, high: float, slab: int = 32) -> np.ndarray:
+    """``(volume - low) / (high - low)`` as float32, slab by slab; unchanged if high == low."""
+    planes = NormalizedPlanes(volume, VolumeStats(low=low, high=high, minimum=np.nan,
+                                                  maximum=np.nan))
+    result = np.empty(volume.shape, np.float32)
+    for z0, z1 in slab_ranges(int(volume.shape[0]), slab):
+        result[z0:z1] = planes.planes(z0, z1)
+    return result
+
+
 def _order_statistic_positions(count: int, percentiles: Sequence[float]
                                ) -> list[tuple[int, int, np.ndarray]]:
     """Ranks below/above each percentile and the interpolation weight, as numpy computes them.

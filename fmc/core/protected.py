@@ -6,7 +6,7 @@ symbolic link, ``..``, a hard link), lies inside one of them (an OME-Zarr store)
 is refused with one line and exit code 2. An existing target is replaced only when
 ``made_by_fmc(target)`` says fmc wrote it (a prediction of an earlier run, say); anything else
 -- the user's own file, a checkpoint -- is refused, naming it, so that nothing the user owns is
-ever lost to a typo in ``output=`` or ``out=``.
+ever lost to a typo in ``output=``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def refuse_overwriting(target: str | os.PathLike, inputs: Iterable[str | os.Path
     inputs : paths
         What the command reads: its input volumes, checkpoints, sources.
     key : str
-        The config key that named the output (``output``, ``out``), for the message.
+        The config key that named the output (``output``), for the message.
     made_by_fmc : callable, optional
         Whether an existing ``target`` is an output fmc wrote (then it may be replaced). Without
         it, an existing target is refused.

@@ -4,7 +4,7 @@ Lightning restores weights, optimizer and loop counters on resume but not the ra
 generators, and fmc draws its training patches from torch's global generator
 (:mod:`fmc.data.dataset`): without their state a resumed run draws other patches than an
 uninterrupted one. :class:`RandomState` (added to every run by :mod:`fmc.training.fit`) keeps them;
-a run killed and resumed with ``ckpt_path=last`` then ends with the uninterrupted run's weights
+a run killed and resumed with ``ckpt=last`` then ends with the uninterrupted run's weights
 on the same machine and settings (tests/test_reliability.py).
 
 A class at module level, not inside a function: ``ddp_spawn`` pickles the trainer's callbacks.

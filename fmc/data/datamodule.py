@@ -19,20 +19,17 @@ from torch.utils.data import DataLoader
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.studies import AXIS_NAMES, STUDIES
-from fmc.data.dataset import Pair, PatchDataset, check_patch_size
+from fmc.data.dataset import TARGET_DATASET, Pair, PatchDataset, check_patch_size
 from fmc.data.patches import (
-    CHANNELS,
-    TARGET_DATASET,
     axis_indices,
-    channel_name,
     check_rot90_planes,
     default_augment_axes,
     default_rot90_planes,
     plane_indices,
     resolve_flip_axes,
-    scale_channel,
 )
 from fmc.io.h5 import FOREGROUND, read_attrs
+from fmc.preprocessing.channel_specs import CHANNELS, channel_name, channel_scales, scale_channel
 from fmc.preprocessing.splits import read_list
 
 __all__ = ["CHANNELS", "FmcDataModule", "PatchDataset", "check_patch_size", "check_pairs",
@@ -125,7 +122,8 @@ class FmcDataModule(L.LightningDataModule):
         Split lists (``angle.h5;fused.h5`` rows). Only the lists of the stage being set up are
         required; without ``val_list`` there is no validation.
     channels : sequence of str, default ("raw_image", "surface_distance")
-        Input channels (:data:`fmc.data.patches.CHANNELS`); ``in_channels == len(channels)``.
+        Input channels (:data:`fmc.preprocessing.channel_specs.CHANNELS`); ``in_channels ==
+        len(channels)``.
     patch_size : (Z, Y, X), default (64, 256, 256)
     batch_size : int, default 1
     num_workers : int, default 0
@@ -154,8 +152,9 @@ class FmcDataModule(L.LightningDataModule):
     robustness : dict, optional
         Input-only intensity/optics augmentation strengths (:mod:`fmc.data.robustness`), applied to
         training patches when ``augment`` is true.
-    distance_scale_um, light_scale_um : float, default 50, 100
-        tanh scales of ``surface_distance`` and ``light_map``.
+    channel_scales_um : dict, optional
+        tanh scale (µm) of each scaled channel, by name; default: each spec's
+        (:func:`fmc.preprocessing.channel_specs.channel_scales`).
     pin_memory : bool, optional
         Default: True when CUDA is available.
     """
@@ -171,7 +170,7 @@ class FmcDataModule(L.LightningDataModule):
                  flip_axes: Sequence[int | str] | str = "auto",
                  rot90_planes: Sequence[Sequence[int | str] | str] | str = "auto",
                  degradation_axes: Sequence[int | str] | None = None, seed: int = 0,
-                 distance_scale_um: float = 50.0, light_scale_um: float = 100.0,
+                 channel_scales_um: dict[str, float] | None = None,
                  pin_memory: bool | None = None, robustness: dict | None = None):
         super().__init__()
         from fmc.data.robustness import RobustnessAugment
@@ -191,7 +190,7 @@ class FmcDataModule(L.LightningDataModule):
                 rot90_planes=rot90_planes if isinstance(rot90_planes, str) else
                 [list(p) if not isinstance(p, str) else p for p in rot90_planes],
                 degradation_axes=None if degradation_axes is None else list(degradation_axes),
-                seed=seed, distance_scale_um=distance_scale_um, light_scale_um=light_scale_um,
+                seed=seed, channel_scales_um=dict(channel_scales_um or {}),
                 pin_memory=pin_memory, robustness=dict(robustness or {})).items()})
         self.root = Path(root) if root is not None else None
         self.lists = {"train": train_list, "val": val_list, "test": test_list}
@@ -204,7 +203,7 @@ class FmcDataModule(L.LightningDataModule):
         self.augment, self.flip_axes, self.rot90_planes = augment, flip_axes, rot90_planes
         self.degradation_axes = None if degradation_axes is None else axis_indices(degradation_axes)
         self.seed = seed
-        self.distance_scale_um, self.light_scale_um = distance_scale_um, light_scale_um
+        self.channel_scales_um = {**channel_scales(), **dict(channel_scales_um or {})}
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.robustness = robust if augment else None
         self._pairs: dict[str, list[Pair]] = {}
@@ -233,9 +232,10 @@ class FmcDataModule(L.LightningDataModule):
                 raise FmcConfigError(f"data.{key} must be an integer ≥ {low}, got {value!r}")
         if not 0.0 <= float(self.foreground_share) <= 1.0:
             raise FmcConfigError(f"data.foreground_share must be in [0, 1], got {self.foreground_share}")
-        for key in ("distance_scale_um", "light_scale_um"):
-            if not float(getattr(self, key)) > 0:
-                raise FmcConfigError(f"data.{key} must be > 0 µm, got {getattr(self, key)!r}")
+        for name, scale in self.channel_scales_um.items():
+            if not float(scale) > 0:
+                raise FmcConfigError(f"data.{CHANNELS[name].scale_key} must be > 0 µm, got "
+                                     f"{scale!r}")
 
     def _load_split(self, split: str) -> None:
         if split in self._pairs:
@@ -297,7 +297,7 @@ class FmcDataModule(L.LightningDataModule):
         self.validate(stage)
         common = dict(channels=self.channels, patch_size=self.patch,
                       foreground_share=self.foreground_share, seed=self.seed,
-                      distance_scale_um=self.distance_scale_um, light_scale_um=self.light_scale_um)
+                      channel_scales_um=self.channel_scales_um)
         if "train" in self._pairs and "train" not in self.datasets:
             flips, planes = self.augmentation_axes()
             self.datasets["train"] = PatchDataset(
@@ -353,10 +353,9 @@ class FmcDataModule(L.LightningDataModule):
             "channels": list(self.channels),
             "channel_datasets": [CHANNELS[c].dataset for c in self.channels],
             "target": TARGET_DATASET,
-            "channel_scaling": {c: ("none" if CHANNELS[c].scaling == "none" else
-                                    f"tanh(d / {self._scale(c):g} µm)") for c in self.channels},
-            "distance_scale_um": float(self.distance_scale_um),
-            "light_scale_um": float(self.light_scale_um),
+            "channel_scaling": {c: CHANNELS[c].scaling(self.channel_scales_um.get(c))
+                                for c in self.channels},
+            "channel_scales_um": {c: float(s) for c, s in self.channel_scales_um.items()},
             "patch_size": list(self.patch),
             "study": int(study) if isinstance(study, str) and study.isdigit() else study,
             "content": summary("content"),
@@ -366,6 +365,3 @@ class FmcDataModule(L.LightningDataModule):
             "flip_axes": "".join(AXIS_NAMES[a] for a in flips),
             "rot90_planes": ["".join(AXIS_NAMES[a] for a in p) for p in planes],
         }
-
-    def _scale(self, name: str) -> float:
-        return float(self.distance_scale_um if name == "surface_distance" else self.light_scale_um)

@@ -34,21 +34,21 @@ from torch.utils.data import Dataset
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.data.patches import (
-    CHANNELS,
-    TARGET_DATASET,
     apply_augmentation,
     axis_indices,
-    channel_name,
     check_rot90_planes,
     draw_augmentation,
     draw_origin,
     pad_to_patch,
     patch_window,
     plane_indices,
-    scale_channel,
 )
 from fmc.data.robustness import resample_z
-from fmc.io.h5 import FOREGROUND
+from fmc.io.h5 import FOREGROUND, RAW_IMAGE
+from fmc.preprocessing.channel_specs import CHANNELS, channel_name, channel_scales, scale_channel
+
+# The target: the fused file's view, stored as fmc.prepare stores every view (fmc.io.h5).
+TARGET_DATASET = RAW_IMAGE
 
 Pair = tuple[Path, Path]
 
@@ -74,8 +74,8 @@ class PatchDataset(Dataset):
     pairs : sequence of (angle_path, fused_path)
         H5 files as written by ``fmc.prepare`` (see :mod:`fmc.io.h5`).
     channels : sequence of str
-        Input channels, keys of :data:`fmc.data.patches.CHANNELS` (e.g. ``raw_image``,
-        ``surface_distance``), read from the angle file in this order.
+        Input channels, names of :data:`fmc.preprocessing.channel_specs.CHANNELS` (e.g.
+        ``raw_image``, ``surface_distance``), read from the angle file in this order.
     patch_size : (Z, Y, X)
         Patch shape; volumes smaller along an axis are reflect-padded at its end.
     foreground_share : float, default 0.75
@@ -95,9 +95,9 @@ class PatchDataset(Dataset):
     fixed : bool, default False
         Validation/test: positions depend only on ``(seed, index)``, no augmentation.
     seed : int, default 0
-    distance_scale_um, light_scale_um : float, default 50, 100
-        Scales of the tanh applied to ``surface_distance`` and ``light_map``
-        (:func:`fmc.data.patches.scale_channel`).
+    channel_scales_um : dict, optional
+        Scale (µm) of the tanh applied to each scaled channel, by name; a channel left out gets
+        its spec's default (:func:`fmc.preprocessing.channel_specs.scale_channel`).
     max_open_files : int, default 16
         Open H5 handles kept per process (least recently used closed first).
     robustness : fmc.data.robustness.RobustnessAugment, optional
@@ -112,7 +112,7 @@ class PatchDataset(Dataset):
                  samples_per_volume: int = 1, epoch_samples: int | None = None,
                  flip_axes: Sequence[int | str] | str = (),
                  rot90_planes: Sequence[Sequence[int | str] | str] = (), fixed: bool = False,
-                 seed: int = 0, distance_scale_um: float = 50.0, light_scale_um: float = 100.0,
+                 seed: int = 0, channel_scales_um: dict[str, float] | None = None,
                  max_open_files: int = 16, robustness=None):
         self.pairs: list[Pair] = [(Path(a), Path(f)) for a, f in pairs]
         if not self.pairs:
@@ -135,8 +135,8 @@ class PatchDataset(Dataset):
         self.rot90_planes = () if self.fixed else plane_indices(rot90_planes)
         check_rot90_planes(self.rot90_planes, self.patch_size)
         self.seed = int(seed)
-        self.scales = {"surface_distance": float(distance_scale_um),
-                       "light_map": float(light_scale_um)}
+        self.scales = {**channel_scales(), **{name: float(scale) for name, scale in
+                                              (channel_scales_um or {}).items()}}
         self.max_open_files = max(2, int(max_open_files))
         # Input-only intensity/optics augmentation (fmc.data.robustness); never on fixed datasets.
         self.robustness = None if self.fixed or robustness is None or not robustness.enabled \

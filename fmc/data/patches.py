@@ -1,7 +1,8 @@
-"""Pure patch functions: channel scaling, patch placement, padding, flips and rotations.
+"""Pure patch functions: patch placement, padding, flips and rotations.
 
 No HDF5 and no torch here, so every rule of :mod:`fmc.data.datamodule` can be tested on small arrays. Axes
-are ZYX (0, 1, 2) everywhere; a patch origin is the ZYX index of its first voxel.
+are ZYX (0, 1, 2) everywhere; a patch origin is the ZYX index of its first voxel. How each input channel
+is scaled is its spec's (:func:`fmc.preprocessing.channel_specs.scale_channel`).
 """
 
 from __future__ import annotations
@@ -16,72 +17,6 @@ from fmc.core.errors import FmcConfigError
 from fmc.core.studies import AXIS_NAMES, get_profile
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ChannelSpec:
-    """An input channel: its H5 dataset (in the angle file) and how it is scaled."""
-
-    dataset: str
-    scaling: str
-    default_scale_um: float | None
-    description: str
-
-
-# The input channels fmc knows, named by their dataset name in the angle H5 file
-# (fmc.io.h5). The target is always data/raw_image of the fused file.
-CHANNELS: dict[str, ChannelSpec] = {
-    "raw_image": ChannelSpec("data/raw_image", "none", None,
-                             "the view, percentile-normalised (2, 99.8), passed unchanged"),
-    "surface_distance": ChannelSpec("data/surface_distance", "tanh", 50.0,
-                                    "signed distance to the specimen hull (µm, + inside) → "
-                                    "tanh(d / 50 µm): ±1 far inside/outside, 0 on the hull"),
-    "light_map": ChannelSpec("data/light_map", "tanh", 100.0,
-                             "distance from the lit border (µm) → tanh(d / 100 µm): 0 where the "
-                             "light enters, → 1 deep in the specimen"),
-}
-TARGET_DATASET = "data/raw_image"
-
-
-def channel_name(name: str) -> str:
-    """``'data/surface_distance'`` or ``'surface_distance'`` → ``'surface_distance'``.
-
-    Raises
-    ------
-    FmcConfigError
-        If the name is not one of :data:`CHANNELS`.
-    """
-    short = str(name).removeprefix("data/")
-    if short not in CHANNELS:
-        raise FmcConfigError(f"unknown input channel {name!r}: valid channels are "
-                             f"{', '.join(CHANNELS)} (data.channels)")
-    return short
-
-
-def scale_channel(name: str, array: np.ndarray, scale_um: float | None = None) -> np.ndarray:
-    """Scale one input channel to the range the network expects (float32).
-
-    RWTH-GE fed distances of ± hundreds of µm next to a [0, 1] image; a tanh keeps the sign and
-    the detail near the hull (or the lit border), where it matters, in about [-1, 1].
-
-    Parameters
-    ----------
-    name : str
-        A key of :data:`CHANNELS` (or its dataset path).
-    array : numpy.ndarray
-        The channel as stored in the H5 file (µm for distances).
-    scale_um : float, optional
-        Length in µm that maps to tanh(1) ≈ 0.76; default: the channel's ``default_scale_um``.
-        Ignored for ``raw_image``.
-    """
-    spec = CHANNELS[channel_name(name)]
-    array = np.asarray(array, dtype=np.float32)
-    if spec.scaling == "none":
-        return array
-    scale = spec.default_scale_um if scale_um is None else float(scale_um)
-    if not scale > 0:
-        raise FmcConfigError(f"scale for channel {name!r} must be > 0 µm, got {scale_um!r}")
-    return np.tanh(array / np.float32(scale))
 
 
 def centred_origin(centre: Sequence[int], patch: Sequence[int], shape: Sequence[int]) -> np.ndarray:

@@ -45,10 +45,10 @@ log = logging.getLogger("fmc.evaluate")
 def build_methods(cfg: DictConfig) -> list[Method]:
     """The prediction folder and/or baselines to score, from the config."""
     methods = []
-    if cfg.pred is not None:
-        folder = Path(cfg.pred)
+    if cfg.prediction is not None:
+        folder = Path(cfg.prediction)
         if not folder.is_dir():
-            raise FmcInputError(f"{folder}: prediction folder does not exist (pred=...)")
+            raise FmcInputError(f"{folder}: prediction folder does not exist (prediction=...)")
         methods.append(Method("prediction", "prediction", folder=folder))
     baselines = [] if cfg.baseline is None else \
         [str(b).lower() for b in (cfg.baseline if OmegaConf.is_list(cfg.baseline)
@@ -68,7 +68,7 @@ def build_methods(cfg: DictConfig) -> list[Method]:
             raise FmcConfigError(f"baseline={cfg.baseline}: choose identity, gaussian or "
                                  "[identity,gaussian] (conf/evaluate.yaml)")
     if not methods:
-        raise FmcConfigError("nothing to score: give pred=DIR (predictions named like the angle "
+        raise FmcConfigError("nothing to score: give prediction=DIR (predictions named like the angle "
                              "files) or baseline=identity|gaussian")
     return methods
 
@@ -81,14 +81,14 @@ def build_iou_backend(cfg: DictConfig):
     FmcConfigError
         For an unknown choice, or ``cellpose`` when cellpose is not installed.
     """
-    choice = "none" if cfg.get("iou") is None else str(cfg.iou).strip().lower()
+    choice = "none" if cfg.iou is None else str(cfg.iou).strip().lower()
     if choice not in IOU_CHOICES:
         raise FmcConfigError(f"iou={cfg.iou}: choose none, proxy or cellpose (conf/evaluate.yaml)")
     return None if choice == "none" else make_segmenter(choice)
 
 
 def _iou_max_voxels(cfg: DictConfig) -> int | None:
-    value = cfg.get("iou_max_voxels")
+    value = cfg.iou_max_voxels
     if value is None:
         return None
     try:
@@ -101,17 +101,17 @@ def _iou_max_voxels(cfg: DictConfig) -> int | None:
     return number
 
 
-def raw_folder(cfg: DictConfig) -> Path:
-    """``cfg.raw``, or the embedded synthetic dataset when it is not given."""
+def input_folder(cfg: DictConfig) -> Path:
+    """``cfg.input`` (the raw pairs), or the embedded synthetic dataset when it is not given."""
     from fmc.preprocessing.embedded import raw_root_or_embedded
 
-    return raw_root_or_embedded(cfg.raw)
+    return raw_root_or_embedded(cfg.input)
 
 
 def output_folder(cfg: DictConfig) -> Path:
-    """``cfg.out``, or this run's Hydra output folder."""
-    if cfg.out is not None:
-        return Path(cfg.out)
+    """``cfg.output``, or this run's Hydra output folder."""
+    if cfg.output is not None:
+        return Path(cfg.output)
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
@@ -126,11 +126,11 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
     methods = build_methods(cfg)
     iou_backend = build_iou_backend(cfg)
     iou_max_voxels = _iou_max_voxels(cfg)
-    pairs = find_pairs(raw_folder(cfg))
+    pairs = find_pairs(input_folder(cfg))
     if cfg.split_list is not None:
         pairs = restrict_to_list(pairs, cfg.split_list)
     # Proved writable before scoring, which can take hours, rather than when the tables are due.
-    out_dir = writable_folder(output_folder(cfg), "out")
+    out_dir = writable_folder(output_folder(cfg), "output")
     check_predictions(pairs, methods)
     result = EvaluationResult(iou_backend=None if iou_backend is None else iou_backend.name)
     progress = _progress(pairs, enabled=flag(cfg.progress, "progress", "conf/evaluate.yaml"))

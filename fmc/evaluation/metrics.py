@@ -132,20 +132,6 @@ def ssim_against(target: VolumeLike, predictions: Sequence[VolumeLike], *,
     half = WIN_SIZE // 2
     sums = [0.0] * len(predictions)
     total = 0
-    # Output planes/rows [half, n - half) are the ones skimage averages (it crops the map).
-    crop = (slice(half, -half), slice(half, -half), slice(half, -half))
-
-    def block_sums(gt_planes: np.ndarray, pred_planes: list[np.ndarray], y0: int, y1: int
-                   ) -> list[float]:
-        # Normalise only this block's rows: float64 copies of whole slabs would cost GBs.
-        rows = slice(y0, y1 + 2 * half)
-        y = target_stats.normalize(gt_planes[:, rows])
-        mu_y = ndimage.uniform_filter(y, size=WIN_SIZE)[crop]
-        mu_yy = ndimage.uniform_filter(y * y, size=WIN_SIZE)[crop]
-        return [_ssim_map_sum(stats.normalize(x[:, rows]), y, mu_y, mu_yy, r, crop)[0]
-                if r > 0 else 0.0
-                for x, stats, r in zip(pred_planes, prediction_stats, ranges, strict=True)]
-
     # scipy.ndimage and numpy release the GIL: threads over y-blocks use every core.
     with ThreadPoolExecutor(max_workers=max(1, workers or usable_cores())) as pool:
         # Output planes/rows [half, n - half) are the ones skimage averages (it crops the map).
@@ -155,20 +141,37 @@ def ssim_against(target: VolumeLike, predictions: Sequence[VolumeLike], *,
             pred_planes = [read_planes(p, z_lo, z_hi) for p in predictions]
             blocks = slab_ranges(height - 2 * half, block_y)
             starts, ends = zip(*blocks, strict=True)
-            work = functools.partial(block_sums, gt_planes, pred_planes)
+            work = functools.partial(_block_sums, target_stats, prediction_stats, ranges,
+                                     gt_planes, pred_planes)
             for block in pool.map(work, starts, ends):
                 sums = [total_ + part for total_, part in zip(sums, block, strict=True)]
             total += (z1 - z0) * (height - 2 * half) * (target.shape[2] - 2 * half)
-    results = []
-    for i, data_range in enumerate(ranges):
-        if data_range == 0:
-            # Both normalised volumes are constant: identical or not, there is no structure.
-            same = prediction_stats[i].normalize(np.array(prediction_stats[i].minimum)) == \
-                target_stats.normalize(np.array(target_stats.minimum))
-            results.append(1.0 if same else 0.0)
-        else:
-            results.append(sums[i] / total)
-    return results
+    return [sums[i] / total if data_range > 0 else _constant_ssim(target_stats, stats)
+            for i, (data_range, stats) in enumerate(zip(ranges, prediction_stats, strict=True))]
+
+
+def _block_sums(target_stats: VolumeStats, prediction_stats: Sequence[VolumeStats],
+                ranges: Sequence[float], gt_planes: np.ndarray, pred_planes: list[np.ndarray],
+                y0: int, y1: int) -> list[float]:
+    """Summed SSIM map of each prediction over output rows ``y0:y1`` of one slab of planes."""
+    half = WIN_SIZE // 2
+    # Output planes/rows [half, n - half) are the ones skimage averages (it crops the map).
+    crop = (slice(half, -half), slice(half, -half), slice(half, -half))
+    # Normalise only this block's rows: float64 copies of whole slabs would cost GBs.
+    rows = slice(y0, y1 + 2 * half)
+    y = target_stats.normalize(gt_planes[:, rows])
+    mu_y = ndimage.uniform_filter(y, size=WIN_SIZE)[crop]
+    mu_yy = ndimage.uniform_filter(y * y, size=WIN_SIZE)[crop]
+    return [_ssim_map_sum(stats.normalize(x[:, rows]), y, mu_y, mu_yy, r, crop)[0]
+            if r > 0 else 0.0
+            for x, stats, r in zip(pred_planes, prediction_stats, ranges, strict=True)]
+
+
+def _constant_ssim(target_stats: VolumeStats, stats: VolumeStats) -> float:
+    """Both normalised volumes are constant: identical or not, there is no structure."""
+    same = stats.normalize(np.array(stats.minimum)) == \
+        target_stats.normalize(np.array(target_stats.minimum))
+    return 1.0 if same else 0.0
 
 
 def ssim(prediction: VolumeLike, target: VolumeLike, **kwargs: Any) -> float:

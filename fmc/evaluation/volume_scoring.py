@@ -2,9 +2,8 @@
 and the end-of-training test).
 
 The patch proxy (:mod:`fmc.models.patch_metric`) is cheap but is not the score the challenge ranks by.
-This module predicts whole volumes with the same streaming sliding window as ``fmc.predict``
-(:func:`fmc.inference.tiling.iter_predicted_slabs` over
-:class:`fmc.inference.network_input.NetworkInput`) and scores
+This module predicts whole volumes with ``fmc.predict``'s own code and settings
+(:func:`fmc.inference.volume_prediction.predict_volume`, :func:`scoring_settings`) and scores
 them with :func:`fmc.evaluation.metrics.n_ssim` (percentile normalisation, 7-voxel uniform window, the
 volumes' own range). Inputs are ``fmc.prepare``'s H5 pairs: their ``data/raw_image`` holds the
 view and the fusion percentile-normalised without clipping, an affine map that the metric's own
@@ -17,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,10 @@ import numpy as np
 
 from fmc.core.logs import paced, plural
 from fmc.inference.network_input import NetworkInput, open_volume
-from fmc.inference.tiling import iter_predicted_slabs
+from fmc.inference.predict_settings import PredictSettings, default_settings
+from fmc.inference.volume_prediction import predict_volume
 from fmc.io.h5 import RAW_IMAGE, read_attrs
+from fmc.preprocessing.channel_specs import VIEW
 
 log = logging.getLogger(__name__)
 
@@ -71,45 +72,23 @@ VOLUME_COLUMNS = ("file", "study", "content", "n_ssim", "identity_n_ssim", "gaus
 BASELINE_SIGMAS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
-def predict_h5_volume(model, angle_path: str | Path, overlap: float = 0.5, batch_size: int = 2,
-                      patch: Sequence[int] | None = None, fallback: str = "auto") -> np.ndarray:
-    """Predict one prepared angle file in memory (float32 ZYX), as ``fmc.predict`` would.
-
-    ``model`` is a :class:`fmc.models.module.FusionModule` (its channels, scales and training patch are
-    used); it is put in eval mode for the pass and restored afterwards. ``fallback`` as in
-    ``fmc.predict`` (``auto``: the checkpoint's own, :mod:`fmc.models.fallback`).
-    """
-    from fmc.models.fallback import apply_in_memory, resolve_fallback
-
-    hp = model.hparams
-    opened = open_volume(angle_path)
-    was_training = model.training
-    model.eval()
-    try:
-        network_input = NetworkInput(opened, hp.channels, hp.get("channel_scales_um"),
-                                     fallback_study=hp.get("study"))
-        device = next(model.parameters()).device
-        slabs = iter_predicted_slabs(network_input, model, tuple(patch or hp.patch_size),
-                                     overlap=overlap, batch_size=batch_size, device=device)
-        prediction = np.concatenate([planes for _, planes in slabs], axis=0)
-        kind = resolve_fallback(fallback, hp)
-        if kind == "none":
-            return prediction
-        return apply_in_memory(kind, network_input.raw(0, prediction.shape[0]), prediction, hp)
-    finally:
-        opened.close()
-        model.train(was_training)
+def scoring_settings(overlap: float = 0.5, batch_size: int = 4,
+                     fallback: str = "auto") -> PredictSettings:
+    """The settings whole volumes are scored with: ``fmc.predict``'s own
+    (``conf/inference/default.yaml``) with this window and batch, and no progress bar."""
+    return default_settings(overlap=overlap, batch_size=batch_size, fallback=fallback,
+                            progress=False)
 
 
 # Called with (index, angle H5 path, fused H5 path, prediction, score) after each volume.
 VolumeVisitor = Callable[[int, Path, Path, np.ndarray, VolumeScore], None]
 
 
-def score_h5_pairs(model, pairs: Sequence[tuple[Path, Path]], overlap: float = 0.5,
-                   batch_size: int = 2, fallback: str = "auto",
+def score_h5_pairs(model, pairs: Sequence[tuple[Path, Path]], settings: PredictSettings,
                    label: str = "whole volumes", baselines: Sequence[float] = (),
                    visit: VolumeVisitor | None = None) -> list[VolumeScore]:
-    """Predict each (angle, fused) H5 pair and score it with the challenge's N_SSIM.
+    """Predict each (angle, fused) H5 pair as ``fmc.predict`` would (``settings``, e.g.
+    :func:`scoring_settings`) and score it with the challenge's N_SSIM.
 
     Logs a line first (``label`` and how many volumes; on a CPU one takes seconds to minutes)
     and, while it takes long, one every 10 s or so (:func:`fmc.core.logs.paced`).
@@ -125,8 +104,7 @@ def score_h5_pairs(model, pairs: Sequence[tuple[Path, Path]], overlap: float = 0
     log.info("%s: predicting and scoring %s", label, plural(len(pairs), "whole volume"))
     scores = []
     for index, (angle_path, fused_path) in enumerate(paced(pairs, log, label)):
-        prediction = predict_h5_volume(model, angle_path, overlap=overlap, batch_size=batch_size,
-                                       fallback=fallback)
+        prediction = predict_volume(model, angle_path, settings)
         with h5py.File(angle_path, "r") as angle, h5py.File(fused_path, "r") as fused:
             view = angle[RAW_IMAGE]
             smoothed = [GaussianFilteredVolume(view, sigma) for sigma in baselines]
@@ -162,23 +140,23 @@ def summarize_scores(scores: Sequence[VolumeScore], prefix: str) -> dict[str, fl
     return summary
 
 
-def calibrate_change_limit_on(model, pairs: Sequence[tuple[Path, Path]], overlap: float = 0.5,
-                              batch_size: int = 2, percentile: float = 99.0) -> float:
+def calibrate_change_limit_on(model, pairs: Sequence[tuple[Path, Path]],
+                              settings: PredictSettings, percentile: float = 99.0) -> float:
     """``change_limit`` of ``model`` (:class:`fmc.models.fallback.ChangeLimit`) from volumes it knows.
 
-    Predicts each pair's angle volume without fallback and takes the ``percentile`` of the
-    local change over all coarse nodes (:func:`fmc.models.fallback.calibrate_change_limit`).
+    Predicts each pair's angle volume with ``settings`` but without fallback and takes the
+    ``percentile`` of the local change over all coarse nodes
+    (:func:`fmc.models.fallback.calibrate_change_limit`).
     """
     from fmc.models.fallback import DifferenceWeighting, calibrate_change_limit
 
     log.info("calibrating the fallback: predicting %s without it", plural(len(pairs), "volume"))
     changes = []
     for angle_path, _ in paced(pairs, log, "calibrating the fallback"):
-        prediction = predict_h5_volume(model, angle_path, overlap=overlap, batch_size=batch_size,
-                                       fallback="none")
+        prediction = predict_volume(model, angle_path, replace(settings, fallback="none"))
         opened = open_volume(angle_path)
         try:
-            view = NetworkInput(opened, ["raw_image"]).raw(0, prediction.shape[0])
+            view = NetworkInput(opened, [VIEW]).raw(0, prediction.shape[0])
         finally:
             opened.close()
         weighting = DifferenceWeighting(prediction.shape)

@@ -119,10 +119,10 @@ def load_models(paths: Sequence[str | Path], device: str = "cpu"):
     Raises
     ------
     FmcInputError
-        If a checkpoint cannot be used (:func:`fmc.inference.prediction.load_model`), the same
+        If a checkpoint cannot be used (:func:`fmc.models.checkpoint.load_fusion_module`), the same
         file is named twice, or the models take different inputs.
     """
-    from fmc.inference.prediction import load_model
+    from fmc.models.checkpoint import load_fusion_module
 
     paths = [Path(p) for p in paths]
     if not paths:
@@ -137,5 +137,5 @@ def load_models(paths: Sequence[str | Path], device: str = "cpu"):
             raise FmcInputError(f"ckpt: {path} is named twice (an ensemble averages different "
                                 "models)")
         seen.add(resolved)
-    models = [load_model(path, device) for path in paths]
+    models = [load_fusion_module(path, device) for path in paths]
     return models[0] if len(models) == 1 else ModelEnsemble(models, paths).eval()

@@ -22,9 +22,9 @@ import torch
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import atomic_path
 from fmc.core.protected import refuse_overwriting
+from fmc.inference.model_card import export_card, zoo_card
 from fmc.inference.model_zoo import export_bioimageio
 from fmc.inference.tile_function import TileFunction
-from fmc.inference.zoo_card import zoo_card
 
 FORMATS = ("torchscript", "onnx", "bioimageio")
 TOLERANCE = 1e-4
@@ -44,7 +44,7 @@ def example_tile(model, tile: tuple[int, int, int] | None = None, seed: int = 0)
     shape = tuple(int(n) for n in (tile or model.hparams.patch_size))
     divisor = model.net.required_divisor
     if any(n % divisor for n in shape):
-        raise FmcConfigError(f"tile={list(shape)}: each side must be a multiple of {divisor}")
+        raise FmcConfigError(f"patch={list(shape)}: each side must be a multiple of {divisor}")
     generator = torch.Generator().manual_seed(seed)
     tile_values = torch.rand((1, len(model.hparams.channels), *shape), generator=generator)
     tile_values[:, 1:] = tile_values[:, 1:] * 2 - 1  # distance channels lie in (-1, 1)
@@ -73,37 +73,6 @@ def export_onnx(model, example: torch.Tensor, path: Path) -> np.ndarray:
                       dynamic_axes={"input": axes, "output": axes}, dynamo=False)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {"input": example.numpy()})[0]
-
-
-def card_text(model, checkpoint: Path, fmt: str, path: Path, difference: float) -> str:
-    """The exported file's card: inputs, outputs, how to compute the channels, the check."""
-    from fmc.data.patches import CHANNELS
-
-    hp = model.hparams
-    scales = {name: spec.default_scale_um for name, spec in CHANNELS.items()
-              if getattr(spec, "default_scale_um", None)}
-    scales.update(hp.get("channel_scales_um") or {})
-    inputs = []
-    for index, name in enumerate(hp.channels):
-        if name == "raw_image":
-            inputs.append(f"{index}: raw_image — the view, (x - p2) / (p99.8 - p2) over the whole "
-                          "volume, not clipped")
-        else:
-            inputs.append(f"{index}: {name} — tanh(d / {scales.get(name)} µm), d from "
-                          f"`python -m fmc.prepare` (H5 dataset data/{name})")
-    return "\n".join([
-        f"# {path.name}", "",
-        f"{fmt} export of `{checkpoint.name}` (fmc: one light-sheet view → its multi-view fusion;",
-        f"study {hp.get('study')}, content {hp.get('content')}).", "",
-        "- input `input`: float32 (N, C, Z, Y, X); Z, Y, X multiples of "
-        f"{model.net.required_divisor}; trained on {list(hp.patch_size)} tiles at "
-        f"{hp.get('spacing_zyx')} µm",
-        *[f"  - channel {line}" for line in inputs],
-        "- output `output`: float32 (N, 1, Z, Y, X), normalised intensities (the view's scale)",
-        "- not included: the sliding window over a whole volume, and the input fallback "
-        f"`{hp.get('fallback', 'none')}` (whole-volume; `python -m fmc.predict ckpt=...` applies both)",
-        f"- checked: largest |export − checkpoint| on a {list(hp.patch_size)} tile = "
-        f"{difference:.2e} (limit {TOLERANCE:g})", ""])
 
 
 def default_sample(model) -> Path:
@@ -137,13 +106,13 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
         If the export differs from the checkpoint by more than :data:`TOLERANCE` (nothing is
         left behind).
     """
-    from fmc.inference.prediction import load_model
+    from fmc.models.checkpoint import load_fusion_module
 
     if fmt not in FORMATS:
         raise FmcConfigError(f"format={fmt}: choose one of {', '.join(FORMATS)}")
     checkpoint, out = Path(checkpoint), Path(out)
     check_export_targets(checkpoint, out, fmt, sample)
-    model = load_model(checkpoint).float().eval()
+    model = load_fusion_module(checkpoint).float().eval()
     example = example_tile(model, tile)
     if fmt == "bioimageio":
         return _export_bioimageio(model, checkpoint, out, tuple(example.shape[2:]), sample,
@@ -160,7 +129,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
                                 "written")
     card, meta = export_sidecars(out)
     with atomic_path(card) as temporary:
-        temporary.write_text(card_text(model, checkpoint, fmt, out, difference))
+        temporary.write_text(export_card(model, checkpoint, fmt, out, difference, TOLERANCE))
     with atomic_path(meta) as temporary:
         temporary.write_text(json.dumps({
             "format": fmt, "checkpoint": checkpoint.name, "channels": list(model.hparams.channels),
@@ -177,16 +146,16 @@ def export_sidecars(out: Path) -> tuple[Path, Path]:
 
 
 def check_export_targets(checkpoint: Path, out: Path, fmt: str, sample) -> None:
-    """Refuse an ``out=`` that would replace the checkpoint, the sample or a file fmc.export did
+    """Refuse an ``output=`` that would replace the checkpoint, the sample or a file fmc.export did
     not write (an earlier export of fmc, with its card beside it, may be replaced)."""
     if out.is_dir():
-        raise FmcInputError(f"out={out}: a folder; give a file name for the {fmt} export")
+        raise FmcInputError(f"output={out}: a folder; give a file name for the {fmt} export")
     inputs = [checkpoint] + ([Path(str(sample))] if sample is not None else [])
     card, description = export_sidecars(out)
     written = (out, card) if fmt == "bioimageio" else (out, card, description)
     ours = all(path.is_file() for path in written[1:])
     for target in written:
-        refuse_overwriting(target, inputs, "out", made_by_fmc=lambda _: ours)
+        refuse_overwriting(target, inputs, "output", made_by_fmc=lambda _: ours)
 
 
 def _export_bioimageio(model, checkpoint: Path, out: Path, tile: tuple[int, ...],

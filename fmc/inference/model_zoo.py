@@ -3,8 +3,8 @@
 What the package holds (a zip, ``out``):
 
 - ``rdf.yaml``: inputs ``raw`` (the view's intensities, as recorded) and, for each distance
-  channel of the checkpoint, ``surface_distance`` / ``light_map`` (the distance in µm that
-  ``python -m fmc.prepare`` writes, H5 dataset ``data/<name>``); output ``fused`` on the view's
+  channel of the checkpoint, its values in µm as ``python -m fmc.prepare`` writes them (named and
+  described by its spec, :mod:`fmc.preprocessing.channel_specs`); output ``fused`` on the view's
   normalised scale. The percentile normalisation is the package's preprocessing
   (``scale_range`` 2 / 99.8, per sample: give the whole volume to get fmc's whole-volume
   normalisation); the ``tanh(d / scale)`` of the distance channels is inside the network.
@@ -33,6 +33,7 @@ import torch
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import atomic_path
 from fmc.core.normalization import PERCENTILE_HIGH, PERCENTILE_LOW
+from fmc.inference.model_card import distance_scales, study_label, zoo_card
 from fmc.inference.packages import sha256_of
 from fmc.inference.tile_function import TileFunction, ZooTileFunction
 from fmc.inference.zoo_architecture import (
@@ -43,7 +44,6 @@ from fmc.inference.zoo_architecture import (
     check_packable,
     environment_text,
 )
-from fmc.inference.zoo_card import distance_scales, study_label, zoo_card
 
 log = logging.getLogger("fmc.export")
 
@@ -66,8 +66,9 @@ def sample_tile(sample: Path, channels: list[str], tile: tuple[int, int, int]
     when the volume is smaller)."""
     import h5py
 
-    from fmc.data.patches import CHANNELS, centred_origin, pad_to_patch
+    from fmc.data.patches import centred_origin, pad_to_patch
     from fmc.io.h5 import is_complete, read_attrs
+    from fmc.preprocessing.channel_specs import CHANNELS, VIEW
 
     if not is_complete(sample):
         raise FmcInputError(f"sample={sample}: not a complete fmc H5 file (give an angle file "
@@ -86,9 +87,9 @@ def sample_tile(sample: Path, channels: list[str], tile: tuple[int, int, int]
         window = tuple(slice(int(o), int(o) + t) for o, t in zip(origin, tile, strict=True))
         for name in channels:
             values = np.asarray(handle[CHANNELS[name].dataset][window], dtype=np.float32)
-            if name == "raw_image" and low is not None and high is not None:
+            if name == VIEW and low is not None and high is not None:  # back to as recorded
                 values = values * np.float32(float(high) - float(low)) + np.float32(low)
-            key = NETWORK_INPUT if name == "raw_image" else name
+            key = NETWORK_INPUT if name == VIEW else name
             tensors[key] = pad_to_patch(values, tile)[None, None].astype(np.float32)
     return tensors
 
@@ -140,9 +141,12 @@ def describe(model, files: dict[str, Path], name: str, authors: list[str], licen
                "preprocessing": [{"id": "scale_range", "kwargs": {
                    "axes": list(AXES), "min_percentile": PERCENTILE_LOW,
                    "max_percentile": PERCENTILE_HIGH, "eps": ZOO_EPS}}]}]
+    from fmc.preprocessing.channel_specs import CHANNELS
+
     for channel in hp.channels[1:]:
+        spec = CHANNELS[channel]
         inputs.append({
-            "id": channel, "description": f"{channel} in µm (python -m fmc.prepare, H5 data/{channel})",
+            "id": channel, "description": f"{spec.description} (fmc.prepare: {spec.dataset})",
             "axes": [{"type": "batch"}, {"type": "channel", "channel_names": [channel]},
                      *_space_axes(spacing, lambda axis: {"tensor_id": NETWORK_INPUT,
                                                          "axis_id": axis})],
@@ -191,7 +195,7 @@ def write_package_files(model, folder: Path, sample: Path, tile: tuple[int, int,
                         ) -> tuple[dict[str, Path], float]:
     """Weights, test tensors and cover of ``model`` in ``folder``: their paths by role, and the
     largest difference between the package's function and fmc's module on the test tile."""
-    from fmc.data.patches import scale_channel
+    from fmc.preprocessing.channel_specs import scale_channel
 
     tensors = sample_tile(sample, list(model.hparams.channels), tile)
     function = ZooTileFunction(TileFunction.of_module(model), distance_scales(model)).eval()

@@ -5,7 +5,8 @@ same values without holding a 309×1920×1920 volume (4.5 GB per float32 channel
 whole-volume work is done once on small things: exact percentiles streamed over z-slabs, and the
 surface distance / light direction on the ~1 µm coarse grid (block means streamed over slabs).
 Each slab is then normalised, and its distance planes interpolated, on demand -- with the same
-functions ``fmc.prepare`` uses, so the values equal the prepared ones (tested).
+functions ``fmc.prepare`` uses, so the values equal the prepared ones (tested). How each channel
+streams is its spec's (:mod:`fmc.preprocessing.channel_specs`).
 """
 
 from __future__ import annotations
@@ -23,18 +24,15 @@ from fmc.core.errors import FmcInputError
 from fmc.core.naming import OUTPUT_MARK, is_zarr, volume_stem
 from fmc.core.normalization import VolumeStats, volume_stats
 from fmc.core.studies import STUDIES, parse_content, parse_study
-from fmc.data.patches import scale_channel
-from fmc.io.h5 import LIGHT_MAP, RAW_IMAGE, SURFACE_DISTANCE
+from fmc.io.h5 import RAW_IMAGE
 from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import TiffVolume
-from fmc.preprocessing.channels import ChannelWarning, SurfaceDistanceField
+from fmc.preprocessing.channel_specs import CHANNELS, VIEW, ChannelView, scale_channel
+from fmc.preprocessing.channels import ChannelWarning
 from fmc.preprocessing.conversion import resolve_spacing
-from fmc.preprocessing.light import LightField
 
 log = logging.getLogger(__name__)
 
-STORED = {"raw_image": RAW_IMAGE, "surface_distance": SURFACE_DISTANCE, "light_map": LIGHT_MAP}
-SUPPORTED_CHANNELS = tuple(STORED)
 # Planes converted at a time when building a slab (bounds the temporaries).
 FILL_PLANES = 8
 
@@ -113,7 +111,8 @@ def _open_h5(path: Path) -> OpenedVolume:
     stats = None
     if low is not None and high is not None:
         stats = VolumeStats(low=float(low), high=float(high), minimum=math.nan, maximum=math.nan)
-    stored = {name: handle[key] for name, key in STORED.items() if key in handle}
+    stored = {name: handle[CHANNELS[name].dataset] for name in CHANNELS
+              if CHANNELS[name].dataset in handle}
     source = attrs.get("source") or f"{path.stem}.tif"
     return OpenedVolume(raw, meta, Path(str(source)).name, stats=stats, stored=stored,
                         handle=handle)
@@ -137,10 +136,10 @@ class NetworkInput:
 
     def __init__(self, opened: OpenedVolume, channels, channel_scales_um: dict | None = None,
                  fallback_study: int | None = None):
-        unknown = [c for c in channels if c not in SUPPORTED_CHANNELS]
+        unknown = [c for c in channels if c not in CHANNELS]
         if unknown:
             raise FmcInputError(f"the checkpoint asks for input channel(s) {unknown}; fmc knows "
-                                f"{', '.join(SUPPORTED_CHANNELS)}")
+                                f"{', '.join(CHANNELS)} (conf/channels/)")
         self.opened = opened
         self.volume = opened.volume
         self.shape = tuple(int(n) for n in self.volume.shape)
@@ -158,25 +157,26 @@ class NetworkInput:
             if self.stats.high == self.stats.low:
                 log.warning("%s: constant volume (p2 == p99.8 == %g); intensities left "
                             "unnormalised", name, self.stats.low)
+        study = opened.meta.study if opened.meta.study in STUDIES else fallback_study
+        view = ChannelView(self.volume, tuple(self.spacing),
+                           STUDIES[study].degradation_axis_indices if study in STUDIES else None,
+                           self.stats)
+        # Each channel that is not stored streams as its spec says; the view always does, as
+        # raw() serves the input fallback and scoring whatever the channels.
         self.fields: dict[str, Any] = {}
-        for channel in self.channels:
-            if channel == "raw_image" or channel in self.stored:
+        for channel in dict.fromkeys([VIEW, *self.channels]):
+            if channel in self.stored:
                 continue
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ChannelWarning)
-                if channel == "surface_distance":
-                    self.fields[channel] = SurfaceDistanceField.from_volume(self.volume, self.spacing)
-                else:
-                    study = opened.meta.study if opened.meta.study in STUDIES else fallback_study
-                    axes = STUDIES[study].degradation_axis_indices if study in STUDIES else None
-                    self.fields[channel] = LightField.from_volume(self.volume, self.spacing, axes)
+                self.fields[channel] = CHANNELS[channel].stream(view)
             for warning in caught:
                 log.warning("%s: %s", name, warning.message)
 
     def raw(self, z0: int, z1: int) -> np.ndarray:
         """Normalised intensities of planes ``z0:z1`` (float32), as fmc.prepare stores them."""
         result = np.empty((z1 - z0, *self.shape[1:]), np.float32)
-        self._fill(result, "raw_image", z0, z1)
+        self._fill(result, VIEW, z0, z1)
         return result
 
     def slab(self, z0: int, z1: int) -> np.ndarray:
@@ -192,13 +192,6 @@ class NetworkInput:
         for c0 in range(z0, z1, FILL_PLANES):
             c1 = min(c0 + FILL_PLANES, z1)
             target = into[c0 - z0:c1 - z0]
-            if channel == "raw_image":
-                block = np.asarray(self.volume[c0:c1])
-                if self.opened.stored is not None:
-                    target[...] = block
-                else:  # the same float64 arithmetic as fmc.preprocessing.conversion.normalize_float32
-                    target[...] = (block.astype(np.float64) - self.stats.offset) / self.stats.scale
-                continue
             if channel in self.stored:
                 values = np.asarray(self.stored[channel][c0:c1])
             else:

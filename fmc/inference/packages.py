@@ -1,6 +1,6 @@
 """Model packages: a registry's models in one zip that travels, checked by hash wherever it lands.
 
-``python -m fmc.registry export SWEEP_OR_MODELS out=models.zip`` writes::
+``python -m fmc.registry input=SWEEP_OR_MODELS output=models.zip`` writes::
 
     models.zip
       models.yaml      models: [{study, content, ckpt, sha256}, ...]
@@ -9,7 +9,7 @@
 
 It never writes over an input (a checkpoint or the ``models.yaml`` of the source, by any
 spelling) nor over an existing file that is not a model package; a failed export leaves what
-was at ``out=``. ``registry=`` of ``fmc.predict`` / ``fmc.challenge`` takes a folder, such a zip,
+was at ``output=``. ``registry=`` of ``fmc.predict`` / ``fmc.challenge`` takes a folder, such a zip,
 or its URL (``https://``, ``http://``, ``file://``). A package is a closed box:
 
 - a URL is downloaded once into the cache (``$FMC_CACHE``, else ``~/.cache/fmc``) within a total
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import os
 import shutil
 import tempfile
@@ -49,8 +48,8 @@ import yaml
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import atomic_path, remove_stale_parts
 from fmc.core.locations import CACHE_ENV, cache_dir, resolve_latest
-from fmc.core.naming import METRICS_FILE
 from fmc.core.protected import refuse_overwriting
+from fmc.inference.model_card import package_card
 from fmc.inference.registry import (
     MANIFEST,
     MANIFEST_MAX_BYTES,
@@ -60,6 +59,7 @@ from fmc.inference.registry import (
     parse_manifest,
     sha256_of,
 )
+from fmc.models.checkpoint import read_checkpoint
 
 CARD = "MODEL_CARD.md"
 URL_SCHEMES = ("http://", "https://", "file://")
@@ -102,41 +102,6 @@ def cache_subfolder(name: str) -> Path:
     return folder
 
 
-def model_card(registry: ModelRegistry, names: list[str]) -> str:
-    """Markdown: one section per model, from its checkpoint and, when found, its training run."""
-    from fmc.models.checkpoint import read_checkpoint
-
-    lines = ["# fmc model package", "",
-             "Models of `fmc` (3D U-Net: one light-sheet view to a multi-view fusion). Predict with",
-             "`python -m fmc.predict ckpt=auto registry=models.zip input=... output=...`; each",
-             "volume gets the model of its study and content (see `models.yaml`); several models",
-             "of one study and content are averaged (an ensemble).", ""]
-    for entry, name in zip(registry.entries, names, strict=True):
-        hp = read_checkpoint(entry.ckpt)["hyper_parameters"]
-        lines += [f"## {name}", "",
-                  f"- study {entry.study}, content {entry.content}",
-                  f"- inputs: {', '.join(hp.get('channels', []))}; network: UNet3D, "
-                  f"{hp.get('features')} features, depth {hp.get('depth')}, norm {hp.get('norm')}",
-                  f"- training patch {hp.get('patch_size')}, spacing {hp.get('spacing_zyx')} µm; "
-                  f"fallback {hp.get('fallback', 'none')}"]
-        lines += run_score_lines(entry.shown)
-        lines.append("")
-    return "\n".join(lines)
-
-
-def run_score_lines(checkpoint: Path) -> list[str]:
-    """Markdown bullets of the scores of the training run that wrote ``checkpoint`` (its
-    ``metrics.json``: best validation and test N_SSIM, run name, steps); none when not found."""
-    metrics = Path(checkpoint).parent.parent / METRICS_FILE
-    if not metrics.is_file():
-        return []
-    scores = json.loads(metrics.read_text())
-    shown = {k: v for k, v in scores.items() if k.startswith(("best/val", "test/n_ssim"))
-             and isinstance(v, (int, float))}
-    return [*(f"- {key}: {value:+.4f}" for key, value in sorted(shown.items())),
-            f"- run: {scores.get('run_name')}, {scores.get('global_step')} steps"]
-
-
 def export_package(source: str | Path, out: str | Path) -> Path:
     """Write the models of ``source`` (a registry folder or a sweep) as the zip ``out``.
 
@@ -149,17 +114,17 @@ def export_package(source: str | Path, out: str | Path) -> Path:
     """
     out, source = Path(out), Path(source)
     if out.suffix.lower() != ".zip":
-        raise FmcInputError(f"out={out}: a model package is a .zip file")
+        raise FmcInputError(f"output={out}: a model package is a .zip file")
     for parent in out.absolute().parents:
         if parent.exists():
             if not parent.is_dir():
-                raise FmcInputError(f"out={out}: {parent} is a file, not a folder")
+                raise FmcInputError(f"output={out}: {parent} is a file, not a folder")
             break
     if out.is_dir():
-        raise FmcInputError(f"out={out}: a folder is there; give the name of a .zip file")
+        raise FmcInputError(f"output={out}: a folder is there; give the name of a .zip file")
     registry = ModelRegistry.from_folder(source)
     inputs = [entry.shown for entry in registry.entries] + [source / MANIFEST]
-    refuse_overwriting(out, [p for p in inputs if p.exists()], "out", made_by_fmc=is_package)
+    refuse_overwriting(out, [p for p in inputs if p.exists()], "output", made_by_fmc=is_package)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         manifest = export_registry(source, folder, registry)
@@ -168,7 +133,10 @@ def export_package(source: str | Path, out: str | Path) -> Path:
             item["sha256"] = sha256_of(folder / item["ckpt"])
         manifest.write_text(f"# fmc model package, from {source.name}\n"
                             + yaml.safe_dump(document, sort_keys=False))
-        (folder / CARD).write_text(model_card(registry, [i["ckpt"] for i in document["models"]]))
+        (folder / CARD).write_text(package_card([
+            (item["ckpt"], read_checkpoint(entry.ckpt)["hyper_parameters"], entry.ckpt,
+             entry.shown) for entry, item in zip(registry.entries, document["models"],
+                                                 strict=True)]))
         with atomic_path(out) as temporary, zipfile.ZipFile(temporary, "w") as archive:
             for path in sorted(folder.iterdir()):
                 # Checkpoints are compressed already: stored, so a reader can stream them.

@@ -7,7 +7,7 @@ A registry is a folder: either one with a ``models.yaml``::
       - {study: 3, content: membrane, ckpt: runs/s3m/checkpoints/last.ckpt}
 
 or a training sweep's output folder, searched for ``checkpoints/`` folders: each run contributes
-its best checkpoint (highest ``nssim`` in the file name, else ``last.ckpt``), and its study and
+the checkpoint it selected (:func:`fmc.models.checkpoint.selected_checkpoint`), and its study and
 content are read from the checkpoint itself (loaded as data, ``weights_only=True``).
 
 Choice for a volume (never a crash while the registry holds a model):
@@ -50,7 +50,7 @@ import yaml
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.studies import STUDIES, parse_content, parse_study
 from fmc.io.metadata import VolumeMeta
-from fmc.models.checkpoint import best_checkpoint_in
+from fmc.models.checkpoint import CHECKPOINTS_FOLDER, selected_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ class ModelRegistry:
                 scratch.cleanup()
                 raise
         entries = []
-        for checkpoints in sorted(p for p in folder.rglob("checkpoints") if p.is_dir()):
-            best = best_checkpoint_in(checkpoints)
+        for checkpoints in sorted(p for p in folder.rglob(CHECKPOINTS_FOLDER) if p.is_dir()):
+            best = selected_checkpoint(checkpoints.parent)
             if best is None:
                 continue
             study, content = checkpoint_facts(best)

@@ -20,13 +20,8 @@ from fmc.core.naming import H5_SUFFIXES, OUTPUT_MARK, TIFF_SUFFIXES, is_ground_t
 from fmc.core.protected import refuse_overwriting, same_location
 from fmc.inference.ensemble import ModelEnsemble, load_models
 from fmc.inference.network_input import open_volume
-from fmc.inference.prediction import (
-    PredictSettings,
-    device_for,
-    output_name,
-    predict_file,
-    safe_name,
-)
+from fmc.inference.predict_settings import PredictSettings, device_for
+from fmc.inference.prediction import output_name, predict_file, safe_name
 from fmc.inference.registry import ModelRegistry
 from fmc.io.metadata import describe
 

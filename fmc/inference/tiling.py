@@ -24,16 +24,9 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from fmc.inference.precision import OutOfMemoryHalving
-
-WEIGHTINGS = ("gaussian", "constant", "roof")
-# RWTH-GE's Docker inference zeroed this many voxels (ZYX) at each face of its roof window.
-RWTH_GE_ROOF_CROP = (5, 15, 15)
-# Every voxel of a tile keeps at least this share of the peak weight (per axis for separable
-# windows): the faces of the volume are covered by one tile only and must keep a prediction.
-WEIGHT_FLOOR = 1e-3
+from fmc.inference.tile_weights import RWTH_GE_ROOF_CROP, outer_product, tile_window
 
 
 class SlabSource(Protocol):
@@ -75,59 +68,6 @@ def tile_starts(length: int, patch: int, overlap: float = 0.5) -> list[int]:
 def tile_count(shape: Sequence[int], patch: Sequence[int], overlap: float = 0.5) -> int:
     """Number of tiles :func:`iter_predicted_slabs` runs over a volume of ``shape``."""
     return math.prod(len(tile_starts(max(n, p), p, overlap)) for n, p in zip(shape, patch, strict=True))
-
-
-def _check_weighting(weighting: str) -> None:
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting={weighting!r}: choose one of {', '.join(WEIGHTINGS)}")
-
-
-def axis_weights(size: int, weighting: str = "gaussian", sigma_scale: float = 1 / 8) -> np.ndarray:
-    """The 1D factor of a separable window: a Gaussian of σ = size·sigma_scale (peak 1) or ones."""
-    _check_weighting(weighting)
-    if weighting == "roof":
-        raise ValueError("the roof window is not separable")
-    if weighting == "constant":
-        return np.ones(size, np.float32)
-    position = np.arange(size) - (size - 1) / 2
-    sigma = max(size * sigma_scale, 1e-6)
-    weights = np.exp(-0.5 * (position / sigma) ** 2)
-    return np.maximum(weights / weights.max(), WEIGHT_FLOOR).astype(np.float32)
-
-
-def roof_window(patch: Sequence[int], crop: Sequence[int] = RWTH_GE_ROOF_CROP) -> np.ndarray:
-    """RWTH-GE's "fading map": 0 on ``crop`` voxels at each face, rising linearly to 1 inside.
-
-    Built as RWTH-GE built it (ones with the faces zeroed, zero-padded by one voxel, Euclidean
-    distance to the nearest zero, unpadded, divided by the maximum), then floored at
-    ``WEIGHT_FLOOR`` so that the volume's outer faces keep a prediction (RWTH-GE started its tiles
-    outside the volume instead).
-    """
-    patch = tuple(int(p) for p in patch)
-    crop = tuple(int(c) for c in crop)
-    if len(crop) != 3 or any(c < 0 or 2 * c >= p for c, p in zip(crop, patch, strict=True)):
-        raise ValueError(f"roof crop={list(crop)}: give 3 non-negative voxel counts, each below half "
-                         f"the tile {list(patch)}")
-    core = np.zeros(patch, np.float32)
-    core[tuple(slice(c, p - c) for c, p in zip(crop, patch, strict=True))] = 1
-    distance = ndimage.distance_transform_edt(np.pad(core, 1))[1:-1, 1:-1, 1:-1]
-    return np.maximum(distance / distance.max(), WEIGHT_FLOOR).astype(np.float32)
-
-
-def importance_map(patch: Sequence[int], weighting: str = "gaussian",
-                   sigma_scale: float = 1 / 8, crop: Sequence[int] = RWTH_GE_ROOF_CROP) -> np.ndarray:
-    """Per-voxel weight of a tile's prediction (peak 1).
-
-    ``gaussian``: product of per-axis Gaussians (σ = patch/8, each floored at 1e-3 of its peak);
-    ``constant``: ones (plain averaging); ``roof``: :func:`roof_window` with ``crop``.
-    """
-    _check_weighting(weighting)
-    if weighting == "roof":
-        return roof_window(patch, crop)
-    weights = np.ones((), np.float32)
-    for size in patch:
-        weights = np.multiply.outer(weights, axis_weights(int(size), weighting, sigma_scale))
-    return weights.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,15 +127,16 @@ class _Weights:
 
     def __init__(self, weighting: str, patch: tuple[int, int, int], starts: list[list[int]],
                  padded: tuple[int, int, int], crop: Sequence[int]):
-        self.tile = importance_map(patch, weighting, crop=crop)
-        self.separable = weighting != "roof"
+        window = tile_window(weighting, patch, crop)
+        self.separable = isinstance(window, tuple)
+        self.tile = outer_product(window) if self.separable else window
+        self.tile_tensor = torch.from_numpy(self.tile)
         self.sums = []
         if self.separable:
             for axis, size in enumerate(patch):
-                window = axis_weights(size, weighting)
                 total = np.zeros(padded[axis], np.float64)
                 for start in starts[axis]:
-                    total[start:start + size] += window
+                    total[start:start + size] += window[axis]
                 self.sums.append(total.astype(np.float32))
             self.rolling = None
         else:
@@ -255,7 +196,7 @@ def iter_predicted_slabs(source: SlabSource, predict: Callable[[torch.Tensor], t
     batch_size : int
         Tiles per call of ``predict`` (tiles of one z-row are batched together).
     weighting : str
-        ``gaussian`` | ``constant`` | ``roof`` (see :func:`importance_map`).
+        a name of :data:`fmc.inference.tile_weights.WEIGHTINGS` (``gaussian``, ``constant``, ``roof``).
     progress : bool
         Show a progress bar over tiles (stderr).
     tta_axes : sequence of 'z', 'y', 'x'
@@ -279,7 +220,6 @@ def iter_predicted_slabs(source: SlabSource, predict: Callable[[torch.Tensor], t
     padded = tuple(max(n, p) for n, p in zip(shape, patch, strict=True))
     starts = [tile_starts(n, p, overlap) for n, p in zip(padded, patch, strict=True)]
     weights = _Weights(weighting, patch, starts, padded, roof_crop)
-    weight_tensor = torch.from_numpy(weights.tile)
     forward = with_flips(predict, flip_combinations(tta_axes))
     lateral = [(y, x) for y in starts[1] for x in starts[2]]
     accumulator = np.zeros((patch[0], padded[1], padded[2]), np.float32)
@@ -308,14 +248,9 @@ def iter_predicted_slabs(source: SlabSource, predict: Callable[[torch.Tensor], t
                 slab = _pad_to(np.asarray(slab, dtype=np.float32), (patch[0], padded[1], padded[2]))
                 for first in range(0, len(lateral), batch_size):
                     batch = lateral[first:first + batch_size]
-                    windows = [(slice(0, patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
-                               for y, x in batch]
-                    inputs = torch.from_numpy(np.stack([slab[(slice(None), *w)] for w in windows]))
-                    predictions = memory.run(lambda part: forward(part.to(device)), inputs,
-                                             device, amp)
-                    for window, prediction in zip(windows, predictions, strict=True):
-                        accumulator[window] += (prediction * weight_tensor).numpy()
-                        weights.add(window)
+                    _accumulate(slab, batch, patch, lambda part: memory.run(
+                        lambda piece: forward(piece.to(device)), part, device, amp),
+                        accumulator, weights)
                     if bar is not None:
                         bar.update(len(batch))
             if shape[0] > base:
@@ -323,6 +258,19 @@ def iter_predicted_slabs(source: SlabSource, predict: Callable[[torch.Tensor], t
     finally:
         if bar is not None:
             bar.close()
+
+
+def _accumulate(slab: np.ndarray, corners: list[tuple[int, int]], patch: tuple[int, int, int],
+                predict: Callable[[torch.Tensor], torch.Tensor], accumulator: np.ndarray,
+                weights: _Weights) -> None:
+    """Predict the tiles of one z-row at the lateral ``corners`` (one batch) and add their
+    weighted predictions to ``accumulator``."""
+    windows = [(slice(0, patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
+               for y, x in corners]
+    inputs = torch.from_numpy(np.stack([slab[(slice(None), *w)] for w in windows]))
+    for window, prediction in zip(windows, predict(inputs), strict=True):
+        accumulator[window] += (prediction * weights.tile_tensor).numpy()
+        weights.add(window)
 
 
 def _progress_bar(total: int, enabled: bool):

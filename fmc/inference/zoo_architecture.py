@@ -18,7 +18,7 @@ import torch
 from fmc.core import errors, named_choices
 from fmc.core.errors import FmcConfigError
 from fmc.inference import tile_function
-from fmc.inference.zoo_card import distance_scales
+from fmc.inference.model_card import distance_scales
 from fmc.models import networks, unet3d
 from fmc.models.module import confidence_blend
 

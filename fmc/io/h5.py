@@ -3,8 +3,9 @@
 Layout (``/data`` group; attributes on the file root)::
 
     data/raw_image          float32 ZYX  percentile-normalised intensity (2, 99.8), not clipped
-    data/surface_distance   float32 ZYX  angle files: signed distance to the specimen hull, µm
-    data/light_map          float32 ZYX  angle files: distance from the lit border, µm
+    data/<channel>          float32 ZYX  angle files: each input channel computed from the view
+                                          (data/surface_distance, data/light_map: µm), at the
+                                          dataset its spec names (fmc.preprocessing.channel_specs)
     data/foreground         uint16 (N,3) fused files: ZYX coordinates of a random subset of the
                                           voxels at or above the volume's mean (patch centres)
     attrs: kind ('angle'|'fused'), spacing_zyx, study, content, source, percentile_low/high,
@@ -29,8 +30,6 @@ from fmc.core.errors import FmcInputError
 from fmc.core.files import remove_stale_parts  # noqa: F401 - fmc.io.h5's name for it, kept
 
 RAW_IMAGE = "data/raw_image"
-SURFACE_DISTANCE = "data/surface_distance"
-LIGHT_MAP = "data/light_map"
 FOREGROUND = "data/foreground"
 COMPLETE_ATTR = "fmc_complete"
 # Chosen by measurement (docs/benchmarks.md): 32×64×64 float32 chunks (512 KB), uncompressed by

@@ -3,7 +3,8 @@ fusions and predictions, and ``fmc.prepare``'s H5 files, with their physical vox
 lazily (only the planes napari shows).
 
 ``napari image_3_nucleus_angle.tif`` (or File > Open) then shows the volume in µm; an H5 file
-opens as one layer per stored dataset (the view, the surface distance, the light map). Without
+opens as one layer per stored volume (the view, then each input channel: the surface distance,
+the light map, and any channel added since, found in the file rather than listed here). Without
 napari, :func:`read_layers` returns the layer data napari would get. To see a view, its
 prediction and its fusion together::
 
@@ -60,18 +61,23 @@ def _h5_planes(path: Path, key: str):
 def _h5_layers(path: Path) -> list[LayerData]:
     import h5py
 
-    from fmc.io.h5 import LIGHT_MAP, RAW_IMAGE, SURFACE_DISTANCE, read_attrs
+    from fmc.io.h5 import RAW_IMAGE, read_attrs
 
     attrs = read_attrs(path)
     scale = attrs.get("spacing_zyx")
     layers = []
     with h5py.File(path, "r") as handle:
-        stored = {key: (handle[key].shape, handle[key].dtype) for key in
-                  (RAW_IMAGE, SURFACE_DISTANCE, LIGHT_MAP) if key in handle}
-    for key, colormap in ((RAW_IMAGE, "gray"), (SURFACE_DISTANCE, "twilight_shifted"),
-                          (LIGHT_MAP, "magma")):
-        if key not in stored:
-            continue
+        # The view first, then every other volume the file holds in data/ (its input channels).
+        volumes = [f"data/{name}" for name, item in handle.get("data", {}).items()
+                   if isinstance(item, h5py.Dataset) and item.ndim == 3]
+        keys = sorted(volumes, key=lambda key: key != RAW_IMAGE)
+        stored = {key: (handle[key].shape, handle[key].dtype) for key in keys}
+        # A signed channel (the surface distance: + inside, - outside) gets a diverging map; one
+        # plane tells, without reading the volume.
+        signed = {key for key in keys[1:]
+                  if np.min(handle[key][handle[key].shape[0] // 2]) < 0}
+    for key in keys:
+        colormap = "gray" if key == RAW_IMAGE else "twilight_shifted" if key in signed else "magma"
         attributes: dict[str, Any] = {"name": f"{_layer_name(path)} {key.split('/')[-1]}",
                                       "colormap": colormap, "visible": key == RAW_IMAGE}
         if key == RAW_IMAGE:  # stored percentile-normalised: p2 → 0, p99.8 → 1

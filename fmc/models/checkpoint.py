@@ -9,12 +9,14 @@ never instantiates anything a checkpoint names: its hyper-parameters are keyword
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 from pathlib import Path
 from typing import Any
 
-from fmc.core.errors import FmcInputError
+from fmc.core.errors import FmcConfigError, FmcInputError
+from fmc.core.naming import METRICS_FILE
 
 # The keys a Lightning checkpoint written by fmc.train holds besides the weights.
 REQUIRED_KEYS = ("state_dict", "hyper_parameters")
@@ -113,7 +115,7 @@ def check_resumable(path: str | Path, checkpoint: dict[str, Any], module) -> Non
     """
     missing = [key for key in RESUME_KEYS if key not in checkpoint]
     if missing:
-        raise FmcInputError(f"ckpt_path={path}: holds no training state ({', '.join(missing)} "
+        raise FmcInputError(f"ckpt={path}: holds no training state ({', '.join(missing)} "
                             "missing), so training cannot resume from it; start a new run instead")
     stored = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items()
               if hasattr(value, "shape")}
@@ -133,7 +135,7 @@ def check_resumable(path: str | Path, checkpoint: dict[str, Any], module) -> Non
               for key in NETWORK_KEYS
               if key in hparams and _plain(hparams.get(key)) != _plain(module.hparams.get(key))]
     settings = f"; the checkpoint has {', '.join(differ)}" if differ else ""
-    raise FmcInputError(f"ckpt_path={path}: its network differs from this run's ({tensor}"
+    raise FmcInputError(f"ckpt={path}: its network differs from this run's ({tensor}"
                         f"{settings}); resume with the settings it was trained with")
 
 
@@ -150,13 +152,37 @@ def _holds(value: Any) -> str:
     return f"it holds a {type(value).__name__}"
 
 
-# Training names its best checkpoints ``epoch0003-step40-nssim0.1234.ckpt`` (fmc.training.fit).
+# Where a training run keeps its checkpoints, and the one it always writes last.
+CHECKPOINTS_FOLDER = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+# Whole-volume validation names the best weights so far ``best-step<N>-vnssim<score>.ckpt``
+# (best_checkpoint_name); older runs' names held ``nssim<score>`` too.
 _SCORE_IN_NAME = re.compile(r"nssim(-?\d+(?:\.\d+)?)")
 
 
-def best_checkpoint_in(folder: Path) -> Path | None:
-    """The checkpoint of a run's ``checkpoints/`` folder with the highest ``nssim`` in its name,
-    else ``last.ckpt``, else None."""
+def best_checkpoint_name(step: int, score: float) -> str:
+    """The file name of a run's best weights so far, found again by :func:`selected_checkpoint`."""
+    return f"best-step{int(step)}-vnssim{score:.4f}.ckpt"
+
+
+def selected_checkpoint(run: str | Path, metrics: dict[str, Any] | None = None) -> Path | None:
+    """The checkpoint a training run selected, the one way fmc finds it.
+
+    In order: ``best/checkpoint`` recorded in the run's ``metrics.json`` (``metrics`` when given,
+    else the file; a path recorded elsewhere, e.g. before the sweep moved, is looked up by its
+    name in this run's ``checkpoints/``), else the highest score in a file name of
+    ``checkpoints/``, else ``checkpoints/last.ckpt``, else None.
+    """
+    run = Path(run)
+    folder = run / CHECKPOINTS_FOLDER
+    if metrics is None:
+        metrics = _metrics_if_readable(run / METRICS_FILE)
+    recorded = metrics.get("best/checkpoint")
+    if recorded:
+        recorded = Path(str(recorded))
+        for candidate in (recorded, folder / recorded.name):
+            if candidate.is_file():
+                return candidate
     scored = []
     for path in folder.glob("*.ckpt") if folder.is_dir() else []:
         match = _SCORE_IN_NAME.search(path.stem)
@@ -164,5 +190,50 @@ def best_checkpoint_in(folder: Path) -> Path | None:
             scored.append((float(match.group(1)), path.name, path))
     if scored:
         return max(scored)[2]
-    last = folder / "last.ckpt"
+    last = folder / LAST_CHECKPOINT
     return last if last.is_file() else None
+
+
+def _metrics_if_readable(path: Path) -> dict[str, Any]:
+    """A run's ``metrics.json`` as a mapping; empty when missing or unreadable (the checkpoint
+    names still say which is best)."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def load_fusion_module(path: str | Path, device: str = "cpu"):
+    """The FusionModule of a checkpoint, loaded as data (``weights_only=True``), in eval mode.
+
+    Raises
+    ------
+    FmcInputError
+        If the file is missing, holds pickled code, is not an fmc checkpoint, or its weights or
+        stored channels do not match its network (see :mod:`fmc.models.checkpoint`).
+    """
+    from fmc.models.module import FusionModule
+
+    path = Path(path)
+    if path.is_dir():
+        raise FmcInputError(f"ckpt={path}: a folder; give a checkpoint file, or ckpt=auto "
+                            f"registry={path} for the models of a run, sweep or models.yaml")
+    if not path.is_file():
+        raise FmcInputError(f"ckpt={path}: no such checkpoint")
+    read_checkpoint(path)  # the clear refusals first: code, bare state_dicts, other files
+    try:
+        # Trained with model.compile=true or not, prediction compiles only when asked.
+        model = FusionModule.load_from_checkpoint(path, map_location=device, weights_only=True,
+                                                  compile=False)
+    except FmcConfigError as error:  # e.g. a network from a package not installed here
+        raise FmcInputError(f"{path}: its network or loss is not available here: {error}; "
+                            "install the package that provides it") from None
+    except Exception as error:  # noqa: BLE001 - any failure means "not a usable checkpoint"
+        raise FmcInputError(f"{path}: {describe_load_error(error)}") from None
+    first = next(iter(model.net.parameters()))
+    if first.ndim == 5 and first.shape[1] != len(model.hparams.channels):
+        raise FmcInputError(f"{path}: the network takes {first.shape[1]} input channels but the "
+                            f"checkpoint lists {len(model.hparams.channels)} "
+                            f"({', '.join(model.hparams.channels)})")
+    return model.eval()

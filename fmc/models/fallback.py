@@ -20,49 +20,22 @@ percentiles, and interpolated back to full resolution.
 
 Streaming form: the change is accumulated slab by slab while the prediction is produced
 (:meth:`DifferenceWeighting.add`), and the blend is applied in a second pass
-(:meth:`DifferenceWeighting.blend`) over the prediction kept in a :class:`PlaneBuffer`.
+(:meth:`DifferenceWeighting.blend`) over the prediction kept meanwhile
+(:func:`fmc.inference.volume_prediction.predicted_slabs`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from fmc.core.grids import reduce_axis, resize_linear_planes
+from fmc.core.named_choices import Registry
 
-FALLBACKS = ("none", "difference", "calibrated")
-# fmc.predict's and fmc.challenge's default: the fallback the checkpoint was trained for.
-FALLBACK_CHOICES = ("auto", *FALLBACKS)
 # Coarse grid of the change map (nodes per axis at most), shared by both mechanisms.
 COARSE_GRID = 128
-
-
-def resolve_fallback(choice: str, hparams) -> str:
-    """``auto`` -> the checkpoint's ``fallback`` hyperparameter (``none`` if it has none)."""
-    if choice != "auto":
-        return choice
-    stored = str(hparams.get("fallback") or "none")
-    if stored == "calibrated" and hparams.get("change_limit") is None:
-        return "none"  # trained for it, but never calibrated (no validation volumes)
-    return stored if stored in FALLBACKS else "none"
-
-
-def make_fallback(kind: str, shape: Sequence[int], hparams):
-    """The weighting object of fallback ``kind`` for a volume of ``shape`` (None for none)."""
-    if kind == "difference":
-        return DifferenceWeighting(shape)
-    if kind == "calibrated":
-        limit = hparams.get("change_limit")
-        if limit is None:
-            raise ValueError("fallback=calibrated needs a checkpoint with change_limit (trained "
-                             "with model.fallback=calibrated and validation volumes)")
-        return ChangeLimit(shape, float(limit))
-    return None
 
 
 class DifferenceWeighting:
@@ -160,69 +133,54 @@ def calibrate_change_limit(changes: Sequence[np.ndarray], percentile: float = 99
     return float(max(np.percentile(values, percentile), 1e-6))
 
 
-def apply_in_memory(kind: str, inputs: np.ndarray, prediction: np.ndarray, hparams) -> np.ndarray:
-    """The fallback ``kind`` over a whole volume held in memory (whole-volume scoring)."""
-    weighting = make_fallback(kind, prediction.shape, hparams)
-    if weighting is None:
-        return prediction
-    weighting.add(0, inputs, prediction)
-    weighting.finish()
-    return weighting.blend(0, inputs, prediction)
+FALLBACKS = Registry("input fallback", "model.fallback",
+                     "conf/model/unet3d.yaml, or fallback= of fmc.predict",
+                     group="fmc.fallbacks")
 
 
-class PlaneBuffer:
-    """A float32 volume written once by z-slabs and read back by z-slabs.
+def fallback_choices() -> tuple[str, ...]:
+    """What fmc.predict's and fmc.challenge's ``fallback`` takes: ``auto`` (the fallback the
+    checkpoint was trained for) and every registered fallback."""
+    return ("auto", *FALLBACKS.names())
 
-    Held in memory below ``threshold_bytes``; above it, kept in a temporary file in ``folder``
-    (removed on :meth:`close`) and accessed with plain reads and writes, so the volume does not
-    count towards the process's resident memory the way a memory map's touched pages would.
+
+def resolve_fallback(choice: str, hparams) -> str:
+    """``auto`` -> the checkpoint's ``fallback`` hyperparameter (``none`` if it has none)."""
+    if choice != "auto":
+        return choice
+    stored = str(hparams.get("fallback") or "none")
+    if stored == "calibrated" and hparams.get("change_limit") is None:
+        return "none"  # trained for it, but never calibrated (no validation volumes)
+    return stored if stored in FALLBACKS else "none"
+
+
+def make_fallback(kind: str, shape: Sequence[int], hparams):
+    """The weighting object of fallback ``kind`` for a volume of ``shape`` (None for none).
+
+    A fallback's builder takes the volume's ``shape`` and the checkpoint's ``hparams`` and
+    returns an object with ``add(z0, inputs, prediction)``, ``finish()`` and
+    ``blend(z0, inputs, prediction)`` (:class:`DifferenceWeighting`), or None.
     """
+    return FALLBACKS.get(kind)(shape, hparams)
 
-    def __init__(self, shape: Sequence[int], threshold_bytes: float, folder: str | Path):
-        self.shape = tuple(int(n) for n in shape)
-        self.plane_bytes = int(np.prod(self.shape[1:])) * 4
-        nbytes = self.plane_bytes * self.shape[0]
-        self.on_disk = nbytes > threshold_bytes
-        self.path: Path | None = None
-        if self.on_disk:
-            # Named like fmc's other temporary files, so a killed run's buffer is cleaned up
-            # by the next run (fmc.core.files.remove_stale_parts).
-            descriptor, name = tempfile.mkstemp(prefix=f".fmc-buffer.{os.getpid()}-",
-                                                suffix=".part", dir=folder)
-            os.close(descriptor)
-            self.path = Path(name)
-            self._file = open(self.path, "r+b")  # noqa: SIM115 - closed in close()
-            self._array = None
-        else:
-            self._array = np.empty(self.shape, np.float32)
 
-    def write(self, z0: int, planes: np.ndarray) -> None:
-        """Store planes ``z0:z0 + n``."""
-        planes = np.ascontiguousarray(planes, dtype=np.float32)
-        if self._array is not None:
-            self._array[z0:z0 + planes.shape[0]] = planes
-            return
-        self._file.seek(z0 * self.plane_bytes)
-        self._file.write(planes.tobytes())
+@FALLBACKS.register("none")
+def no_fallback(shape: Sequence[int], hparams) -> None:
+    """The prediction as it is."""
+    return None
 
-    def read(self, z0: int, z1: int) -> np.ndarray:
-        """Planes ``z0:z1``."""
-        if self._array is not None:
-            return self._array[z0:z1]
-        self._file.seek(z0 * self.plane_bytes)
-        data = self._file.read((z1 - z0) * self.plane_bytes)
-        return np.frombuffer(data, np.float32).reshape(z1 - z0, *self.shape[1:])
 
-    def close(self) -> None:
-        """Free the memory or remove the temporary file."""
-        self._array = None
-        if self.path is not None:
-            self._file.close()
-            self.path.unlink(missing_ok=True)
-            self.path = None
+@FALLBACKS.register("difference")
+def difference_fallback(shape: Sequence[int], hparams) -> DifferenceWeighting:
+    """lWM's difference weighting (:class:`DifferenceWeighting`)."""
+    return DifferenceWeighting(shape)
 
-    def __enter__(self) -> PlaneBuffer:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+@FALLBACKS.register("calibrated")
+def calibrated_fallback(shape: Sequence[int], hparams) -> ChangeLimit:
+    """The change limit measured at the end of training (:class:`ChangeLimit`)."""
+    limit = hparams.get("change_limit")
+    if limit is None:
+        raise ValueError("fallback=calibrated needs a checkpoint with change_limit (trained "
+                         "with model.fallback=calibrated and validation volumes)")
+    return ChangeLimit(shape, float(limit))

@@ -119,6 +119,19 @@ def _check_ssim_args(pred: Tensor, target: Tensor, data_range: float, window_siz
                          f"voxels for window_size={window_size}{' with crop_border' if crop_border else ''}")
 
 
+def _ssim_map(mu_x: Tensor, mu_y: Tensor, e_xx: Tensor, e_yy: Tensor, e_xy: Tensor, c1: float,
+              c2: float, samples: float | None) -> Tensor:
+    """The SSIM map from the windowed means of x, y, x², y², xy; with ``samples`` (the window's
+    voxel count) the sample covariance, as scikit-image computes it for a uniform window."""
+    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+    var_x = torch.clamp(e_xx - mu_xx, min=0.0)
+    var_y = torch.clamp(e_yy - mu_yy, min=0.0)
+    cov = e_xy - mu_xy
+    if samples is not None:
+        var_x, var_y, cov = (t * (samples / (samples - 1)) for t in (var_x, var_y, cov))
+    return ((2 * mu_xy + c1) * (2 * cov + c2)) / ((mu_xx + mu_yy + c1) * (var_x + var_y + c2))
+
+
 def ssim3d(pred: Tensor, target: Tensor, data_range: float = 1.0, window_size: int = 11, sigma: float = 1.5,
            k1: float = 0.01, k2: float = 0.03, reduction: str = "mean", crop_border: bool = False,
            window: str = "gaussian") -> Tensor:
@@ -167,15 +180,9 @@ def ssim3d(pred: Tensor, target: Tensor, data_range: float = 1.0, window_size: i
         stats = torch.cat((x, y, x * x, y * y, x * y))
         stats = F.pad(stats, (pad,) * 6, mode="reflect")
         mu_x, mu_y, e_xx, e_yy, e_xy = _SeparableFilter.apply(stats, tuple(taps)).split(x.shape[0])
-        c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-        mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
-        var_x = torch.clamp(e_xx - mu_xx, min=0.0)
-        var_y = torch.clamp(e_yy - mu_yy, min=0.0)
-        cov = e_xy - mu_xy
-        if window == "uniform":  # sample covariance, as scikit-image
-            n = float(window_size) ** 3
-            var_x, var_y, cov = (t * (n / (n - 1)) for t in (var_x, var_y, cov))
-        ssim_map = ((2 * mu_xy + c1) * (2 * cov + c2)) / ((mu_xx + mu_yy + c1) * (var_x + var_y + c2))
+        ssim_map = _ssim_map(mu_x, mu_y, e_xx, e_yy, e_xy, (k1 * data_range) ** 2,
+                             (k2 * data_range) ** 2,
+                             float(window_size) ** 3 if window == "uniform" else None)
         if crop_border and pad:
             ssim_map = ssim_map[..., pad:-pad, pad:-pad, pad:-pad]
         per_sample = ssim_map.reshape(ssim_map.shape[0], -1).mean(dim=1)

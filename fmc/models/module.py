@@ -90,7 +90,7 @@ class FusionModule(L.LightningModule):
         validation volumes (set at the end of training).
     compile : bool
         Train through ``torch.compile`` (:meth:`compile_network`). Loading a checkpoint never
-        compiles (:func:`fmc.inference.prediction.load_model` passes ``compile=False``).
+        compiles (:func:`fmc.models.checkpoint.load_fusion_module` passes ``compile=False``).
     """
 
     def __init__(self, channels: Sequence[str] = ("raw_image", "surface_distance"),

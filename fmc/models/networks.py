@@ -111,12 +111,14 @@ class MonaiNetwork(nn.Module):
 
 def _basicunet(in_channels: int, out_channels: int, features: int, depth: int, norm: str,
                negative_slope: float, out_activation: str, residual: bool) -> MonaiNetwork:
+    """MONAI's BasicUNet (two convolutions per level, four fixed downsamplings): the default."""
     return MonaiNetwork("monai_basicunet", in_channels, out_channels, features, depth, norm,
                         negative_slope, out_activation, residual)
 
 
 def _segresnet(in_channels: int, out_channels: int, features: int, depth: int, norm: str,
                negative_slope: float, out_activation: str, residual: bool) -> MonaiNetwork:
+    """MONAI's SegResNet (residual blocks; its depth is the number of downsamplings)."""
     return MonaiNetwork("monai_segresnet", in_channels, out_channels, features, depth, norm,
                         negative_slope, out_activation, residual)
 

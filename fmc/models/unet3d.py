@@ -108,6 +108,25 @@ def start_as_identity(last_conv: nn.Conv3d) -> None:
         nn.init.zeros_(last_conv.bias)
 
 
+def _check_settings(in_channels: int, out_channels: int, features: int, depth: int, norm: str,
+                    out_activation: str, residual: bool) -> None:
+    """Raise ValueError naming the first setting :class:`UNet3D` cannot take."""
+    _check_int("in_channels", in_channels, minimum=1)
+    _check_int("out_channels", out_channels, minimum=1)
+    _check_int("features", features, minimum=2)
+    if features % 2:
+        raise ValueError(f"features={features} is not valid; it must be even "
+                         f"(the first conv has features/2 channels)")
+    _check_int("depth", depth, minimum=1, maximum=MAX_DEPTH)
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r} is not valid; choose one of {', '.join(NORMS)}")
+    if out_activation not in OUT_ACTIVATIONS:
+        raise ValueError(f"out_activation={out_activation!r} is not valid; "
+                         f"choose one of {', '.join(OUT_ACTIVATIONS)}")
+    if not isinstance(residual, bool):
+        raise ValueError(f"residual={residual!r} is not valid; it must be True or False")
+
+
 class UNet3D(nn.Module):
     """3D U-Net with strided-conv downsampling and transposed-conv upsampling.
 
@@ -138,20 +157,7 @@ class UNet3D(nn.Module):
                  norm: str = "instance", negative_slope: float = 0.2, out_activation: str = "none",
                  residual: bool = False) -> None:
         super().__init__()
-        _check_int("in_channels", in_channels, minimum=1)
-        _check_int("out_channels", out_channels, minimum=1)
-        _check_int("features", features, minimum=2)
-        if features % 2:
-            raise ValueError(f"features={features} is not valid; it must be even "
-                             f"(the first conv has features/2 channels)")
-        _check_int("depth", depth, minimum=1, maximum=MAX_DEPTH)
-        if norm not in NORMS:
-            raise ValueError(f"norm={norm!r} is not valid; choose one of {', '.join(NORMS)}")
-        if out_activation not in OUT_ACTIVATIONS:
-            raise ValueError(f"out_activation={out_activation!r} is not valid; "
-                             f"choose one of {', '.join(OUT_ACTIVATIONS)}")
-        if not isinstance(residual, bool):
-            raise ValueError(f"residual={residual!r} is not valid; it must be True or False")
+        _check_settings(in_channels, out_channels, features, depth, norm, out_activation, residual)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.features, self.depth, self.norm = features, depth, norm
         self.residual = residual

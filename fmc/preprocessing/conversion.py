@@ -1,4 +1,6 @@
-"""TIFF → training-ready H5: normalisation, auxiliary channels, foreground coordinates.
+"""TIFF → training-ready H5: normalisation, input channels, foreground coordinates.
+
+Every input channel is computed as its spec says (:mod:`fmc.preprocessing.channel_specs`).
 
 Used by ``python -m fmc.prepare``; importable without Hydra. See :mod:`fmc.io.h5` for the layout.
 """
@@ -20,22 +22,18 @@ from fmc.core.errors import FmcError, FmcInputError
 from fmc.core.files import natural_key, remove_stale_parts, writable_folder
 from fmc.core.logs import paced
 from fmc.core.naming import ANGLE, file_kind, h5_name, is_tiff, partner_name
-from fmc.core.normalization import PERCENTILE_HIGH, PERCENTILE_LOW, volume_stats
-from fmc.core.studies import STUDIES
-from fmc.io.h5 import (
-    COMPRESSION,
-    FOREGROUND,
-    LIGHT_MAP,
-    RAW_IMAGE,
-    SURFACE_DISTANCE,
-    is_complete,
-    write_h5,
-    written_by_fmc,
+from fmc.core.normalization import (  # noqa: F401 - normalize_float32: its name here, kept
+    PERCENTILE_HIGH,
+    PERCENTILE_LOW,
+    normalize_float32,
+    volume_stats,
 )
+from fmc.core.studies import STUDIES
+from fmc.io.h5 import COMPRESSION, FOREGROUND, RAW_IMAGE, is_complete, write_h5, written_by_fmc
 from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import read_volume
-from fmc.preprocessing.channels import WORKING_SPACING_UM, surface_distance
-from fmc.preprocessing.light import light_map
+from fmc.preprocessing.channel_specs import VIEW, ChannelView, channel_spec, derived_channels
+from fmc.preprocessing.channels import WORKING_SPACING_UM
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +63,6 @@ def resolve_spacing(meta: VolumeMeta, source: Path) -> tuple[tuple[float, float,
         return STUDIES[meta.study].spacing_zyx, f"study {meta.study} default"
     log.warning("%s: no voxel size and no known study; assuming 1 µm voxels", source)
     return (1.0, 1.0, 1.0), "assumed 1 µm"
-
-
-def normalize_float32(volume: np.ndarray, low: float, high: float, slab: int = 32) -> np.ndarray:
-    """``(volume - low) / (high - low)`` as float32, slab by slab; unchanged if high == low."""
-    scale = (high - low) if high != low else 1.0
-    offset = low if high != low else 0.0
-    result = np.empty(volume.shape, np.float32)
-    for z0 in range(0, volume.shape[0], slab):
-        block = volume[z0:z0 + slab].astype(np.float64)
-        result[z0:z0 + slab] = (block - offset) / scale
-    return result
 
 
 def foreground_coordinates(normalized: np.ndarray, max_count: int, seed: int
@@ -153,8 +140,10 @@ def _convert(source: Path, max_foreground: int, working_spacing_um: float):
     if stats.high == stats.low:
         warnings.warn(f"{source}: constant volume (p{PERCENTILE_LOW:g} == p{PERCENTILE_HIGH:g} "
                       f"== {stats.low:g}); intensities left unnormalised", stacklevel=2)
-    normalized = normalize_float32(volume, stats.low, stats.high)
-    datasets = {RAW_IMAGE: normalized}
+    axes = STUDIES[meta.study].degradation_axis_indices if meta.study in STUDIES else None
+    view = ChannelView(volume, spacing, axes, stats, working_spacing_um)
+    normalized, _ = channel_spec(VIEW).compute(view)
+    datasets = {RAW_IMAGE: normalized}  # the view; in a fused file, the training target
     attrs = {
         "kind": kind, "source": source.name, "study": meta.study, "content": meta.content,
         "spacing_zyx": list(spacing), "spacing_source": spacing_source,
@@ -164,11 +153,9 @@ def _convert(source: Path, max_foreground: int, working_spacing_um: float):
         "fmc_version": __version__, "metadata": meta.original,
     }
     if kind == ANGLE:
-        datasets[SURFACE_DISTANCE] = surface_distance(volume, spacing, working_spacing_um)
-        axes = STUDIES[meta.study].degradation_axis_indices if meta.study in STUDIES else None
-        datasets[LIGHT_MAP], light_info = light_map(volume, spacing, axes, working_spacing_um)
-        attrs.update(light_direction=light_info["direction"], lit_sides=light_info["lit_sides"],
-                     light_axes="study" if axes else "strongest gradient")
+        for spec in derived_channels():
+            datasets[spec.dataset], channel_attrs = spec.compute(view)
+            attrs.update(channel_attrs)
     else:
         seed = zlib.crc32(source.name.encode())
         coordinates, threshold, total = foreground_coordinates(normalized, max_foreground, seed)

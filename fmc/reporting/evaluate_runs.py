@@ -55,9 +55,10 @@ def evaluation_commands(run: Path, checkpoint: Path, split_list: Path, raw: Path
                "progress=false", hydra_override("hydra.run.dir", predictions),
                *predict_overrides]
     evaluate = [sys.executable, "-m", "fmc.evaluate",
-                *([] if raw is None else [hydra_override("raw", raw)]),
-                hydra_override("pred", predictions), hydra_override("split_list", split_list),
-                "baseline=[identity,gaussian]", "sigma=sweep", hydra_override("out", scores),
+                *([] if raw is None else [hydra_override("input", raw)]),
+                hydra_override("prediction", predictions),
+                hydra_override("split_list", split_list), "baseline=[identity,gaussian]",
+                "sigma=sweep", hydra_override("output", scores),
                 "progress=false", hydra_override("hydra.run.dir", scores), *evaluate_overrides]
     return [predict, evaluate]
 

@@ -78,7 +78,7 @@ def write_figures(runs: Sequence[RunReport], out: Path, montage: bool = True,
             written.append(write_montage(chosen, out / "report_montage.png", panel_px=panel_px))
         else:
             log.warning("no test prediction to show: report_montage.png not written (predictions "
-                        "go to <run>/%s; input and target are read from raw=)", PREDICTIONS_DIR)
+                        "go to <run>/%s; input and target are read from input=)", PREDICTIONS_DIR)
     return written
 
 

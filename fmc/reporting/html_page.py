@@ -167,22 +167,27 @@ def render_page(reports: Sequence[RunReport], rows: Sequence[Mapping[str, Any]],
                   '<p class="note">Runs trained with <code>holdout=K</code>: trained and selected '
                   "on the other studies, tested on all of study K's volumes.</p>",
                   loso_table(loso_rows)]
+    parts += _figure_parts(figures)
+    parts.append("<h2>Run by run</h2>")
+    parts += [run_section(r, run_anchor(i), out, montage, panel_px, montage_images)
+              for i, r in enumerate(reports)]
+    parts += ["</main>", f"<script>{SORTER}</script>", "</body>", "</html>", ""]
+    return "\n".join(parts)
+
+
+def _figure_parts(figures: Sequence[Path]) -> list[str]:
+    """The "Figures" section: each chart shown, the montage of every run folded away."""
     shown = [Path(f) for f in figures if Path(f).is_file()]
     charts = [image_tag(f.read_bytes(), f.stem, _CAPTIONS.get(f.stem, f"`{f.name}`"))
               for f in shown if f.stem != "report_montage"]
-    if shown:
-        parts += ["<h2>Figures</h2>", '<div class="figures">', *charts, "</div>"]
+    parts = ["<h2>Figures</h2>", '<div class="figures">', *charts, "</div>"] if shown else []
     for montage_file in (f for f in shown if f.stem == "report_montage"):
         # The montages of the runs' sections in one image: there, but folded away.
         parts += [f"<details><summary><code>{esc(montage_file.name)}</code>: the test montages "
                   "of the runs in one image</summary>",
                   image_tag(montage_file.read_bytes(), montage_file.stem,
                             _CAPTIONS["report_montage"]), "</details>"]
-    parts.append("<h2>Run by run</h2>")
-    parts += [run_section(r, run_anchor(i), out, montage, panel_px, montage_images)
-              for i, r in enumerate(reports)]
-    parts += ["</main>", f"<script>{SORTER}</script>", "</body>", "</html>", ""]
-    return "\n".join(parts)
+    return parts
 
 
 def write_report_page(reports: Sequence[RunReport], rows: Sequence[Mapping[str, Any]],

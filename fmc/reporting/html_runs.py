@@ -134,7 +134,7 @@ def _montage(run: RunReport, panel_px: int, images: Sequence[str] | None) -> str
         if image is None:
             if "prediction" not in missing:
                 return (f'<p class="note">No montage: {esc(name)} has no '
-                        f'{esc(" or ".join(missing))} file (raw=).</p>')
+                        f'{esc(" or ".join(missing))} file (input=).</p>')
             continue
         try:
             array = montage_array([image], panel_px=panel_px)

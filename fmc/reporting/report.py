@@ -14,7 +14,7 @@ It writes ``report.md``, ``report.csv``, a bar chart ``report_nssim.png`` (model
 Gaussian per run), ``report_montage.png`` (max projections, see :mod:`fmc.evaluation.montage`)
 and ``report.html``, all of it on one self-contained page (:mod:`fmc.reporting.html_page`).
 A run without ``metrics.json`` (training not finished, or failed) is listed as incomplete.
-Several sweeps (``sweep=[A,B] out=DIR``) share one table with a ``sweep`` column
+Several sweeps (``sweep=[A,B] output=DIR``) share one table with a ``sweep`` column
 (:mod:`fmc.reporting.sweeps`).
 
 Everything here but :func:`main` works without Hydra: :func:`build_report` takes plain values.
@@ -37,6 +37,7 @@ from fmc.core.config_values import flag, whole_number
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import write_text_atomic
 from fmc.core.naming import METRICS_FILE
+from fmc.models.checkpoint import selected_checkpoint
 from fmc.reporting.evaluate_runs import evaluate_run, recorded_checkpoint
 from fmc.reporting.figures import write_figures
 from fmc.reporting.html_page import write_report_page
@@ -46,7 +47,6 @@ from fmc.reporting.runs import (
     RunReport,
     WholeVolumeScores,
     as_number,
-    best_checkpoint,
     config_value,
     default_raw_folder,
     first_scored_image,
@@ -74,6 +74,25 @@ class ReportResult:
 # ----------------------------------------------------------------------------------------------
 # One run
 # ----------------------------------------------------------------------------------------------
+def _score_if_asked(report: RunReport, cfg, raw: str | Path | None, evaluate_missing: bool,
+                    predict_overrides: Sequence[str], evaluate_overrides: Sequence[str]) -> None:
+    """Score a finished run that has no test scores yet, when asked and possible; else say why
+    in its status."""
+    data_root = config_value(cfg, "data.root")
+    if not report.complete:
+        return  # an unfinished run is not scored: its checkpoints are still changing
+    if not evaluate_missing:
+        report.status = f"not evaluated (no {SCORES_DIR}/summary.csv, evaluate_missing=false)"
+    elif cfg is None:
+        report.status = "not evaluated: no .hydra/config.yaml to find the test split in"
+    elif raw is None and data_root is not None and report.raw is None:
+        report.status = f"not evaluated: give input=DIR, the raw TIFFs of data.root={data_root}"
+    else:
+        # A run trained on the embedded dataset is scored against evaluate's own default.
+        evaluate_run(report, None if raw is None and data_root is None else report.raw,
+                     predict_overrides, evaluate_overrides)
+
+
 def inspect_run(folder: Path, label: str, raw: str | Path | None = None,
                 evaluate_missing: bool = False, predict_overrides: Sequence[str] = (),
                 evaluate_overrides: Sequence[str] = (), sweep: str = "") -> RunReport:
@@ -99,22 +118,10 @@ def inspect_run(folder: Path, label: str, raw: str | Path | None = None,
         report.raw = Path(raw)
     elif cfg is not None:
         report.raw = default_raw_folder(config_value(cfg, "data.root"))
-    report.checkpoint = best_checkpoint(folder, report.metrics)
+    report.checkpoint = selected_checkpoint(folder, report.metrics)
     scores_dir = folder / SCORES_DIR
     if not (scores_dir / "summary.csv").is_file():
-        data_root = config_value(cfg, "data.root")
-        if not report.complete:
-            pass  # an unfinished run is not scored: its checkpoints are still changing
-        elif not evaluate_missing:
-            report.status = f"not evaluated (no {SCORES_DIR}/summary.csv, evaluate_missing=false)"
-        elif cfg is None:
-            report.status = "not evaluated: no .hydra/config.yaml to find the test split in"
-        elif raw is None and data_root is not None and report.raw is None:
-            report.status = f"not evaluated: give raw=DIR, the raw TIFFs of data.root={data_root}"
-        else:
-            # A run trained on the embedded dataset is scored against evaluate's own default.
-            evaluate_run(report, None if raw is None and data_root is None else report.raw,
-                         predict_overrides, evaluate_overrides)
+        _score_if_asked(report, cfg, raw, evaluate_missing, predict_overrides, evaluate_overrides)
     report.scores = read_test_scores(scores_dir, report.content or None)
     report.overrides = read_run_overrides(folder)
     if report.scores is None and math.isfinite(as_number(metrics.get("test/n_ssim"))):
@@ -135,13 +142,14 @@ def inspect_run(folder: Path, label: str, raw: str | Path | None = None,
 # ----------------------------------------------------------------------------------------------
 def build_report(sweep: str | Path | Sequence[str | Path] | None = None,
                  runs: Sequence[str | Path] = (),
-                 out: str | Path | None = None, raw: str | Path | None = None,
+                 output: str | Path | None = None, raw: str | Path | None = None,
                  evaluate_missing: bool = True, montage: bool = True,
                  montage_images: Sequence[str] | None = None, montage_max_images: int = 4,
                  montage_panel_px: int = 192, predict_overrides: Sequence[str] = (),
                  evaluate_overrides: Sequence[str] = ()) -> ReportResult:
     """Report on the runs of ``sweep`` (a folder, ``last``, or a list of them) and/or the run
-    folders ``runs``; write the files to ``out`` (default: the sweep folder).
+    folders ``runs``; write the files to ``output`` (default: the sweep folder). ``raw``: the
+    folder of raw TIFF pairs (the command's ``input=``), None: each run's own.
 
     Returns
     -------
@@ -153,7 +161,7 @@ def build_report(sweep: str | Path | Sequence[str | Path] | None = None,
     FmcInputError
         If a folder does not exist or the sweep holds no run.
     FmcConfigError
-        If neither ``sweep`` nor ``runs`` is given, or ``out`` is missing without a sweep or
+        If neither ``sweep`` nor ``runs`` is given, or ``output`` is missing without a sweep or
         with several.
     """
     sweeps = sweep_list(sweep)  # last: the newest fmc.train folder
@@ -163,16 +171,17 @@ def build_report(sweep: str | Path | Sequence[str | Path] | None = None,
     if int(montage_max_images) < 1 or int(montage_panel_px) < 16:
         raise FmcConfigError("montage_max_images must be >= 1 and montage_panel_px >= 16 "
                              "(conf/report.yaml)")
-    if out is None and len(sweeps) > 1:
-        raise FmcConfigError(f"sweep=[...] with {len(sweeps)} sweeps needs out=DIR, the folder for "
-                             "the report of them all (conf/report.yaml), e.g. out=reports/compare")
+    if output is None and len(sweeps) > 1:
+        raise FmcConfigError(f"sweep=[...] with {len(sweeps)} sweeps needs output=DIR, the folder "
+                             "for the report of them all (conf/report.yaml), e.g. "
+                             "output=reports/compare")
     if len(sweeps) == 1:
         log.info("report on %s", sweeps[0])
     folders = gather_runs(sweeps, runs)
-    if out is None and not sweeps:
-        raise FmcConfigError("out=DIR is needed with runs=[...] (with sweep=DIR the report goes "
-                             "into the sweep folder)")
-    out = Path(out) if out is not None else sweeps[0]
+    if output is None and not sweeps:
+        raise FmcConfigError("output=DIR is needed with runs=[...] (with sweep=DIR the report "
+                             "goes into the sweep folder)")
+    out = Path(output) if output is not None else sweeps[0]
     reports = [inspect_run(item.folder, item.label, raw, evaluate_missing, predict_overrides,
                            evaluate_overrides, item.sweep) for item in folders]
     for report, varied in zip(reports, varied_overrides([r.overrides for r in reports]),
@@ -237,7 +246,8 @@ WHERE = "conf/report.yaml"
 def run(cfg) -> ReportResult:
     """Build the report from the Hydra config (see ``conf/report.yaml``) and print it."""
     result = build_report(
-        sweep=_as_list(cfg.sweep) or None, runs=_as_list(cfg.runs), out=cfg.out, raw=cfg.raw,
+        sweep=_as_list(cfg.sweep) or None, runs=_as_list(cfg.runs), output=cfg.output,
+        raw=cfg.input,
         evaluate_missing=flag(cfg.evaluate_missing, "evaluate_missing", WHERE),
         montage=flag(cfg.montage, "montage", WHERE),
         montage_images=_as_list(cfg.montage_images) or None,

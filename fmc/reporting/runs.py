@@ -21,7 +21,6 @@ from fmc.core.errors import FmcInputError
 from fmc.core.files import natural_key
 from fmc.core.locations import resolve_latest
 from fmc.core.naming import METRICS_FILE
-from fmc.models.checkpoint import best_checkpoint_in
 
 SCORES_DIR = "test_scores"
 PREDICTIONS_DIR = "test_predictions"
@@ -210,23 +209,6 @@ def config_value(cfg, key: str) -> Any:
         return None
 
 
-def best_checkpoint(run: Path, metrics: dict[str, Any] | None) -> Path | None:
-    """The checkpoint to test: the best one recorded in ``metrics.json``, else the highest
-    ``nssim`` in a file name of ``checkpoints/``, else ``checkpoints/last.ckpt``.
-
-    The recorded path may be relative to where training ran, or the sweep may have moved:
-    the same file name inside this run's ``checkpoints/`` is used then.
-    """
-    folder = run / "checkpoints"
-    recorded = (metrics or {}).get("best/checkpoint")
-    if recorded:
-        recorded = Path(str(recorded))
-        for candidate in (recorded, folder / recorded.name):
-            if candidate.is_file():
-                return candidate
-    return best_checkpoint_in(folder)
-
-
 def read_test_scores(scores_dir: Path, content: str | None = None) -> WholeVolumeScores | None:
     """Mean test N_SSIM of the model and baselines from ``summary.csv`` (None when absent).
 
@@ -289,7 +271,7 @@ def first_scored_image(scores_dir: Path) -> str | None:
 
 
 def default_raw_folder(data_root: Any) -> Path | None:
-    """Where the raw TIFFs of a run's H5 folder are, when ``raw=`` is not given.
+    """Where the raw TIFFs of a run's H5 folder are, when ``input=`` is not given.
 
     ``data.root`` null: the embedded synthetic dataset (``$FMC_DATA/synthetic``). Otherwise
     ``fmc.prepare``'s default naming (``<raw>_h5`` beside ``<raw>``) is undone; None when that

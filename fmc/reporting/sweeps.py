@@ -1,6 +1,6 @@
 """The run folders a report covers: one sweep, several sweeps side by side, and loose runs.
 
-``python -m fmc.report sweep=A`` reports on A's runs; ``sweep=[A,B] out=DIR`` puts the runs of
+``python -m fmc.report sweep=A`` reports on A's runs; ``sweep=[A,B] output=DIR`` puts the runs of
 every sweep into one table with a ``sweep`` column (each sweep's folder name, made distinct with
 its parents' names where two share it); each element may be ``last`` (the newest
 ``fmc.train`` folder, :func:`fmc.core.locations.resolve_latest`). ``runs=[...]`` adds single

@@ -8,7 +8,7 @@ metadata keys, through :mod:`fmc.io.tiff`. The physics live in
 
 Examples
 --------
-``python -m fmc.synth out=data/mine study=3 content=membrane n=4 shape=[64,160,160] seed=1``
+``python -m fmc.synth output=data/mine study=3 content=membrane n=4 shape=[64,160,160] seed=1``
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fmc.core.config_values import whole_number, whole_numbers
+from fmc.core.config_values import flag, whole_number, whole_numbers
 from fmc.core.errors import FmcConfigError
 from fmc.core.locations import embedded_tiff_dir
 from fmc.core.logs import paced, plural
@@ -293,42 +293,39 @@ def settings_from_config(cfg) -> SynthSettings:
         # YAML lists arrive as lists; the dataclasses hold tuples (hashable, frozen).
         return {k: tuple(v) if isinstance(v, list) else v for k, v in found.items()}
 
-    specimen = values(SpecimenParams, cfg.get("specimen"))
-    optics = values(OpticsParams, cfg.get("optics"))
-    study = cfg.get("study", 1)
-    own_specimen, own_optics = study_params(get_profile(study).study, specimen, optics)
+    specimen = values(SpecimenParams, cfg.specimen)
+    optics = values(OpticsParams, cfg.optics)
+    own_specimen, own_optics = study_params(get_profile(cfg.study).study, specimen, optics)
     return SynthSettings(specimen=own_specimen if specimen else None,
                          optics=own_optics if optics else None,
-                         fusion=FusionParams(**values(FusionParams, cfg.get("fusion"))),
-                         target=str(cfg.get("target", "fusion")),
-                         field_of_view=str(cfg.get("field_of_view", "inside")))
+                         fusion=FusionParams(**values(FusionParams, cfg.fusion)),
+                         target=str(cfg.target), field_of_view=str(cfg.field_of_view))
 
 
 def run(cfg) -> list[Path]:
-    """Write ``cfg.n`` pairs for ``cfg.study``/``cfg.content`` into ``cfg.out``."""
-
-    if cfg.get("out") is None:
-        raise FmcConfigError("missing 'out': add out=DIR to the command line")
+    """Write ``cfg.n`` pairs for ``cfg.study``/``cfg.content`` into ``cfg.output``."""
+    if cfg.output is None:
+        raise FmcConfigError("missing 'output': add output=DIR to the command line")
     study = get_profile(cfg.study).study
     content = check_content(str(cfg.content))
     count = _whole_number(cfg, "n", minimum=1)
     first = _whole_number(cfg, "start", minimum=0)
     seed = _whole_number(cfg, "seed", minimum=0)
     settings = settings_from_config(cfg)
-    shape = cfg.get("shape")
-    shape = None if shape is None else list(whole_numbers(shape, "shape", 3, 1, "conf/synth.yaml"))
+    shape = None if cfg.shape is None else \
+        list(whole_numbers(cfg.shape, "shape", 3, 1, "conf/synth.yaml"))
     for index in range(first, first + count):  # before any work: nothing of the user's replaced
-        for path in pair_paths(Path(cfg.out), index, content):
-            refuse_overwriting(path, [], "out", made_by_fmc=is_synthetic)
+        for path in pair_paths(Path(cfg.output), index, content):
+            refuse_overwriting(path, [], "output", made_by_fmc=is_synthetic)
     written = []
     for k in range(count):
         index = first + k
         started = time.perf_counter()
-        paths = write_pair(Path(cfg.out), study, content, index, shape=shape, seed=seed,
-                           scale=cfg.get("scale"), settings=settings)
+        paths = write_pair(Path(cfg.output), study, content, index, shape=shape, seed=seed,
+                           scale=cfg.scale, settings=settings)
         log.info("wrote %s and %s (%.1f s)", paths[0], paths[1].name,
                  time.perf_counter() - started)
-        if cfg.get("png"):
+        if flag(cfg.png, "png", "conf/synth.yaml"):
             from fmc.io.preview import save_pair_png
             png = paths[0].with_name(paths[0].name.replace("_angle.tif", "_pair.png"))
             save_pair_png(paths[0], paths[1], png)
@@ -339,4 +336,4 @@ def run(cfg) -> list[Path]:
 
 def _whole_number(cfg, key: str, minimum: int) -> int:
     """``cfg[key]`` as an int of at least ``minimum``, else a one-line config error."""
-    return whole_number(cfg.get(key), key, minimum, "conf/synth.yaml")
+    return whole_number(cfg[key], key, minimum, "conf/synth.yaml")

@@ -1,10 +1,10 @@
-"""Build the parts of a training run from its composed config: data module, model, callbacks,
-logger (each from its config group; :mod:`fmc.training.config_checks` has checked the keys).
+"""Build the parts of a training run from its composed config: data module, model, callbacks
+(each from its config group; :mod:`fmc.training.config_checks` has checked the keys; the logger:
+:mod:`fmc.training.loggers`).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -15,30 +15,6 @@ from fmc.core.config_values import flag, whole_number
 from fmc.core.errors import FmcConfigError
 from fmc.core.naming import VALIDATION_IMAGES
 from fmc.training.config_checks import RUN_ARGUMENTS, SELECTION_METRICS, study_number
-
-
-def build_logger(cfg: DictConfig, output_dir: Path, identity: Any = None) -> Any:
-    """The configured Lightning logger (W&B offline by default), or False for none.
-
-    ``identity`` (:class:`fmc.training.run_identity.RunIdentity`) names the W&B run, its group,
-    job type and tags; None: worked out from ``cfg`` here.
-    """
-    kind = str(cfg.logger.kind)
-    if kind == "none":
-        return False
-    if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(output_dir), name="csv")
-    from lightning.pytorch.loggers import WandbLogger
-
-    from fmc.training.run_identity import current_identity
-
-    identity = identity or current_identity(cfg)
-    mode = os.environ.get("WANDB_MODE") or ("offline" if cfg.logger.offline else "online")
-    return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, name=identity.name,
-                       group=identity.group, tags=list(identity.tags), save_dir=str(output_dir),
-                       mode=mode, job_type=identity.job_type)
 
 
 def flat_config(cfg: DictConfig) -> dict[str, Any]:
@@ -77,6 +53,7 @@ def _axes_setting(value: Any, planes: bool = False) -> Any:
 def build_datamodule(cfg: DictConfig, root: Path):
     """The data module of ``cfg`` over ``root`` (validated before training)."""
     from fmc.data.datamodule import FmcDataModule
+    from fmc.preprocessing.channel_specs import channel_scales
 
     data = cfg.data
     return FmcDataModule(
@@ -90,8 +67,7 @@ def build_datamodule(cfg: DictConfig, root: Path):
         augment=bool(data.augment), degradation_axes=degradation_axes(cfg.study),
         flip_axes=_axes_setting(data.get("flip_axes", "auto")),
         rot90_planes=_axes_setting(data.get("rot90_planes", "auto"), planes=True),
-        seed=int(cfg.seed), distance_scale_um=float(data.distance_scale_um),
-        light_scale_um=float(data.light_scale_um),
+        seed=int(cfg.seed), channel_scales_um=channel_scales(data),
         robustness=OmegaConf.to_container(data.robustness) if data.get("robustness") else None)
 
 
@@ -115,12 +91,12 @@ def build_module(cfg: DictConfig, info: dict[str, Any]):
 
 def _fusion_module(cfg: DictConfig, model: dict, info: dict[str, Any]):
     from fmc.models.module import FusionModule
+    from fmc.preprocessing.channel_specs import channel_scales
 
     return FusionModule(
         **model, channels=list(cfg.channels.list),
         loss=str(cfg.loss.name), loss_kwargs=OmegaConf.to_container(cfg.loss.kwargs),
-        channel_scales_um={"surface_distance": float(cfg.data.distance_scale_um),
-                           "light_map": float(cfg.data.light_scale_um)},
+        channel_scales_um=channel_scales(cfg.data),
         patch_size=[int(p) for p in cfg.data.patch_size],
         spacing_zyx=info.get("spacing_zyx"), study=info.get("study"),
         content=info.get("content") or str(cfg.content))

@@ -17,7 +17,6 @@ from fmc.core.config_values import flag, whole_number
 from fmc.core.errors import FmcConfigError
 from fmc.core.named_choices import choice_error
 
-LOGGERS = ("wandb", "csv", "none")
 SELECTION_METRICS = ("val/volume_n_ssim", "val/n_ssim")
 TEST_VOLUMES = ("auto", "true", "false")
 
@@ -31,6 +30,7 @@ def training_choices() -> dict[str, tuple[tuple[str, ...], str]]:
     from fmc.models.networks import NETWORKS
     from fmc.models.optimizers import OPTIMIZERS, SCHEDULERS
     from fmc.models.unet3d import NORMS, OUT_ACTIVATIONS
+    from fmc.training.loggers import LOGGERS
 
     model = "conf/model/unet3d.yaml"
     return {
@@ -40,7 +40,7 @@ def training_choices() -> dict[str, tuple[tuple[str, ...], str]]:
         "model.scheduler": (SCHEDULERS.names(), SCHEDULERS.where),
         "model.confidence": (CONFIDENCES, model), "model.fallback": (FALLBACKS, model),
         "loss.name": (LOSSES.names(), LOSSES.where),
-        "logger.kind": (LOGGERS, "the logger group: logger=..."),
+        "logger.name": (LOGGERS.names(), LOGGERS.where),
         "callbacks.checkpoint.monitor": (SELECTION_METRICS, "conf/callbacks/default.yaml"),
         "test_volumes": (TEST_VOLUMES, "conf/train.yaml"),
     }
@@ -68,13 +68,13 @@ def check_choices(cfg: DictConfig) -> None:
 
 
 def check_channels(cfg: DictConfig) -> None:
-    """``channels.list``: raw_image first, then known channels, each once."""
-    from fmc.data.datamodule import CHANNELS
+    """``channels.list``: the view first, then registered channels, each once."""
+    from fmc.preprocessing.channel_specs import CHANNELS, VIEW
 
     names = list(cfg.channels.list)
     unknown = [c for c in names if c not in CHANNELS]
-    if unknown or not names or names[0] != "raw_image" or len(set(names)) != len(names):
-        raise FmcConfigError(f"channels.list={names}: the first must be raw_image, the others "
+    if unknown or not names or names[0] != VIEW or len(set(names)) != len(names):
+        raise FmcConfigError(f"channels.list={names}: the first must be {VIEW}, the others "
                              f"from {', '.join(CHANNELS)}, each once (channels=...)")
 
 

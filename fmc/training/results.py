@@ -75,16 +75,18 @@ def selected_model(selection: dict[str, Any], module):
     """The selected checkpoint's model (on ``module``'s device), else ``module`` itself."""
     if not selection.get("checkpoint"):
         return module
-    from fmc.inference.prediction import load_model
+    from fmc.models.checkpoint import load_fusion_module
 
-    return load_model(selection["checkpoint"], str(next(module.parameters()).device))
+    return load_fusion_module(selection["checkpoint"], str(next(module.parameters()).device))
 
 
-def window_settings(cfg: DictConfig) -> dict[str, Any]:
-    """Sliding-window overlap and batch of whole-volume scoring (``callbacks.volume_validation``)."""
+def volume_settings(cfg: DictConfig):
+    """How whole volumes are predicted for calibration and the test: ``fmc.predict``'s settings
+    with the window and batch of ``callbacks.volume_validation`` (its YAML holds their defaults)."""
+    from fmc.evaluation.volume_scoring import scoring_settings
+
     volume = cfg.callbacks.get("volume_validation") or {}
-    return {"overlap": float(volume.get("overlap", 0.5)),
-            "batch_size": int(volume.get("batch_size", 4))}
+    return scoring_settings(float(volume.get("overlap", 0.5)), int(volume.get("batch_size", 4)))
 
 
 def calibrate_fallback(cfg: DictConfig, selection: dict[str, Any], module,
@@ -102,7 +104,7 @@ def calibrate_fallback(cfg: DictConfig, selection: dict[str, Any], module,
     from fmc.models.checkpoint import set_hyperparameter
 
     limit = calibrate_change_limit_on(selected_model(selection, module), val_pairs,
-                                      **window_settings(cfg))
+                                      volume_settings(cfg))
     for path in {selection.get("checkpoint"), str(output_folder() / "checkpoints" / "last.ckpt")}:
         if path and Path(path).is_file():
             set_hyperparameter(path, "change_limit", limit)
@@ -136,7 +138,7 @@ def score_test_volumes(cfg: DictConfig, datamodule, selection: dict[str, Any],
 
     baselines = BASELINE_SIGMAS if flag(cfg.get("test_baselines", True), "test_baselines",
                                         "conf/train.yaml") else ()
-    scores = score_h5_pairs(selected_model(selection, module), pairs, **window_settings(cfg),
+    scores = score_h5_pairs(selected_model(selection, module), pairs, volume_settings(cfg),
                             label="test", baselines=baselines)
     result: dict[str, Any] = summarize_scores(scores, "test/n_ssim")
     result["test/volumes"] = {s.name: s.n_ssim for s in scores}

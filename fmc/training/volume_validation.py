@@ -6,7 +6,8 @@ comes first), and once more when training ends (so the last weights of a run sto
 streaming sliding window and scores them with the challenge N_SSIM
 (:mod:`fmc.evaluation.volume_scoring`). With ``select=True`` it keeps the best weights as
 ``checkpoints/best-step<N>-vnssim<score>.ckpt`` (the previous best is removed), which is what
-``fmc.predict``, the registry and ``fmc.report`` then pick (:func:`fmc.models.checkpoint.best_checkpoint_in`).
+``fmc.predict``, the registry and ``fmc.report`` then pick
+(:func:`fmc.models.checkpoint.selected_checkpoint`).
 
 The cost is logged as ``val/volume_seconds`` (cumulative) and counts in ``trainer.max_time``:
 a run that validates more trains less, as it should for a fair comparison at equal time.
@@ -24,7 +25,8 @@ import lightning as L
 import torch
 
 from fmc.core.logs import plural
-from fmc.evaluation.volume_scoring import score_h5_pairs, summarize_scores
+from fmc.evaluation.volume_scoring import score_h5_pairs, scoring_settings, summarize_scores
+from fmc.models.checkpoint import best_checkpoint_name
 from fmc.training.clock import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ class VolumeValidation(L.Callback):
         self.every_seconds = None if every_minutes is None else float(every_minutes) * 60.0
         self.at_end, self.select = bool(at_end), bool(select)
         self.dirpath = Path(dirpath)
-        self.overlap, self.batch_size = float(overlap), int(batch_size)
+        self.settings = scoring_settings(float(overlap), int(batch_size))
         self.history_path = None if history_path is None else Path(history_path)
         self.images_dir = None if images_dir is None else Path(images_dir)
         self.image_panel_px = int(image_panel_px)
@@ -119,9 +121,8 @@ class VolumeValidation(L.Callback):
         with self.cost:
             if trainer.is_global_zero:
                 draw = self._figure_drawer(step, figure) if self.images_dir is not None else None
-                scores = score_h5_pairs(pl_module, self.pairs, overlap=self.overlap,
-                                        batch_size=self.batch_size, label=f"validation at step {step}",
-                                        visit=draw)
+                scores = score_h5_pairs(pl_module, self.pairs, self.settings,
+                                        label=f"validation at step {step}", visit=draw)
                 summary = summarize_scores(scores, METRIC)
                 per_volume = {s.name: s.n_ssim for s in scores}
                 score = summary.get(METRIC, float("nan"))
@@ -182,7 +183,7 @@ class VolumeValidation(L.Callback):
                 logger.log_image(key="val/volume", images=[image], caption=[caption], step=step)
 
     def _save_best(self, trainer: L.Trainer, step: int, score: float) -> None:
-        path = self.dirpath / f"best-step{step}-vnssim{score:.4f}.ckpt"
+        path = self.dirpath / best_checkpoint_name(step, score)
         trainer.save_checkpoint(str(path), weights_only=False)
         previous, self.best_path = self.best_path, path
         if previous is not None and previous != path and trainer.is_global_zero:

@@ -78,7 +78,7 @@ def test_a_new_study_is_one_yaml_file(tmp_path: Path):
     assert load_studies([conf / "studies"])[6].spacing_zyx == (2.0, 0.5, 0.5)
     raw, h5, sweep = tmp_path / "raw", tmp_path / "h5", tmp_path / "sweep"
     for study, extra in ((6, ["n=5", "scale=2"]), (1, ["n=1", "start=5", "scale=3"])):
-        result = run_command("fmc.synth", f"out={raw}", f"study={study}", "shape=[16,48,48]",
+        result = run_command("fmc.synth", f"output={raw}", f"study={study}", "shape=[16,48,48]",
                              *extra, env=env)
         assert result.returncode == 0, result.stderr[-2000:]
     result = run_command("fmc.prepare", f"input={raw}", f"output={h5}", env=env)

@@ -22,10 +22,10 @@ from fmc.data.patches import (
     default_rot90_planes,
     lateral_augment_axes,
     pad_to_patch,
-    scale_channel,
     uniform_origin,
 )
 from fmc.io.h5 import FOREGROUND, write_h5
+from fmc.preprocessing.channel_specs import scale_channel
 from fmc.preprocessing.conversion import convert_folder
 from fmc.preprocessing.splits import read_list, write_lists
 from fmc.simulation.synth import write_pair
@@ -74,7 +74,7 @@ def test_scale_channel():
     np.testing.assert_allclose(scaled, [-1.0, 0.0, np.tanh(1.0), 1.0], atol=1e-6)
     np.testing.assert_allclose(scale_channel("data/light_map", np.array([100.0])), [np.tanh(1.0)])
     np.testing.assert_allclose(scale_channel("light_map", np.array([10.0]), 10.0), [np.tanh(1.0)])
-    with pytest.raises(FmcConfigError, match="valid channels"):
+    with pytest.raises(FmcConfigError, match="choose one of raw_image, surface_distance, light_map"):
         scale_channel("nuclei", distance)
 
 
@@ -215,7 +215,8 @@ def test_training_draws_differ_by_epoch_and_reproduce_with_seed(ramp_pair):
 
 def test_augmentation_keeps_alignment_and_allowed_axes(ramp_pair):
     dataset = PatchDataset([ramp_pair], ["raw_image", "light_map"], (8, 16, 16), samples_per_volume=40,
-                           flip_axes="YX", rot90_planes=["YX"], light_scale_um=1e9)
+                           flip_axes="YX", rot90_planes=["YX"],
+                           channel_scales_um={"light_map": 1e9})
     changed = 0
     for index in range(len(dataset)):
         item = dataset[index]
@@ -342,5 +343,5 @@ def test_bad_settings(h5_root):
         datamodule(h5_root, patch_size=(8, 16)).validate()
     with pytest.raises(FmcConfigError, match="patch_size"):
         datamodule(h5_root, patch_size=(8, 0, 16)).validate()
-    with pytest.raises(FmcConfigError, match="valid channels"):
+    with pytest.raises(FmcConfigError, match="choose one of raw_image, surface_distance, light_map"):
         datamodule(h5_root, channels=["raw_image", "nuclei"]).validate()

@@ -312,8 +312,8 @@ def scene_folder(tmp_path: Path) -> Path:
 def test_evaluate_with_the_proxy_writes_proxy_columns(scene_folder: Path, tmp_path: Path):
     predictions = fused_as_predictions(scene_folder, tmp_path / "pred")
     out = tmp_path / "out"
-    result = run_in_process("fmc.evaluate", f"raw={scene_folder}", f"pred={predictions}",
-                            "baseline=identity", "iou=proxy", f"out={out}", "progress=false")
+    result = run_in_process("fmc.evaluate", f"input={scene_folder}", f"prediction={predictions}",
+                            "baseline=identity", "iou=proxy", f"output={out}", "progress=false")
     assert result.returncode == 0, result.stderr
     rows = read_csv(out / "per_image.csv")
     assert list(rows[0]) == [*PER_IMAGE_COLUMNS, "iou_input_proxy", "iou_pred_proxy", "n_iou_proxy"]
@@ -338,15 +338,15 @@ def test_evaluate_iou_user_errors(scene_folder: Path, tmp_path: Path, case: str,
         # A 'cellpose' that fails to import stands in for an environment without it, whether or
         # not the real one is installed.
         monkeypatch.setitem(sys.modules, "cellpose", None)  # import cellpose now raises ImportError
-        result = run_in_process("fmc.evaluate", f"raw={scene_folder}", "baseline=identity",
-                                "iou=cellpose", f"out={tmp_path / 'out'}")
+        result = run_in_process("fmc.evaluate", f"input={scene_folder}", "baseline=identity",
+                                "iou=cellpose", f"output={tmp_path / 'out'}")
         assert_user_error(result, "iou=cellpose", "cellpose is not installed")
     elif case == "unknown_backend":
-        result = run_in_process("fmc.evaluate", f"raw={scene_folder}", "baseline=identity",
-                                "iou=stardist", f"out={tmp_path / 'out'}")
+        result = run_in_process("fmc.evaluate", f"input={scene_folder}", "baseline=identity",
+                                "iou=stardist", f"output={tmp_path / 'out'}")
         assert_user_error(result, "iou=stardist", "choose none, proxy or cellpose")
     else:
-        result = run_in_process("fmc.evaluate", f"raw={scene_folder}", "baseline=identity",
-                                "iou=proxy", "iou_max_voxels=-5", f"out={tmp_path / 'out'}")
+        result = run_in_process("fmc.evaluate", f"input={scene_folder}", "baseline=identity",
+                                "iou=proxy", "iou_max_voxels=-5", f"output={tmp_path / 'out'}")
         assert_user_error(result, "iou_max_voxels=-5")
     assert not (tmp_path / "out" / "per_image.csv").exists()

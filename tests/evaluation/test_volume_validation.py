@@ -17,23 +17,23 @@ from tests.conftest import TINY_RUN, run_in_process, save_tiny_checkpoint
 def test_identity_model_scores_zero_and_matches_evaluate_on_the_tiffs(raw_and_h5, tmp_path: Path):
     import lightning as L
 
-    from fmc.evaluation.volume_scoring import score_h5_pairs, summarize_scores
-    from fmc.inference.prediction import load_model
+    from fmc.evaluation.volume_scoring import score_h5_pairs, scoring_settings, summarize_scores
+    from fmc.models.checkpoint import load_fusion_module
 
     raw, h5_root = raw_and_h5
     pairs = read_list(h5_root / "lists" / "study1_nucleus_test.csv", h5_root)
     # An untrained residual net is the identity: N_SSIM 0 by definition.
-    identity = load_model(save_tiny_checkpoint(tmp_path / "identity.ckpt"))
-    [score] = score_h5_pairs(identity, pairs)
+    identity = load_fusion_module(save_tiny_checkpoint(tmp_path / "identity.ckpt"))
+    [score] = score_h5_pairs(identity, pairs, scoring_settings())
     assert score.study == 1 and abs(score.n_ssim) < 1e-6
     # A net that changes the volume: the in-memory H5 score equals fmc.predict + fmc.evaluate on
     # the TIFFs (the H5 intensities are an affine map of the TIFF's, which the metric undoes).
-    changed = load_model(save_tiny_checkpoint(tmp_path / "changed.ckpt"))
+    changed = load_fusion_module(save_tiny_checkpoint(tmp_path / "changed.ckpt"))
     torch.manual_seed(0)
     with torch.no_grad():
         for parameter in changed.net.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))
-    [ours] = score_h5_pairs(changed, pairs)
+    [ours] = score_h5_pairs(changed, pairs, scoring_settings())
     checkpoint = tmp_path / "changed_saved.ckpt"
     trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
     trainer.strategy.connect(changed)
@@ -42,8 +42,8 @@ def test_identity_model_scores_zero_and_matches_evaluate_on_the_tiffs(raw_and_h5
     predicted = run_in_process("fmc.predict", f"ckpt={checkpoint}", f"input={test_list}",
                                f"output={tmp_path / 'pred'}", "progress=false")
     assert predicted.returncode == 0, predicted.stderr[-2000:]
-    evaluated = run_in_process("fmc.evaluate", f"raw={raw}", f"pred={tmp_path / 'pred'}",
-                               f"split_list={test_list}", f"out={tmp_path / 'eval'}")
+    evaluated = run_in_process("fmc.evaluate", f"input={raw}", f"prediction={tmp_path / 'pred'}",
+                               f"split_list={test_list}", f"output={tmp_path / 'eval'}")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     rows = list(csv.DictReader((tmp_path / "eval" / "per_image.csv").open()))
     assert abs(ours.n_ssim) > 1e-3  # the net really changed something
@@ -76,7 +76,7 @@ def test_training_selects_by_whole_volumes_and_scores_the_test_list(h5_root: Pat
     assert len(metrics["test/volumes"]) == 1
     assert metrics["test/n_ssim"] == pytest.approx(metrics["test/n_ssim/study1"])
     # The report takes the run's own test score when nothing else scored it.
-    report = run_in_process("fmc.report", f"runs=[{run_dir}]", f"out={tmp_path / 'report'}",
+    report = run_in_process("fmc.report", f"runs=[{run_dir}]", f"output={tmp_path / 'report'}",
                             "evaluate_missing=false", "montage=false")
     assert report.returncode == 0, report.stderr[-2000:]
     row = next(csv.DictReader((tmp_path / "report" / "report.csv").open()))

@@ -36,7 +36,7 @@ def test_low_precision_predictions_score_as_float32(tmp_path: Path):
 
 
 def test_an_unknown_precision_is_one_line():
-    from fmc.inference.prediction import default_settings
+    from fmc.inference.predict_settings import default_settings
 
     with pytest.raises(FmcConfigError, match="amp='fp8': choose one of auto, none, bf16, fp16"):
         default_settings(amp="fp8").check()

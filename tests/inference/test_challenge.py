@@ -125,7 +125,7 @@ class _FailingPicker:
 
 
 def test_on_error_identity_writes_the_input_and_lists_unreadable_files(case: Path, tmp_path: Path):
-    from fmc.inference.prediction import default_settings
+    from fmc.inference.predict_settings import default_settings
     from fmc.inference.runner import predict_files
 
     broken = tmp_path / "image_8.tif"

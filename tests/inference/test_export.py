@@ -20,10 +20,10 @@ def checkpoint(request, tmp_path_factory) -> Path:
 
 
 def fmc_output(checkpoint: Path, tile: torch.Tensor) -> np.ndarray:
-    from fmc.inference.prediction import load_model
+    from fmc.models.checkpoint import load_fusion_module
 
     with torch.no_grad():
-        return load_model(checkpoint)(tile).numpy()
+        return load_fusion_module(checkpoint)(tile).numpy()
 
 
 def a_tile(shape) -> torch.Tensor:
@@ -34,7 +34,7 @@ def a_tile(shape) -> torch.Tensor:
 
 def test_torchscript_equals_fmc_on_other_tile_sizes(checkpoint: Path, tmp_path: Path):
     result = run_in_process("fmc.export", f"ckpt={checkpoint}", "format=torchscript",
-                            f"out={tmp_path / 'model.pt'}")
+                            f"output={tmp_path / 'model.pt'}")
     assert result.returncode == 0, result.stderr[-2000:]
     scripted = torch.jit.load(str(tmp_path / "model.pt"))
     for shape in [(16, 32, 32), (8, 20, 44)]:
@@ -52,7 +52,7 @@ def test_torchscript_equals_fmc_on_other_tile_sizes(checkpoint: Path, tmp_path: 
 def test_onnx_equals_fmc_on_other_tile_sizes(checkpoint: Path, tmp_path: Path):
     onnxruntime = pytest.importorskip("onnxruntime")
     result = run_in_process("fmc.export", f"ckpt={checkpoint}", "format=onnx",
-                            f"out={tmp_path / 'model.onnx'}")
+                            f"output={tmp_path / 'model.onnx'}")
     assert result.returncode == 0, result.stderr[-2000:]
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"),
                                            providers=["CPUExecutionProvider"])
@@ -64,9 +64,9 @@ def test_onnx_equals_fmc_on_other_tile_sizes(checkpoint: Path, tmp_path: Path):
 
 def test_bad_requests_are_one_line(tmp_path: Path, checkpoint: Path):
     result = run_command("fmc.export", f"ckpt={checkpoint}", "format=tflite",
-                         f"out={tmp_path / 'm.x'}")
+                         f"output={tmp_path / 'm.x'}")
     assert_user_error(result, "format=tflite: choose one of torchscript, onnx")
-    result = run_in_process("fmc.export", f"ckpt={checkpoint}", "tile=[16,30,32]",
-                            f"out={tmp_path / 'm.pt'}")
+    result = run_in_process("fmc.export", f"ckpt={checkpoint}", "patch=[16,30,32]",
+                            f"output={tmp_path / 'm.pt'}")
     assert_user_error(result, "multiple of 4")
     assert not (tmp_path / "m.pt").exists()

@@ -29,18 +29,18 @@ def sample(h5_root: Path) -> Path:
 
 
 def export(checkpoint: Path, sample: Path, out: Path, *overrides: str):
-    return run_in_process("fmc.export", f"ckpt={checkpoint}", "format=bioimageio", f"out={out}",
+    return run_in_process("fmc.export", f"ckpt={checkpoint}", "format=bioimageio", f"output={out}",
                           f"sample={sample}", *overrides)
 
 
 def fmc_prediction(checkpoint: Path, raw: np.ndarray, distance: np.ndarray) -> np.ndarray:
     """fmc's module on a whole (small) volume: raw normalised over the volume, tanh(d / 50)."""
-    from fmc.inference.prediction import load_model
+    from fmc.models.checkpoint import load_fusion_module
 
     low, high = np.percentile(raw, [2, 99.8])
     inputs = np.stack([(raw - low) / (high - low + 1e-6), np.tanh(distance / 50.0)])[None]
     with torch.no_grad():
-        return load_model(checkpoint)(torch.from_numpy(inputs.astype(np.float32))).numpy()
+        return load_fusion_module(checkpoint)(torch.from_numpy(inputs.astype(np.float32))).numpy()
 
 
 def test_package_passes_the_model_test_and_predicts_as_fmc(checkpoint: Path, sample: Path,
@@ -170,16 +170,16 @@ def test_the_architecture_file_runs_alone_as_fmc_does(checkpoint: Path, tmp_path
     import subprocess
     import sys
 
-    from fmc.inference.prediction import load_model
+    from fmc.inference.model_card import distance_scales
     from fmc.inference.tile_function import TileFunction, ZooTileFunction
     from fmc.inference.zoo_architecture import (
         ARCHITECTURE_CALLABLE,
         architecture_kwargs,
         architecture_source,
     )
-    from fmc.inference.zoo_card import distance_scales
+    from fmc.models.checkpoint import load_fusion_module
 
-    model = load_model(checkpoint).float().eval()
+    model = load_fusion_module(checkpoint).float().eval()
     function = ZooTileFunction(TileFunction.of_module(model), distance_scales(model))
     inputs = (torch.rand(1, 1, 8, 16, 16), 40 * torch.randn(1, 1, 8, 16, 16))
     (tmp_path / "fmc_network.py").write_text(architecture_source())

@@ -8,12 +8,14 @@ import h5py
 import numpy as np
 import pytest
 
-from fmc.data.patches import scale_channel
 from fmc.inference.network_input import NetworkInput, open_volume
+from fmc.inference.plane_buffer import PlaneBuffer
 from fmc.inference.registry import ModelRegistry, RegistryEntry
-from fmc.io.h5 import LIGHT_MAP, RAW_IMAGE, SURFACE_DISTANCE
+from fmc.io.h5 import RAW_IMAGE
 from fmc.io.metadata import VolumeMeta
-from fmc.models.fallback import DifferenceWeighting, PlaneBuffer
+from fmc.models.fallback import DifferenceWeighting
+from fmc.preprocessing.channel_specs import CHANNELS as SPECS
+from fmc.preprocessing.channel_specs import scale_channel
 from fmc.preprocessing.conversion import convert_tiff
 from fmc.simulation.synth import write_pair
 
@@ -38,8 +40,7 @@ def test_slabs_from_a_tiff_equal_the_prepared_channels(prepared):
     finally:
         opened.close()
     with h5py.File(h5, "r") as handle:
-        stored = [handle[RAW_IMAGE][:], scale_channel("surface_distance", handle[SURFACE_DISTANCE][:]),
-                  scale_channel("light_map", handle[LIGHT_MAP][:])]
+        stored = [scale_channel(name, handle[SPECS[name].dataset][:]) for name in CHANNELS]
     for index, name in enumerate(CHANNELS):
         np.testing.assert_allclose(slabs[index], stored[index], atol=1e-5, err_msg=name)
 

@@ -44,8 +44,8 @@ def test_ome_zarr_in_and_out_equal_the_tiff_path(tmp_path: Path):
     # fmc.evaluate finds and scores the OME-Zarr prediction as it does the TIFF one.
     scores = {}
     for name in ("tif", "zarr_out"):
-        result = run_in_process("fmc.evaluate", f"raw={raw}", f"pred={tmp_path / name}",
-                                f"out={tmp_path / ('scores_' + name)}")
+        result = run_in_process("fmc.evaluate", f"input={raw}", f"prediction={tmp_path / name}",
+                                f"output={tmp_path / ('scores_' + name)}")
         assert result.returncode == 0, result.stderr[-2000:]
         scores[name] = (tmp_path / f"scores_{name}" / "per_image.csv").read_text()
     assert scores["tif"] == scores["zarr_out"]

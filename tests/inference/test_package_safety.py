@@ -22,7 +22,7 @@ import pytest
 
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.simulation.synth import write_pair
-from tests.conftest import assert_user_error, run_in_process, save_tiny_checkpoint
+from tests.conftest import assert_user_error, export_package, run_in_process, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,11 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def package(checkpoint: Path, tmp_path_factory) -> Path:
-    """A one-model package written by ``fmc.registry export``."""
-    from fmc.registry import main
-
+    """A one-model package written by ``fmc.registry``."""
     source = tmp_path_factory.mktemp("source")
     shutil.copy(checkpoint, source / "s1n.ckpt")
     (source / "models.yaml").write_text("models:\n  - {study: 1, content: nucleus, ckpt: s1n.ckpt}\n")
-    return main(["export", str(source), f"out={tmp_path_factory.mktemp('pkg') / 'models.zip'}"])
+    return export_package(source, tmp_path_factory.mktemp("pkg") / "models.zip")
 
 
 @pytest.fixture()
@@ -372,21 +370,18 @@ def test_an_unwritable_cache_is_one_line(package: Path, tmp_path: Path, monkeypa
     assert "fmc cannot keep model packages there" in opening_error(package)
 
 
-# 7. fmc.registry export never writes over an input or a file of the user's.
-def _export(capsys, source: Path, out) -> str:
-    from fmc.registry import main
-
-    with pytest.raises(SystemExit) as stop:
-        main(["export", str(source), f"out={out}"])
-    assert stop.value.code == 2
-    err = capsys.readouterr().err
+# 7. fmc.registry never writes over an input or a file of the user's.
+def _export(source: Path, out) -> str:
+    result = run_in_process("fmc.registry", f"input={source}", f"output={out}")
+    assert result.returncode == 2, result.stderr
+    err = result.stderr
     assert err.startswith("fmc.registry: error: ") and err.count("\n") == 1, err
     return err
 
 
 @pytest.fixture()
 def source(checkpoint: Path, tmp_path: Path) -> Path:
-    """A registry folder whose checkpoint is named weights.zip (a name an out= could take)."""
+    """A registry folder whose checkpoint is named weights.zip (a name an output= could take)."""
     folder = tmp_path / "source"
     folder.mkdir()
     shutil.copy(checkpoint, folder / "weights.zip")
@@ -394,7 +389,7 @@ def source(checkpoint: Path, tmp_path: Path) -> Path:
     return folder
 
 
-def test_export_refuses_unsafe_targets_before_any_work(source: Path, tmp_path: Path, capsys):
+def test_export_refuses_unsafe_targets_before_any_work(source: Path, tmp_path: Path):
     before = {p: p.read_bytes() for p in source.iterdir()}
     (tmp_path / "afile").write_text("mine")
     (tmp_path / "folder.zip").mkdir()
@@ -408,7 +403,7 @@ def test_export_refuses_unsafe_targets_before_any_work(source: Path, tmp_path: P
              tmp_path / "link.zip": "would replace the input",
              tmp_path / "yaml.zip": "would replace the input"}
     for out, fragment in cases.items():
-        assert fragment in _export(capsys, source, out)
+        assert fragment in _export(source, out)
     assert {p: p.read_bytes() for p in source.iterdir()} == before
     assert (tmp_path / "notes.zip").read_text() == "my notes"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -417,19 +412,16 @@ def test_export_refuses_unsafe_targets_before_any_work(source: Path, tmp_path: P
 
 
 def test_export_replaces_its_own_package_and_a_failure_keeps_it(source: Path, tmp_path: Path,
-                                                                capsys, monkeypatch):
-    from fmc.registry import main
-
+                                                                monkeypatch):
     out = tmp_path / "models.zip"
-    main(["export", str(source), f"out={out}"])
-    main(["export", str(source), f"out={out}"])  # an fmc package: replaced
+    export_package(source, out)
+    export_package(source, out)  # an fmc package: replaced
     first = out.read_bytes()
-    capsys.readouterr()
 
     def full_disk(*args, **kwargs):
         raise FmcInputError("no space left on the device")
 
     monkeypatch.setattr(zipfile.ZipFile, "write", full_disk)
-    assert "no space left" in _export(capsys, source, out)
+    assert "no space left" in _export(source, out)
     assert out.read_bytes() == first
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []

@@ -16,7 +16,13 @@ import yaml
 
 from fmc.core.errors import FmcInputError
 from fmc.simulation.synth import write_pair
-from tests.conftest import assert_user_error, run_command, run_in_process, save_tiny_checkpoint
+from tests.conftest import (
+    assert_user_error,
+    export_package,
+    run_command,
+    run_in_process,
+    save_tiny_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +43,10 @@ def cache(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
-def export(sweep: Path, out: Path) -> Path:
-    from fmc.registry import main
-
-    return main(["export", str(sweep), f"out={out}"])
-
-
 def test_export_writes_models_hashes_and_a_card(sweep: Path, tmp_path: Path):
     from fmc.inference.packages import sha256_of
 
-    package = export(sweep, tmp_path / "models.zip")
+    package = export_package(sweep, tmp_path / "models.zip")
     with zipfile.ZipFile(package) as archive:
         names = sorted(archive.namelist())
         manifest = yaml.safe_load(archive.read("models.yaml"))
@@ -63,7 +63,7 @@ def test_predict_from_a_package_and_refuse_a_changed_one(sweep: Path, tmp_path: 
                                                          cache: Path):
     from fmc.inference.packages import open_registry, sha256_of
 
-    package = export(sweep, tmp_path / "models.zip")
+    package = export_package(sweep, tmp_path / "models.zip")
     raw = tmp_path / "raw"
     write_pair(raw, 3, "membrane", 0, shape=(24, 48, 48), scale=3.0)
     result = run_in_process("fmc.predict", "ckpt=auto", f"registry={package}", f"input={raw}",
@@ -92,7 +92,7 @@ def test_a_package_url_is_downloaded_once(sweep: Path, tmp_path: Path, cache: Pa
     from fmc.inference import packages
 
     served = tmp_path / "served"
-    export(sweep, served / "models.zip")
+    export_package(sweep, served / "models.zip")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -110,9 +110,18 @@ def test_a_package_url_is_downloaded_once(sweep: Path, tmp_path: Path, cache: Pa
 
 
 def test_the_command_contract(tmp_path: Path):
-    result = run_command("fmc.registry", "export", str(tmp_path / "nothing"))
-    assert_user_error(result, "usage: python -m fmc.registry export SWEEP_OR_MODELS out=models.zip")
-    result = run_command("fmc.registry", "export", str(tmp_path / "nothing"),
-                         f"out={tmp_path / 'm.zip'}")
+    result = run_command("fmc.registry", f"input={tmp_path / 'nothing'}", cwd=tmp_path)
+    assert_user_error(result, "missing value for 'output': add output=... to the command line "
+                              "(see conf/registry.yaml)")
+    result = run_command("fmc.registry", f"input={tmp_path / 'nothing'}",
+                         f"output={tmp_path / 'm.zip'}", cwd=tmp_path)
     assert_user_error(result, "no such folder")
-    assert not (tmp_path / "m.zip").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no m.zip, no run folder
+    # The command line it had before it was a Hydra command: one line saying what it is now.
+    result = run_command("fmc.registry", "export", str(tmp_path / "nothing"),
+                         f"out={tmp_path / 'm.zip'}", cwd=tmp_path)
+    assert_user_error(result, "fmc.registry takes key=value settings only: "
+                              "python -m fmc.registry input=SWEEP_OR_MODELS output=models.zip")
+    result = run_in_process("fmc.registry", "action=import", f"input={tmp_path}",
+                            f"output={tmp_path / 'm.zip'}")
+    assert_user_error(result, "action=import: choose one of export (conf/registry.yaml)")

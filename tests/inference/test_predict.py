@@ -216,7 +216,12 @@ def compose_config(command: str, *overrides: str):
 def test_predict_and_challenge_compose_the_same_inference_defaults():
     from omegaconf import OmegaConf
 
-    from fmc.inference.prediction import INFERENCE_DEFAULTS, PredictSettings, default_settings, settings_from
+    from fmc.inference.predict_settings import (
+        INFERENCE_DEFAULTS,
+        PredictSettings,
+        default_settings,
+        settings_from,
+    )
 
     shared = OmegaConf.load(INFERENCE_DEFAULTS)
     predict, challenge = compose_config("predict"), compose_config("challenge")
@@ -230,7 +235,7 @@ def test_predict_and_challenge_compose_the_same_inference_defaults():
 
 
 def test_sliding_window_keys_stay_top_level_overrides():
-    from fmc.inference.prediction import settings_from
+    from fmc.inference.predict_settings import settings_from
 
     for command in ("predict", "challenge"):
         settings = settings_from(compose_config(command, "overlap=0.25", "tta=[y,x]", "patch=[8,16,16]",
@@ -250,7 +255,7 @@ def test_sliding_window_keys_stay_top_level_overrides():
 ])
 def test_a_bad_setting_is_a_one_line_config_error(command, override, expected):
     from fmc.core.errors import FmcConfigError
-    from fmc.inference.prediction import settings_from
+    from fmc.inference.predict_settings import settings_from
 
     with pytest.raises(FmcConfigError) as caught:
         settings_from(compose_config(command, override))
@@ -258,11 +263,13 @@ def test_a_bad_setting_is_a_one_line_config_error(command, override, expected):
 
 
 def test_the_enumerations_in_the_messages_are_the_checked_ones():
-    from fmc.inference.prediction import OUTPUT_DTYPES
-    from fmc.inference.tiling import WEIGHTINGS
-    from fmc.models.fallback import FALLBACK_CHOICES
+    from fmc.inference.output_formats import OUTPUT_FORMATS
+    from fmc.inference.predict_settings import OUTPUT_DTYPES
+    from fmc.inference.tile_weights import WEIGHTINGS
+    from fmc.models.fallback import fallback_choices
 
-    # The messages above list these tuples; a new choice must show up in the message test too.
-    assert WEIGHTINGS == ("gaussian", "constant", "roof")
-    assert FALLBACK_CHOICES == ("auto", "none", "difference", "calibrated")
+    # The messages above list these names; a new choice must show up in the message test too.
+    assert WEIGHTINGS.names() == ("gaussian", "constant", "roof")
+    assert fallback_choices() == ("auto", "none", "difference", "calibrated")
+    assert OUTPUT_FORMATS.names() == ("tiff", "ome-zarr")
     assert OUTPUT_DTYPES == ("float32", "uint16")

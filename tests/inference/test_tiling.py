@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fmc.inference.tiling import importance_map, sliding_window_predict, tile_starts
+from fmc.inference.tile_weights import importance_map
+from fmc.inference.tiling import sliding_window_predict, tile_starts
 
 
 @pytest.mark.parametrize("length,patch", [(100, 32), (33, 32), (32, 32), (20, 32), (257, 64)])
@@ -116,7 +117,7 @@ def test_slabs_are_streamed_in_order_and_the_source_is_read_a_tile_high_at_a_tim
 
 
 def test_roof_window_is_the_seeds_fading_map():
-    from fmc.inference.tiling import roof_window
+    from fmc.inference.tile_weights import roof_window
 
     weights = roof_window((64, 256, 256), (5, 15, 15))
     assert weights.max() == pytest.approx(1.0)

@@ -180,8 +180,8 @@ def test_evaluate_refuses_an_incomplete_prediction(tmp_path: Path):
     write_volume(raw / "image_0_nucleus_fused.tif", VIEW, META)
     source = tiff_declaring_more(pred.mkdir() or pred / "image_0_nucleus_angle.tif")
     before = digest(source)
-    result = run_in_process("fmc.evaluate", f"raw={raw}", f"pred={pred}",
-                            f"out={tmp_path / 'scores'}")
+    result = run_in_process("fmc.evaluate", f"input={raw}", f"prediction={pred}",
+                            f"output={tmp_path / 'scores'}")
     assert_user_error(result, "incomplete: holds 8 of 9 planes")
     assert len(result.stderr.strip().splitlines()) == 1 and str(source) in result.stderr
     assert not (tmp_path / "scores" / "per_image.csv").exists() and digest(source) == before

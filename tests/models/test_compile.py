@@ -16,8 +16,7 @@ from tests.conftest import TINY_RUN, run_in_process
 @pytest.mark.slow  # a compiled fit and a compiled prediction: about a minute on 2 cores
 def test_a_compiled_run_saves_plain_weights_and_predicts_the_same(h5_root: Path,
                                                                   raw_and_h5, tmp_path: Path):
-    from fmc.inference.prediction import load_model
-    from fmc.models.checkpoint import read_checkpoint
+    from fmc.models.checkpoint import load_fusion_module, read_checkpoint
 
     run_dir = tmp_path / "run"
     result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", "model.compile=true",
@@ -26,7 +25,7 @@ def test_a_compiled_run_saves_plain_weights_and_predicts_the_same(h5_root: Path,
     [checkpoint] = sorted((run_dir / "checkpoints").glob("last*.ckpt"))
     state = read_checkpoint(checkpoint)["state_dict"]
     assert not any("_orig_mod" in key for key in state)
-    model = load_model(checkpoint)
+    model = load_fusion_module(checkpoint)
     assert model.hparams.compile is False and not model.compiled
 
     view = sorted(raw_and_h5[0].glob("*_angle.tif"))[0]

@@ -32,7 +32,7 @@ def compose(*overrides: str):
 def test_a_monai_network_starts_as_the_identity_and_reloads_weights_only(model, tmp_path: Path):
     import lightning as L
 
-    from fmc.inference.prediction import load_model
+    from fmc.models.checkpoint import load_fusion_module
     from fmc.training.builders import build_module
     from fmc.training.config_checks import check_config
 
@@ -49,7 +49,7 @@ def test_a_monai_network_starts_as_the_identity_and_reloads_weights_only(model, 
     trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
     trainer.strategy.connect(module)
     trainer.save_checkpoint(tmp_path / "m.ckpt", weights_only=False)
-    reloaded = load_model(tmp_path / "m.ckpt")  # weights_only=True inside
+    reloaded = load_fusion_module(tmp_path / "m.ckpt")  # weights_only=True inside
     with torch.no_grad():
         torch.testing.assert_close(reloaded(tile), expected)
 
@@ -74,7 +74,7 @@ def test_fmc_train_runs_a_monai_network(h5_root: Path, tmp_path: Path, network: 
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     if not network:  # the default network is BasicUNet
-        from fmc.inference.prediction import load_model
+        from fmc.models.checkpoint import load_fusion_module
 
-        model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
+        model = load_fusion_module(tmp_path / "run" / "checkpoints" / "last.ckpt")
         assert model.hparams.network == "monai_basicunet" and model.hparams.depth == 4

@@ -10,17 +10,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from fmc.io.h5 import (
-    COMPLETE_ATTR,
-    FOREGROUND,
-    LIGHT_MAP,
-    RAW_IMAGE,
-    SURFACE_DISTANCE,
-    is_complete,
-    read_attrs,
-)
+from fmc.io.h5 import COMPLETE_ATTR, FOREGROUND, RAW_IMAGE, is_complete, read_attrs
 from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import write_volume
+from fmc.preprocessing.channel_specs import CHANNELS
 from fmc.preprocessing.splits import read_list, split_counts
 from fmc.simulation.synth import write_pair
 from tests.conftest import assert_user_error, run_command, run_in_process
@@ -54,9 +47,9 @@ def test_prepare_writes_h5_files_and_lists(tiff_folder: Path, tmp_path: Path):
         # Percentile-normalised, not clipped: p2 -> 0, p99.8 -> 1.
         assert np.percentile(raw, 2) == pytest.approx(0, abs=1e-6)
         assert np.percentile(raw, 99.8) == pytest.approx(1, abs=1e-5) and raw.max() > 1
-        distance = angle[SURFACE_DISTANCE][...]
+        distance = angle[CHANNELS["surface_distance"].dataset][...]
         assert distance.max() > 0 > distance.min()
-        assert angle[LIGHT_MAP][...].min() == 0
+        assert angle[CHANNELS["light_map"].dataset][...].min() == 0
         assert angle.attrs[COMPLETE_ATTR]
     attrs = read_attrs(out / "image_0_nucleus_angle.h5")
     assert attrs["study"] == 1 and attrs["content"] == "nucleus" and attrs["kind"] == "angle"

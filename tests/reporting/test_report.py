@@ -21,7 +21,7 @@ from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import write_volume
 from fmc.reporting.evaluate_runs import evaluation_commands, hydra_override
 from fmc.reporting.report import inspect_run
-from fmc.reporting.runs import best_checkpoint, read_test_scores
+from fmc.reporting.runs import read_test_scores
 from tests.conftest import assert_user_error, run_command, run_in_process, save_tiny_checkpoint
 
 SPACING = (3.0, 0.5, 0.5)  # a 6x coarser z step, as in light-sheet stacks
@@ -109,7 +109,7 @@ def sweep(tmp_path: Path) -> dict:
 
 def test_report_table_files_and_figures(sweep: dict):
     folder = sweep["sweep"]
-    result = run_in_process("fmc.report", f"sweep={folder}", f"raw={sweep['raw']}",
+    result = run_in_process("fmc.report", f"sweep={folder}", f"input={sweep['raw']}",
                             "evaluate_missing=false", "montage_panel_px=64")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {r["run"]: r for r in read_csv(folder / "report.csv")}
@@ -151,7 +151,7 @@ def test_report_table_files_and_figures(sweep: dict):
 
 def test_a_run_without_metrics_is_listed_as_incomplete(sweep: dict):
     folder = sweep["sweep"]
-    result = run_in_process("fmc.report", f"sweep={folder}", f"raw={sweep['raw']}",
+    result = run_in_process("fmc.report", f"sweep={folder}", f"input={sweep['raw']}",
                             "evaluate_missing=false", "montage=false")
     assert result.returncode == 0, result.stderr[-3000:]
     row = next(r for r in read_csv(folder / "report.csv") if r["run"] == "2")
@@ -169,7 +169,7 @@ def test_runs_list_and_unscored_run(sweep: dict, tmp_path: Path):
         "run_name": "x", "study": 1, "content": "nucleus", "channels": "raw", "loss": "l1",
         "best/val_n_ssim": 0.2, "best/checkpoint": "epoch0000-step1-nssim0.2000.ckpt"})
     out = tmp_path / "report"
-    result = run_in_process("fmc.report", f"runs=[{folder / '1'},{unscored}]", f"out={out}",
+    result = run_in_process("fmc.report", f"runs=[{folder / '1'},{unscored}]", f"output={out}",
                             "evaluate_missing=false", "montage=false")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_csv(out / "report.csv")
@@ -187,7 +187,7 @@ def test_missing_sweep_folder_is_a_user_error(tmp_path: Path):
     empty.mkdir()
     assert_user_error(run_in_process("fmc.report", f"sweep={empty}"), "no run folder")
     assert_user_error(run_in_process("fmc.report"), "give sweep=DIR")
-    assert_user_error(run_in_process("fmc.report", f"runs=[{empty}]"), "out=DIR is needed")
+    assert_user_error(run_in_process("fmc.report", f"runs=[{empty}]"), "output=DIR is needed")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,19 +236,6 @@ def test_summary_reading_picks_the_best_gaussian(tmp_path: Path):
     assert read_test_scores(tmp_path / "nothing") is None
 
 
-def test_best_checkpoint_fallbacks(tmp_path: Path):
-    folder = tmp_path / "checkpoints"
-    folder.mkdir()
-    assert best_checkpoint(tmp_path, None) is None
-    (folder / "last.ckpt").write_bytes(b"")
-    assert best_checkpoint(tmp_path, {}) == folder / "last.ckpt"
-    for name in ("epoch0001-step2-nssim0.1000.ckpt", "epoch0002-step4-nssim0.3000.ckpt"):
-        (folder / name).write_bytes(b"")
-    assert best_checkpoint(tmp_path, {}).name == "epoch0002-step4-nssim0.3000.ckpt"
-    recorded = {"best/checkpoint": "/elsewhere/epoch0001-step2-nssim0.1000.ckpt"}
-    assert best_checkpoint(tmp_path, recorded).name == "epoch0001-step2-nssim0.1000.ckpt"
-
-
 def test_a_run_that_cannot_be_evaluated_says_why(tmp_path: Path):
     run = write_run(tmp_path / "0", {"study": 1, "content": "nucleus", "best/val_n_ssim": 0.2,
                                      "best/checkpoint": "epoch0000-step1-nssim0.2000.ckpt"})
@@ -269,8 +256,8 @@ def test_evaluation_command_lines(tmp_path: Path):
     assert "progress=false" in predict
     assert evaluate[1:3] == ["-m", "fmc.evaluate"]
     assert "baseline=[identity,gaussian]" in evaluate and "sigma=sweep" in evaluate
-    assert not any(arg.startswith("raw=") for arg in evaluate)  # evaluate's own default
-    assert f"out='{run / 'test_scores'}'" in evaluate
+    assert not any(arg.startswith("input=") for arg in evaluate)  # evaluate's own default
+    assert f"output='{run / 'test_scores'}'" in evaluate
     assert hydra_override("a", "it's, odd") == "a='it\\'s, odd'"
 
 
@@ -289,7 +276,7 @@ def test_evaluate_missing_runs_predict_and_evaluate(raw_folder: Path, tmp_path: 
     (run / ".hydra").mkdir()
     (run / ".hydra" / "config.yaml").write_text(
         f"study: all\ncontent: nucleus\ndata:\n  root: {raw_folder}\n  test_list: test.csv\n")
-    result = run_in_process("fmc.report", f"sweep={run.parent}", f"raw={raw_folder}",
+    result = run_in_process("fmc.report", f"sweep={run.parent}", f"input={raw_folder}",
                             "montage_panel_px=32")
     assert result.returncode == 0, result.stderr[-3000:]
     row = read_csv(run.parent / "report.csv")[0]
@@ -303,7 +290,7 @@ def test_evaluate_missing_runs_predict_and_evaluate(raw_folder: Path, tmp_path: 
     assert (run.parent / "report_montage.png").stat().st_size > 0
     # Scores gone, predictions of the same checkpoint still there: only evaluate runs again.
     shutil.rmtree(run / "test_scores")
-    again = run_in_process("fmc.report", f"sweep={run.parent}", f"raw={raw_folder}", "montage=false")
+    again = run_in_process("fmc.report", f"sweep={run.parent}", f"input={raw_folder}", "montage=false")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing the predictions" in again.stdout + again.stderr
     assert read_csv(run.parent / "report.csv")[0]["test_n_ssim"] == row["test_n_ssim"]

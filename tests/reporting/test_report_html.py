@@ -213,8 +213,8 @@ def test_several_sweeps_in_one_table(sweep: dict, tmp_path: Path):  # noqa: F811
     work = tmp_path / "work"
     shutil.copytree(sweep["sweep"], work / "outputs" / "train" / "multirun" / "2026-01-02_03-04-05")
     out = tmp_path / "compare"
-    result = run_in_process("fmc.report", f"sweep=[{first},{second},last]", f"out={out}",
-                            f"raw={sweep['raw']}", "evaluate_missing=false", "montage=false",
+    result = run_in_process("fmc.report", f"sweep=[{first},{second},last]", f"output={out}",
+                            f"input={sweep['raw']}", "evaluate_missing=false", "montage=false",
                             cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_csv(out / "report.csv")
@@ -227,10 +227,10 @@ def test_several_sweeps_in_one_table(sweep: dict, tmp_path: Path):  # noqa: F811
     assert [name for name, _ in parser.rows][:4] == ["a/multirun/0", "a/multirun/1",
                                                       "a/multirun/2", "b/multirun/0"]
     assert parser.headers[0]["data-key"] == "sweep"
-    # Several sweeps need out=; one sweep does not write a sweep column.
+    # Several sweeps need output=; one sweep does not write a sweep column.
     assert_user_error(run_in_process("fmc.report", f"sweep=[{first},{second}]"),
-                      "out=DIR", "conf/report.yaml")
-    with pytest.raises(FmcConfigError, match="needs out=DIR"):
+                      "output=DIR", "conf/report.yaml")
+    with pytest.raises(FmcConfigError, match="needs output=DIR"):
         build_report(sweep=[first, second], evaluate_missing=False, montage=False)
     single = build_report(sweep=[first], evaluate_missing=False, montage=False)
     assert "sweep" not in read_csv(first / "report.csv")[0]
@@ -291,8 +291,8 @@ def test_report_page_in_a_browser(sweep: dict, tmp_path: Path):  # noqa: F811
         "file,study,content,n_ssim,identity_n_ssim,gaussian_n_ssim,gaussian_sigma\n"
         "image_0_nucleus_angle.tif,3,nucleus,0.3,0.0,0.15,1\n")
     out = tmp_path / "compare"
-    result = run_in_process("fmc.report", f"sweep=[{first},{second}]", f"out={out}",
-                            f"raw={sweep['raw']}", "evaluate_missing=false", "montage_panel_px=32")
+    result = run_in_process("fmc.report", f"sweep=[{first},{second}]", f"output={out}",
+                            f"input={sweep['raw']}", "evaluate_missing=false", "montage_panel_px=32")
     assert result.returncode == 0, result.stderr[-3000:]
     page = out / "report.html"
     assert_self_contained(page.read_text())

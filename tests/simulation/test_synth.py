@@ -169,7 +169,10 @@ def test_studies_have_their_own_specimen_and_optics_and_overrides_win():
     assert study_params(1)[1] == OpticsParams()  # study 1 keeps the defaults
     assert len({study_params(s)[1] for s in STUDIES}) == len(STUDIES)  # all differ
     # A command-line value changes that one field of the study's own parameters.
-    settings = settings_from_config(OmegaConf.create({"study": 3, "optics": {"photons": 100}}))
+    from fmc.core.cli import CONFIG_DIR
+
+    synth = OmegaConf.load(Path(CONFIG_DIR) / "synth.yaml")  # its defaults, as the command has them
+    settings = settings_from_config(OmegaConf.merge(synth, {"study": 3, "optics": {"photons": 100}}))
     assert settings.optics.photons == 100
     assert settings.optics.attenuation_length_um == optics.attenuation_length_um
     assert settings.specimen is None  # the study's own
@@ -187,7 +190,7 @@ def _cli(*args, cwd):
 
 
 def test_cli_writes_pairs(tmp_path):
-    result = run_in_process("fmc.synth", f"out={tmp_path / 'o'}", "study=2", "content=nucleus",
+    result = run_in_process("fmc.synth", f"output={tmp_path / 'o'}", "study=2", "content=nucleus",
                             "n=2", "start=3", "shape=[24,48,48]", "scale=3", "seed=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for index in (3, 4):
@@ -197,7 +200,7 @@ def test_cli_writes_pairs(tmp_path):
 
 def test_the_command_line_exits_2_with_one_line(tmp_path):
     """fmc.synth's exit-2 contract through the real command line (the cases below: in-process)."""
-    result = _cli(f"out={tmp_path / 'o'}", "study=9", cwd=tmp_path)
+    result = _cli(f"output={tmp_path / 'o'}", "study=9", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("fmc.synth: error: ") and result.stderr.count("\n") == 1
     assert "valid studies are 1, 2, 3, 4, 5" in result.stderr
@@ -211,7 +214,7 @@ def test_the_command_line_exits_2_with_one_line(tmp_path):
     (["field_of_view=outside"], "field_of_view='outside': choose one of inside, fill"),
 ])
 def test_cli_bad_input_exits_2_without_traceback(tmp_path, args, message):
-    result = run_in_process("fmc.synth", f"out={tmp_path / 'o'}", *args, cwd=tmp_path)
+    result = run_in_process("fmc.synth", f"output={tmp_path / 'o'}", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout

@@ -50,7 +50,7 @@ def test_a_used_run_folder_is_resumed_never_overwritten(h5_root: Path, tmp_path:
     earlier = save_tiny_checkpoint(checkpoints / "last.ckpt")
     before = earlier.read_bytes()
     result = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", run_dir=run_dir)
-    assert_user_error(result, "holds the checkpoints of an earlier run", "ckpt_path=last")
+    assert_user_error(result, "holds the checkpoints of an earlier run", "ckpt=last")
     assert earlier.read_bytes() == before
     # resume=true with a metrics.json that is not JSON: one line naming it.
     (run_dir / "metrics.json").write_text("{not json")

@@ -93,7 +93,7 @@ def test_holdout_run_with_a_confidence_head_and_a_calibrated_fallback(three_stud
     assert resolve_fallback("auto", hparams) == "calibrated"
 
     # The report's leave-one-study-out table, from the run's own test scores.
-    report = run_in_process("fmc.report", f"runs=[{run_dir}]", f"out={tmp_path / 'report'}",
+    report = run_in_process("fmc.report", f"runs=[{run_dir}]", f"output={tmp_path / 'report'}",
                             "evaluate_missing=false", "montage=false")
     assert report.returncode == 0, report.stderr[-3000:]
     assert "Leave one study out" in report.stdout

@@ -101,7 +101,7 @@ def test_network_output_is_an_unbounded_regression_of_the_input_shape(module):
 
 # -- inputs and intensities --------------------------------------------------------------------
 def test_inputs_are_the_view_and_its_surface_distance(cfg, module):
-    from fmc.data.patches import CHANNELS, scale_channel
+    from fmc.preprocessing.channel_specs import CHANNELS, scale_channel
 
     assert list(cfg.channels.list) == ["raw_image", "surface_distance"]
     assert module.in_channels == 2
@@ -114,7 +114,7 @@ def test_inputs_are_the_view_and_its_surface_distance(cfg, module):
 
 def test_distance_scaling_is_fmcs_documented_difference(cfg, module):
     # Not "same": RWTH-GE fed raw µm (dist_handling none); fmc feeds tanh(d / 50 µm).
-    from fmc.data.patches import scale_channel
+    from fmc.preprocessing.channel_specs import scale_channel
 
     assert cfg.data.distance_scale_um == 50.0
     assert module.hparams.channel_scales_um["surface_distance"] == 50.0
@@ -295,7 +295,7 @@ def test_checkpoints_keep_the_latest_and_the_best_by_the_patch_proxy(cfg, tmp_pa
 # -- prediction --------------------------------------------------------------------------------
 def test_roof_window_is_the_seeds_fading_map():
     # RWTH-GE's Docker tiles: 64x256x256, crop 5/15/15 -> nonzero core 54x226x226, weights 1/27 .. 1.
-    from fmc.inference.tiling import RWTH_GE_ROOF_CROP, WEIGHT_FLOOR, roof_window
+    from fmc.inference.tile_weights import RWTH_GE_ROOF_CROP, WEIGHT_FLOOR, roof_window
 
     assert RWTH_GE_ROOF_CROP == (5, 15, 15)
     weights = roof_window((64, 256, 256), RWTH_GE_ROOF_CROP)

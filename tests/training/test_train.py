@@ -105,7 +105,7 @@ BAD_CHOICES = [("model.optimizer=sgd", "model.optimizer=sgd: choose one of radam
                ("model.confidence=net", "model.confidence=net: choose one of none, head"),
                ("model.fallback=always", "model.fallback=always: choose one of none, difference"),
                ("loss.name=l2", "loss.name=l2: choose one of ssim_l1, nssim_l1, l1"),
-               ("logger.kind=tensorboard", "logger.kind=tensorboard: choose one of wandb, csv"),
+               ("logger.name=tensorboard", "logger.name=tensorboard: choose one of wandb, csv"),
                ("callbacks.checkpoint.monitor=val/loss",
                 "callbacks.checkpoint.monitor=val/loss: choose one of val/volume_n_ssim"),
                ("test_volumes=maybe", "test_volumes=maybe: choose one of auto, true, false"),
@@ -192,7 +192,7 @@ def test_fit_writes_self_contained_checkpoints_and_resumes(h5_root: Path, tmp_pa
     assert summary["channels"] == "raw_distance" and summary["loss"] == "ssim_l1"
     assert isinstance(summary["best/val_n_ssim"], float) and "final/val_n_ssim" in summary
     # Resume from last.ckpt: the step count continues.
-    resumed = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", "ckpt_path=last",
+    resumed = run_in_process("fmc.train", *TINY_RUN, f"data.root={h5_root}", "ckpt=last",
                              "trainer.max_steps=4", run_dir=run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
@@ -271,7 +271,7 @@ def test_a_resumed_sweep_trains_only_what_did_not_finish(h5_root: Path, tmp_path
     ("data.train_list=lists/nope.csv", "nope.csv"),
     ("data.patch_size=[16,30,32]", "multiple of 2**model.depth"),
     ("channels.list=[surface_distance]", "the first must be raw_image"),
-    ("ckpt_path=/nonexistent/last.ckpt", "does not exist"),
+    ("ckpt=/nonexistent/last.ckpt", "does not exist"),
     ("study=7", "valid studies are 1, 2, 3, 4, 5"),
     ("data.flip_axes=[W]", "unknown axis 'W'"),
     ("data.flip_axes=sideways", "use auto, lateral or axes"),
