@@ -135,7 +135,7 @@ def check_config(cfg: DictConfig) -> None:
     check_model_keys(cfg)
     check_model_numbers(cfg)
     whole_number(cfg.seed, "seed", 0, "conf/train.yaml")
-    flag(cfg.get("test_baselines", True), "test_baselines", "conf/train.yaml")
+    flag(cfg.test_baselines, "test_baselines", "conf/train.yaml")
     model = OmegaConf.to_container(cfg.model, resolve=True)
     check_network(str(cfg.model.network), model, model.get("network_kwargs"))
     depth = int(cfg.model.depth)
@@ -162,7 +162,7 @@ def check_holdout(cfg: DictConfig) -> int | None:
     from fmc.core.naming import lists_prefix
     from fmc.core.studies import get_profile
 
-    value = cfg.get("holdout")
+    value = cfg.holdout
     if value is None or str(value).strip().lower() in ("none", "null", ""):
         return None
     if lists_prefix(cfg.study) != "all":

@@ -37,7 +37,7 @@ def run_metrics(cfg: DictConfig, trainer, selection: dict[str, Any]) -> dict[str
     clock = next((c for c in trainer.callbacks if isinstance(c, TrainClock)), None)
     return {
         "run_name": str(cfg.run_name), "study": cfg.study, "content": str(cfg.content),
-        "holdout": cfg.get("holdout"),
+        "holdout": cfg.holdout,
         "channels": str(cfg.channels.name), "loss": str(cfg.loss.name),
         "selection": selection["metric"],
         "best/val_n_ssim": selection["score"],
@@ -94,7 +94,7 @@ def calibrate_fallback(cfg: DictConfig, selection: dict[str, Any], module,
     """With ``model.fallback=calibrated``: measure the change limit on the validation volumes
     and store it in the selected checkpoint (and the last one), so that ``fmc.predict`` and
     ``fmc.challenge`` apply it by default. Returns ``{"fallback/change_limit": value}``."""
-    if str(cfg.model.get("fallback", "none")) != "calibrated":
+    if str(cfg.model.fallback) != "calibrated":
         return {}
     if not val_pairs:
         log.warning("model.fallback=calibrated without validation volumes: no change limit, "
@@ -124,7 +124,7 @@ def score_test_volumes(cfg: DictConfig, datamodule, selection: dict[str, Any],
     test list (``test_volumes: auto``) or scoring is off. Writes the run's
     ``test_volumes.csv`` (with ``test_baselines: true``, the best Gaussian per volume too).
     """
-    setting = str(cfg.get("test_volumes", "auto")).lower()
+    setting = str(cfg.test_volumes).lower()
     if setting in ("false", "off", "none"):
         return {}, []
     try:
@@ -136,7 +136,7 @@ def score_test_volumes(cfg: DictConfig, datamodule, selection: dict[str, Any],
         raise
     from fmc.evaluation.volume_scoring import BASELINE_SIGMAS, score_h5_pairs, summarize_scores
 
-    baselines = BASELINE_SIGMAS if flag(cfg.get("test_baselines", True), "test_baselines",
+    baselines = BASELINE_SIGMAS if flag(cfg.test_baselines, "test_baselines",
                                         "conf/train.yaml") else ()
     scores = score_h5_pairs(selected_model(selection, module), pairs, volume_settings(cfg),
                             label="test", baselines=baselines)
