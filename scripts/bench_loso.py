@@ -192,6 +192,62 @@ def summary(out: Path, labels: list[str] | None) -> str:
     return "\n".join(lines)
 
 
+def seed_spread(out: Path, labels: list[str] | None) -> str:
+    """Markdown: per label, content and held-out study, each seed's held-out mean (and its ratio
+    to the same seed's in-domain score of that study), their min, max and standard deviation,
+    and the worst seed; then per label and content whether the *worst seed* meets the goal
+    (every held-out study >= half of in-domain, no volume below the harm limit)."""
+    h5 = embedded_h5_dir()
+    rows = read_rows(out)
+    labels = labels or list(dict.fromkeys(r["label"] for r in rows))
+    lines = [table_header("variant", "content", "held-out study", "per seed: mean (ratio)",
+                          "min", "max", "std", "worst seed's ratio", "worst volume")]
+    verdicts = []
+    for label in labels:
+        base = label.split("+")[0]
+        for content in CONTENTS:
+            held = [r for r in rows if r["label"] == label and r["content"] == content
+                    and r["holdout"] is not None]
+            refs = {r["seed"]: r for r in rows if r["label"] in (label, base)
+                    and r["content"] == content and r["holdout"] is None
+                    and r["fallback"] in ("checkpoint", label.partition("+")[2])}
+            if not held:
+                continue
+            worst_ratio, worst_volume = math.inf, math.inf
+            for study in sorted({int(r["holdout"]) for r in held}):
+                per_seed = sorted((r for r in held if int(r["holdout"]) == study),
+                                  key=lambda r: r["seed"])
+                means = [float(np.mean(list(r["volumes"].values()))) for r in per_seed]
+                ratios = [_ratio_to_reference(m, refs.get(r["seed"]), study, h5)
+                          for m, r in zip(means, per_seed, strict=True)]
+                lowest = min(min(r["volumes"].values()) for r in per_seed)
+                seed_ratio = min(ratios) if ratios else math.nan
+                worst_ratio = min(worst_ratio, seed_ratio)
+                worst_volume = min(worst_volume, lowest)
+                cells = ", ".join(f"s{r['seed']} {m:+.3f} ({q:.2f})"
+                                  for r, m, q in zip(per_seed, means, ratios, strict=True))
+                lines.append(table_row(label, content, study, cells, f"{min(means):+.4f}",
+                                       f"{max(means):+.4f}",
+                                       f"{np.std(means, ddof=1) if len(means) > 1 else 0:.4f}",
+                                       f"{seed_ratio:.2f}", f"{lowest:+.4f}"))
+            verdicts.append((label, content, worst_ratio, worst_volume))
+    lines.append("")
+    for label, content, ratio, volume in verdicts:
+        lines.append(f"- {label} {content}: worst seed's lowest held-out / in-domain {ratio:.2f} "
+                     f"({'>=' if ratio >= 0.5 else '<'} 0.5); worst volume of any seed "
+                     f"{volume:+.4f} ({'>=' if volume >= HARM_LIMIT else '<'} {HARM_LIMIT})")
+    return "\n".join(lines)
+
+
+def _ratio_to_reference(mean: float, reference: dict | None, study: int, h5: Path) -> float:
+    """``mean`` over the reference run's in-domain score on ``study``'s volumes (NaN without)."""
+    if reference is None:
+        return math.nan
+    values = [v for name, v in reference["volumes"].items() if study_of(name, h5) == study]
+    ref = float(np.mean(values)) if values else math.nan
+    return mean / ref if values and ref > 0 else math.nan
+
+
 def overview(out: Path, labels: list[str] | None) -> str:
     """One row per variant and content: the **all** rows of :func:`summary`, side by side."""
     rows = [line for line in summary(out, labels).splitlines() if "| **all** |" in line]
@@ -227,6 +283,9 @@ def main() -> None:
     parser.add_argument("--summary", action="store_true")
     parser.add_argument("--labels", nargs="*", help="with --summary: these labels only; "
                         "LABEL@REF scores LABEL's held-out runs against REF's in-domain runs")
+    parser.add_argument("--spread", action="store_true",
+                        help="with --summary: the spread over seeds (each seed against its own "
+                             "in-domain reference) and the worst seed's verdict")
     parser.add_argument("--overview", action="store_true",
                         help="with --summary: one row per variant and content")
     parser.add_argument("--figure", nargs=2, metavar=("LABEL", "PNG"),
@@ -237,7 +296,11 @@ def main() -> None:
     if args.figure:
         print(figure(args.out, args.figure[0], Path(args.figure[1])))
     elif args.summary:
-        print(overview(args.out, args.labels) if args.overview else summary(args.out, args.labels))
+        if args.spread:
+            print(seed_spread(args.out, args.labels))
+        else:
+            print(overview(args.out, args.labels) if args.overview
+                  else summary(args.out, args.labels))
     elif args.rescore:
         rescore(args)
     else:

@@ -33,6 +33,7 @@ import argparse
 import csv
 import json
 import shlex
+import statistics
 import sys
 from pathlib import Path
 
@@ -149,15 +150,21 @@ def run_peer(peer: Path, raw: Path, h5: Path, content: str, seed: int, minutes: 
             "train_wall_s": round(train_seconds, 1), "best_val": result.get("best_val_n_ssim")}
 
 
-def summary_table(results: Path) -> str:
-    """Markdown table of ``results.jsonl``: per set and configuration, each RWTH-GE's test N_SSIM,
-    the mean, and the ratio to the peer's mean at the same budget (latest row per seed)."""
+def _groups(results: Path) -> dict[tuple, list[dict]]:
+    """The latest row per seed of ``results.jsonl``, grouped by (set, content, budget, label)."""
     latest: dict[tuple, dict] = {}
     for row in read_jsonl(results):
         latest[(row["set"], row["content"], row["minutes"], row["label"], row["seed"])] = row
     groups: dict[tuple, list[dict]] = {}
     for (set_, content, minutes, label, _), row in sorted(latest.items(), key=lambda kv: str(kv[0])):
         groups.setdefault((set_, content, minutes, label), []).append(row)
+    return groups
+
+
+def summary_table(results: Path) -> str:
+    """Markdown table of ``results.jsonl``: per set and configuration, each RWTH-GE's test N_SSIM,
+    the mean, and the ratio to the peer's mean at the same budget (latest row per seed)."""
+    groups = _groups(results)
     means = {key: sum(r["test_n_ssim"] for r in rows) / len(rows) for key, rows in groups.items()}
     table = []
     for key, rows in groups.items():
@@ -170,6 +177,21 @@ def summary_table(results: Path) -> str:
                       ratio))
     return markdown_table(("set", "content", "budget", "trainer", "per seed: test N_SSIM (steps)",
                            "mean", "ratio to peer"), table)
+
+
+def spread_table(results: Path) -> str:
+    """Markdown table of the spread over seeds: per set and configuration the mean, min, max
+    and standard deviation (n - 1) of the seeds' test N_SSIM, and which seed was worst."""
+    table = []
+    for (set_, content, minutes, label), rows in _groups(results).items():
+        values = [r["test_n_ssim"] for r in rows]
+        worst = min(rows, key=lambda r: r["test_n_ssim"])
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        table.append((set_, content, f"{minutes:g} min", label, len(values),
+                      f"{statistics.fmean(values):+.4f}", f"{min(values):+.4f}",
+                      f"{max(values):+.4f}", f"{std:.4f}", f"s{worst['seed']}"))
+    return markdown_table(("set", "content", "budget", "trainer", "seeds", "mean", "min", "max",
+                           "std", "worst seed"), table)
 
 
 def main() -> None:
@@ -191,10 +213,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_recipe")
     parser.add_argument("--summary", action="store_true",
                         help="print the table of OUT/results.jsonl and stop")
+    parser.add_argument("--spread", action="store_true",
+                        help="with --summary: the spread over seeds (mean, min, max, std)")
     args = parser.parse_args()
     out = args.out.resolve()
     if args.summary:
-        print(summary_table(out / "results.jsonl"))
+        table = spread_table if args.spread else summary_table
+        print(table(out / "results.jsonl"))
         return
     logs = out / "logs"
     raw, h5 = data_set(args.set, args.content, logs)

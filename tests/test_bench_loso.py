@@ -107,3 +107,20 @@ def test_an_ensemble_takes_one_kept_run_per_seed_from_the_recipes_labels(tmp_pat
     runs = ensemble.kept_runs(rows, ["base", "base-kept"], "membrane", 4)
     assert [(r["label"], r["seed"], Path(r["checkpoint"]).name) for r in runs] == [
         ("base-kept", 0, "kept.ckpt"), ("base-kept", 1, "newer.ckpt"), ("base", 2, "kept.ckpt")]
+
+
+def test_the_seed_spread_judges_the_worst_seed_against_its_own_reference(tmp_path: Path,
+                                                                         monkeypatch):
+    bench = load_bench(monkeypatch)
+    rows = []
+    for seed, (reference, held) in enumerate([(0.30, 0.20), (0.20, 0.06), (0.25, 0.15)]):
+        rows.append({**row("base", "nucleus", None, {"s1_test": reference}), "seed": seed})
+        rows.append({**row("base", "nucleus", 1, {"s1_a": held, "s1_b": held - 0.02 * seed}),
+                     "seed": seed})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = bench.seed_spread(tmp_path, ["base"])
+    # seed 1: mean 0.05 over its own reference 0.20 = 0.25, the worst seed; its volume +0.04.
+    assert "| base | nucleus | 1 | s0 +0.200 (0.67), s1 +0.050 (0.25), s2 +0.130 (0.52) | " \
+        "+0.0500 | +0.2000 | 0.0751 | 0.25 | +0.0400 |" in table
+    assert "- base nucleus: worst seed's lowest held-out / in-domain 0.25 (< 0.5); worst volume " \
+        "of any seed +0.0400 (>= -0.02)" in table

@@ -55,3 +55,15 @@ def test_an_ensemble_shares_the_budget_and_is_predicted_as_one(tmp_path: Path, m
                          tmp_path / "single")
     assert "trainer.max_time=00:00:03:00" in calls[0]
     assert f"ckpt={tmp_path / 'single' / 'seed2.ckpt'}" in calls[1] and "members" not in row
+
+
+def test_the_spread_over_seeds_names_the_worst_seed(tmp_path: Path, monkeypatch):
+    recipe = load_recipe(monkeypatch)
+    rows = [{"set": "embedded", "content": "nucleus", "minutes": 3.0, "label": "defaults",
+             "seed": seed, "test_n_ssim": value, "steps": 100}
+            for seed, value in ((0, 0.30), (1, 0.20), (2, 0.25), (1, 0.22))]  # seed 1 re-run
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = recipe.spread_table(tmp_path / "results.jsonl")
+    # The latest row per seed: 0.30, 0.22, 0.25 -> mean 0.2567, std 0.0404, worst s1.
+    assert "| embedded | nucleus | 3 min | defaults | 3 | +0.2567 | +0.2200 | +0.3000 | 0.0404 " \
+        "| s1 |" in table

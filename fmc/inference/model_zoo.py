@@ -124,6 +124,27 @@ def _space_axes(spacing, size) -> list[dict]:
              "scale": float(step)} for axis, step in zip(AXES, spacing, strict=True)]
 
 
+def _weights_entries(model, files: dict[str, Path]) -> dict:
+    """The rdf's ``weights``: TorchScript, and the state dict with its architecture and
+    environment when the package has them (TorchScript then names it its parent)."""
+    torch_version = torch.__version__.split("+")[0]
+    weights = {"torchscript": {"source": files["torchscript"].name,
+                               "sha256": sha256_of(files["torchscript"]),
+                               "pytorch_version": torch_version}}
+    if "state_dict" in files:
+        weights["pytorch_state_dict"] = {
+            "source": files["state_dict"].name, "sha256": sha256_of(files["state_dict"]),
+            "pytorch_version": torch_version,
+            "dependencies": {"source": files["environment"].name,
+                             "sha256": sha256_of(files["environment"])},
+            "architecture": {"source": files["architecture"].name,
+                             "sha256": sha256_of(files["architecture"]),
+                             "callable": ARCHITECTURE_CALLABLE,
+                             "kwargs": architecture_kwargs(model)}}
+        weights["torchscript"]["parent"] = "pytorch_state_dict"
+    return weights
+
+
 def describe(model, files: dict[str, Path], name: str, authors: list[str], license_id: str,
              documentation: Path, cover: Path) -> dict:
     """The package's ``rdf.yaml`` content (spec 0.5) for ``model`` and the written ``files``."""
@@ -158,21 +179,7 @@ def describe(model, files: dict[str, Path], name: str, authors: list[str], licen
                                                              "axis_id": axis})],
                 "test_tensor": {"source": files[NETWORK_OUTPUT].name,
                                 "sha256": sha256_of(files[NETWORK_OUTPUT])}}]
-    torch_version = torch.__version__.split("+")[0]
-    weights = {"torchscript": {"source": files["torchscript"].name,
-                               "sha256": sha256_of(files["torchscript"]),
-                               "pytorch_version": torch_version}}
-    if "state_dict" in files:
-        weights["pytorch_state_dict"] = {
-            "source": files["state_dict"].name, "sha256": sha256_of(files["state_dict"]),
-            "pytorch_version": torch_version,
-            "dependencies": {"source": files["environment"].name,
-                             "sha256": sha256_of(files["environment"])},
-            "architecture": {"source": files["architecture"].name,
-                             "sha256": sha256_of(files["architecture"]),
-                             "callable": ARCHITECTURE_CALLABLE,
-                             "kwargs": architecture_kwargs(model)}}
-        weights["torchscript"]["parent"] = "pytorch_state_dict"
+    weights = _weights_entries(model, files)
     return {
         "format_version": SPEC_VERSION, "type": "model", "name": name,
         "description": (f"fmc: one light-sheet view to its multi-view fusion "

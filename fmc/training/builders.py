@@ -102,6 +102,22 @@ def _fusion_module(cfg: DictConfig, model: dict, info: dict[str, Any]):
         content=info.get("content") or str(cfg.content))
 
 
+def _volume_validation(volume, val_pairs: list, select: bool, folder: Path, output_dir: Path):
+    """The whole-volume validation callback from ``callbacks.volume_validation``."""
+    from fmc.training.volume_validation import HISTORY_FILE, VolumeValidation
+
+    where = "conf/callbacks/default.yaml"
+    images = flag(volume.get("images", True), "callbacks.volume_validation.images", where)
+    return VolumeValidation(
+        val_pairs, every_n_steps=volume.get("every_n_steps"),
+        every_minutes=volume.get("every_minutes"), at_end=bool(volume.get("at_end", True)),
+        select=select, dirpath=folder, overlap=float(volume.get("overlap", 0.5)),
+        batch_size=int(volume.get("batch_size", 4)), history_path=output_dir / HISTORY_FILE,
+        images_dir=output_dir / VALIDATION_IMAGES if images else None,
+        image_panel_px=whole_number(volume.get("image_panel_px", 192),
+                                    "callbacks.volume_validation.image_panel_px", 16, where))
+
+
 def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = None) -> list:
     """Checkpointing (best by the selection metric, and last), volume validation, early stopping.
 
@@ -122,19 +138,7 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = 
         if not val_pairs:
             raise FmcConfigError(f"callbacks.checkpoint.monitor={monitor} needs validation "
                                  "volumes: give data.val_list, or monitor val/n_ssim")
-        from fmc.training.volume_validation import HISTORY_FILE, VolumeValidation
-
-        callbacks.append(VolumeValidation(
-            val_pairs, every_n_steps=volume.get("every_n_steps"),
-            every_minutes=volume.get("every_minutes"), at_end=bool(volume.get("at_end", True)),
-            select=by_volume, dirpath=folder, overlap=float(volume.get("overlap", 0.5)),
-            batch_size=int(volume.get("batch_size", 4)), history_path=output_dir / HISTORY_FILE,
-            images_dir=output_dir / VALIDATION_IMAGES if flag(
-                volume.get("images", True), "callbacks.volume_validation.images",
-                "conf/callbacks/default.yaml") else None,
-            image_panel_px=whole_number(volume.get("image_panel_px", 192),
-                                        "callbacks.volume_validation.image_panel_px", 16,
-                                        "conf/callbacks/default.yaml")))
+        callbacks.append(_volume_validation(volume, val_pairs, by_volume, folder, output_dir))
     if not by_volume:
         callbacks.append(ModelCheckpoint(
             dirpath=str(folder), monitor=monitor, mode=checkpoint.mode,
