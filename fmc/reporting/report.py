@@ -17,7 +17,8 @@ A run without ``metrics.json`` (training not finished, or failed) is listed as i
 Several sweeps (``sweep=[A,B] output=DIR``) share one table with a ``sweep`` column
 (:mod:`fmc.reporting.sweeps`).
 
-Everything here but :func:`main` works without Hydra: :func:`build_report` takes plain values.
+Everything here works without Hydra: :func:`build_report` takes plain values, :func:`run` a
+:class:`ReportSettings` (``conf/report.yaml``'s keys, read once by ``fmc.report``).
 The parts live beside it: reading runs in :mod:`fmc.reporting.runs`, scoring the unscored ones in
 :mod:`fmc.reporting.evaluate_runs`, the tables in :mod:`fmc.reporting.tables`, the figures in
 :mod:`fmc.reporting.figures`, the leave-one-study-out section in :mod:`fmc.reporting.loso` and
@@ -243,18 +244,92 @@ def _as_list(value: Any) -> list:
 WHERE = "conf/report.yaml"
 
 
-def run(cfg) -> ReportResult:
-    """Build the report from the Hydra config (see ``conf/report.yaml``) and print it."""
+@dataclass(frozen=True)
+class ReportSettings:
+    """The runs ``fmc.report`` compares, and its figures.
+
+    One field per key of ``conf/report.yaml`` but ``verbose`` (:mod:`fmc.core.logs` reads that);
+    the defaults are in that file only. ``fmc.report`` builds it with :meth:`from_config`.
+
+    Attributes
+    ----------
+    sweep : tuple of str
+        Sweep folders (or ``last``); empty: none.
+    runs : tuple of str
+        Run folders, besides or instead of ``sweep``.
+    output : str or None
+        Where the report files go; None: the sweep folder.
+    input : str or None
+        Folder of the raw TIFF pairs; None: each run's own.
+    evaluate_missing : bool
+        Score the runs that have no test scores yet.
+    predict_overrides, evaluate_overrides : tuple of str
+        Extra overrides of those ``fmc.predict`` and ``fmc.evaluate`` runs.
+    montage : bool
+        Write ``report_montage.png``.
+    montage_images : tuple of str or None
+        Test images to show; None: the first of each run.
+    montage_max_images, montage_panel_px : int
+        Images in the montage at most, and a panel's width in pixels.
+    """
+
+    sweep: tuple[str, ...]
+    runs: tuple[str, ...]
+    output: str | None
+    input: str | None
+    evaluate_missing: bool
+    predict_overrides: tuple[str, ...]
+    evaluate_overrides: tuple[str, ...]
+    montage: bool
+    montage_images: tuple[str, ...] | None
+    montage_max_images: int
+    montage_panel_px: int
+
+    @classmethod
+    def from_config(cls, cfg) -> ReportSettings:
+        """The settings of a composed ``conf/report.yaml`` config; the folders themselves are
+        checked by :func:`build_report`.
+
+        Raises
+        ------
+        FmcConfigError
+            For a flag that is not true or false, or a montage size that is not a whole number.
+        """
+        return cls(
+            sweep=tuple(_as_list(cfg.sweep)), runs=tuple(_as_list(cfg.runs)),
+            output=None if cfg.output is None else str(cfg.output),
+            input=None if cfg.input is None else str(cfg.input),
+            evaluate_missing=flag(cfg.evaluate_missing, "evaluate_missing", WHERE),
+            predict_overrides=tuple(_as_list(cfg.predict_overrides)),
+            evaluate_overrides=tuple(_as_list(cfg.evaluate_overrides)),
+            montage=flag(cfg.montage, "montage", WHERE),
+            montage_images=tuple(_as_list(cfg.montage_images)) or None,
+            montage_max_images=whole_number(cfg.montage_max_images, "montage_max_images", 1,
+                                            WHERE),
+            montage_panel_px=whole_number(cfg.montage_panel_px, "montage_panel_px", 1, WHERE))
+
+
+def run(settings: ReportSettings) -> ReportResult:
+    """Build the report of ``settings`` (see ``conf/report.yaml``) and print it.
+
+    Parameters
+    ----------
+    settings : ReportSettings
+        What to report on (:meth:`ReportSettings.from_config`).
+
+    Returns
+    -------
+    ReportResult
+        The runs, the files written and the printed table.
+    """
     result = build_report(
-        sweep=_as_list(cfg.sweep) or None, runs=_as_list(cfg.runs), output=cfg.output,
-        raw=cfg.input,
-        evaluate_missing=flag(cfg.evaluate_missing, "evaluate_missing", WHERE),
-        montage=flag(cfg.montage, "montage", WHERE),
-        montage_images=_as_list(cfg.montage_images) or None,
-        montage_max_images=whole_number(cfg.montage_max_images, "montage_max_images", 1, WHERE),
-        montage_panel_px=whole_number(cfg.montage_panel_px, "montage_panel_px", 1, WHERE),
-        predict_overrides=_as_list(cfg.predict_overrides),
-        evaluate_overrides=_as_list(cfg.evaluate_overrides))
+        sweep=list(settings.sweep) or None, runs=list(settings.runs), output=settings.output,
+        raw=settings.input, evaluate_missing=settings.evaluate_missing, montage=settings.montage,
+        montage_images=None if settings.montage_images is None else list(settings.montage_images),
+        montage_max_images=settings.montage_max_images,
+        montage_panel_px=settings.montage_panel_px,
+        predict_overrides=list(settings.predict_overrides),
+        evaluate_overrides=list(settings.evaluate_overrides))
     print(result.table)
     incomplete = sum(not r.complete for r in result.runs)
     if incomplete:

@@ -6,6 +6,8 @@ metadata keys, through :mod:`fmc.io.tiff`. The physics live in
 :mod:`fmc.simulation.lightsheet`, the specimen in
 :mod:`fmc.simulation.specimen`, the per-study facts in :mod:`fmc.core.studies`; see docs/synthetic.md.
 
+The command's settings and its loop over pairs are in :mod:`fmc.simulation.synth_command`.
+
 Examples
 --------
 ``python -m fmc.synth output=data/mine study=3 content=membrane n=4 shape=[64,160,160] seed=1``
@@ -21,12 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from fmc.core.config_values import flag, whole_number, whole_numbers
 from fmc.core.errors import FmcConfigError
 from fmc.core.locations import embedded_tiff_dir
 from fmc.core.logs import paced, plural
 from fmc.core.naming import pair_file_names
-from fmc.core.protected import refuse_overwriting
 from fmc.core.studies import CONTENTS, EMBEDDED_STUDIES, check_content, get_profile
 from fmc.io.metadata import VolumeMeta
 from fmc.io.tiff import write_volume
@@ -116,6 +116,21 @@ def resolve_geometry(study: int, shape=None, scale=None) -> tuple[tuple, tuple]:
     return shape, spacing
 
 
+def check_target(target: str) -> str:
+    """``target`` if it is one of :data:`TARGETS`, else a one-line :class:`FmcConfigError`."""
+    if target not in TARGETS:
+        raise FmcConfigError(f"unknown target {target!r}: valid targets are {', '.join(TARGETS)}")
+    return target
+
+
+def check_field_of_view(field_of_view: str) -> str:
+    """``field_of_view`` if it is one of :data:`FIELDS_OF_VIEW`, else a one-line error."""
+    if field_of_view not in FIELDS_OF_VIEW:
+        raise FmcConfigError(f"field_of_view={field_of_view!r}: choose one of "
+                             f"{', '.join(FIELDS_OF_VIEW)}")
+    return field_of_view
+
+
 def simulation_box(study: int, shape, spacing, field_of_view: str = "inside"
                    ) -> tuple[tuple[int, int, int], tuple[slice, slice, slice]]:
     """The volume to simulate for a requested one, and where the requested one lies in it.
@@ -129,9 +144,7 @@ def simulation_box(study: int, shape, spacing, field_of_view: str = "inside"
     (shape, crop)
         ZYX voxels to simulate, and the slices of the requested volume in them.
     """
-    if field_of_view not in FIELDS_OF_VIEW:
-        raise FmcConfigError(f"field_of_view={field_of_view!r}: choose one of "
-                             f"{', '.join(FIELDS_OF_VIEW)}")
+    check_field_of_view(field_of_view)
     shape = tuple(int(n) for n in shape)
     if field_of_view == "fill":
         return shape, tuple(slice(0, n) for n in shape)
@@ -156,9 +169,7 @@ def generate_pair(study: int, content: str, index: int = 0, shape=None, seed: in
     settings = settings or SynthSettings()
     profile = get_profile(study)
     content = check_content(content)
-    if settings.target not in TARGETS:
-        raise FmcConfigError(f"unknown target {settings.target!r}: valid targets are "
-                             f"{', '.join(TARGETS)}")
+    check_target(settings.target)
     shape, spacing = resolve_geometry(profile.study, shape, scale)
     box, crop = simulation_box(profile.study, shape, spacing, settings.field_of_view)
     rng = pair_rng(seed, profile.study, content, index)
@@ -271,69 +282,3 @@ def dataset_version(root: Path) -> int | None:
         return int((Path(root) / VERSION_FILE).read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def settings_from_config(cfg) -> SynthSettings:
-    """Build :class:`SynthSettings` from the config's specimen/optics/fusion groups.
-
-    ``specimen.*`` and ``optics.*`` keys change the study's own parameters
-    (:func:`study_params`); ``fusion.*`` the defaults.
-    """
-    from omegaconf import DictConfig, OmegaConf
-
-    def values(kind, section) -> dict:
-        if isinstance(section, DictConfig):
-            section = OmegaConf.to_container(section, resolve=True)
-        found = dict(section or {})
-        names = {f.name for f in dataclasses.fields(kind)}
-        unknown = sorted(set(found) - names)
-        if unknown:
-            raise FmcConfigError(f"unknown {kind.__name__} key(s) {unknown}: valid keys are "
-                                 f"{', '.join(sorted(names))}")
-        # YAML lists arrive as lists; the dataclasses hold tuples (hashable, frozen).
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in found.items()}
-
-    specimen = values(SpecimenParams, cfg.specimen)
-    optics = values(OpticsParams, cfg.optics)
-    own_specimen, own_optics = study_params(get_profile(cfg.study).study, specimen, optics)
-    return SynthSettings(specimen=own_specimen if specimen else None,
-                         optics=own_optics if optics else None,
-                         fusion=FusionParams(**values(FusionParams, cfg.fusion)),
-                         target=str(cfg.target), field_of_view=str(cfg.field_of_view))
-
-
-def run(cfg) -> list[Path]:
-    """Write ``cfg.n`` pairs for ``cfg.study``/``cfg.content`` into ``cfg.output``."""
-    if cfg.output is None:
-        raise FmcConfigError("missing 'output': add output=DIR to the command line")
-    study = get_profile(cfg.study).study
-    content = check_content(str(cfg.content))
-    count = _whole_number(cfg, "n", minimum=1)
-    first = _whole_number(cfg, "start", minimum=0)
-    seed = _whole_number(cfg, "seed", minimum=0)
-    settings = settings_from_config(cfg)
-    shape = None if cfg.shape is None else \
-        list(whole_numbers(cfg.shape, "shape", 3, 1, "conf/synth.yaml"))
-    for index in range(first, first + count):  # before any work: nothing of the user's replaced
-        for path in pair_paths(Path(cfg.output), index, content):
-            refuse_overwriting(path, [], "output", made_by_fmc=is_synthetic)
-    written = []
-    for k in range(count):
-        index = first + k
-        started = time.perf_counter()
-        paths = write_pair(Path(cfg.output), study, content, index, shape=shape, seed=seed,
-                           scale=cfg.scale, settings=settings)
-        log.info("wrote %s and %s (%.1f s)", paths[0], paths[1].name,
-                 time.perf_counter() - started)
-        if flag(cfg.png, "png", "conf/synth.yaml"):
-            from fmc.io.preview import save_pair_png
-            png = paths[0].with_name(paths[0].name.replace("_angle.tif", "_pair.png"))
-            save_pair_png(paths[0], paths[1], png)
-            log.info("wrote %s", png)
-        written.extend(paths)
-    return written
-
-
-def _whole_number(cfg, key: str, minimum: int) -> int:
-    """``cfg[key]`` as an int of at least ``minimum``, else a one-line config error."""
-    return whole_number(cfg[key], key, minimum, "conf/synth.yaml")

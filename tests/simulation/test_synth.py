@@ -161,7 +161,8 @@ def test_default_dataset_is_created_once(tmp_path, caplog):
 def test_studies_have_their_own_specimen_and_optics_and_overrides_win():
     from omegaconf import OmegaConf
 
-    from fmc.simulation.synth import settings_from_config, study_params
+    from fmc.simulation.synth import study_params
+    from fmc.simulation.synth_command import SynthCommandSettings
 
     specimen, optics = study_params(3)
     assert optics.attenuation_length_um == STUDIES[3].synthetic_optics["attenuation_length_um"]
@@ -172,7 +173,8 @@ def test_studies_have_their_own_specimen_and_optics_and_overrides_win():
     from fmc.core.cli import CONFIG_DIR
 
     synth = OmegaConf.load(Path(CONFIG_DIR) / "synth.yaml")  # its defaults, as the command has them
-    settings = settings_from_config(OmegaConf.merge(synth, {"study": 3, "optics": {"photons": 100}}))
+    settings = SynthCommandSettings.from_config(OmegaConf.merge(
+        synth, {"output": "unused", "study": 3, "optics": {"photons": 100}})).simulation()
     assert settings.optics.photons == 100
     assert settings.optics.attenuation_length_um == optics.attenuation_length_um
     assert settings.specimen is None  # the study's own
