@@ -167,10 +167,7 @@ def summary(out: Path, labels: list[str] | None) -> str:
             ratios = []
             for row in studies:
                 study = int(row["held_out"])
-                ref_values = [v for r in refs for name, v in r["volumes"].items()
-                              if study_of(name, h5) == study]
-                ref = float(np.mean(ref_values)) if ref_values else math.nan
-                ratio = row["mean"] / ref if ref_values and ref > 0 else math.nan
+                ref, ratio = _reference_and_ratio(row["mean"], refs, study, h5)
                 ratios.append(ratio)
                 lines.append(table_row(shown, content, study, f"{row['mean']:+.4f}",
                                        f"{row['worst']:+.4f}", f"{ref:+.4f}", f"{ratio:.2f}",
@@ -218,7 +215,8 @@ def seed_spread(out: Path, labels: list[str] | None) -> str:
                 per_seed = sorted((r for r in held if int(r["holdout"]) == study),
                                   key=lambda r: r["seed"])
                 means = [float(np.mean(list(r["volumes"].values()))) for r in per_seed]
-                ratios = [_ratio_to_reference(m, refs.get(r["seed"]), study, h5)
+                ratios = [_reference_and_ratio(m, [refs[r["seed"]]] if r["seed"] in refs else [],
+                                               study, h5)[1]
                           for m, r in zip(means, per_seed, strict=True)]
                 lowest = min(min(r["volumes"].values()) for r in per_seed)
                 seed_ratio = min(ratios) if ratios else math.nan
@@ -239,13 +237,14 @@ def seed_spread(out: Path, labels: list[str] | None) -> str:
     return "\n".join(lines)
 
 
-def _ratio_to_reference(mean: float, reference: dict | None, study: int, h5: Path) -> float:
-    """``mean`` over the reference run's in-domain score on ``study``'s volumes (NaN without)."""
-    if reference is None:
-        return math.nan
-    values = [v for name, v in reference["volumes"].items() if study_of(name, h5) == study]
+def _reference_and_ratio(mean: float, references: list[dict], study: int, h5: Path
+                         ) -> tuple[float, float]:
+    """The reference runs' in-domain score on ``study``'s volumes (pooled) and ``mean`` over it
+    (NaN for both without such volumes; the ratio NaN for a reference <= 0)."""
+    values = [v for r in references for name, v in r["volumes"].items()
+              if study_of(name, h5) == study]
     ref = float(np.mean(values)) if values else math.nan
-    return mean / ref if values and ref > 0 else math.nan
+    return ref, (mean / ref if values and ref > 0 else math.nan)
 
 
 def overview(out: Path, labels: list[str] | None) -> str:
