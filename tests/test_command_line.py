@@ -113,3 +113,47 @@ def test_an_old_spelling_is_one_line_and_no_folder(tmp_path: Path, command, argu
     result = run_command(command, *arguments, cwd=tmp_path, timeout=120)
     assert expected in one_line_error(result)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command,arguments,expected", [
+    ("fmc.view", ["view=x.tif", "ndisplay=4"], "fmc.view: error: ndisplay=4: choose 2 or 3 "
+                                                "(conf/view.yaml)"),
+    ("fmc.export", ["ckpt=m.ckpt", "format=zip", "output=m.zip"],
+     "fmc.export: error: format=zip: choose one of torchscript, onnx, bioimageio "
+     "(conf/export.yaml)"),
+    ("fmc.prepare", ["input=raw", "compression=zip"],
+     "fmc.prepare: error: compression=zip: choose one of lzf, gzip, none (conf/prepare.yaml)"),
+    ("fmc.view", ["view=x.tif", "verbose=maybe"],
+     "fmc.view: error: verbose=maybe: give true or false (conf/<command>.yaml)"),
+])
+def test_a_bad_setting_is_one_line_from_the_settings_object(tmp_path: Path, command, arguments,
+                                                            expected):
+    # Each command reads its settings once, at its entry point, into a typed object
+    # (ViewSettings, ExportSettings, PrepareSettings; verbose: fmc.core.logs): a value it cannot
+    # use is one line naming the key and the file, exit 2, before any file is read.
+    result = run_command(command, *arguments, cwd=tmp_path, timeout=120)
+    assert one_line_error(result) == expected
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_switched_off_volume_validation_is_explicit():
+    # callbacks.volume_validation=null: the test predicts with fmc.predict's own window and
+    # batch (conf/inference/default.yaml); selecting by whole volumes needs the group.
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fmc.inference.predict_settings import default_settings
+    from fmc.training.builders import build_callbacks
+    from fmc.training.results import volume_settings
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        on = compose(config_name="train", overrides=["callbacks.volume_validation.overlap=0.25"])
+        off = compose(config_name="train", overrides=["callbacks.volume_validation=null"])
+    window = on.callbacks.volume_validation
+    assert volume_settings(on) == default_settings(overlap=0.25, batch_size=window.batch_size,
+                                                   progress=False)
+    assert volume_settings(off) == default_settings(progress=False)
+    with pytest.raises(FmcConfigError, match=r"callbacks.checkpoint.monitor=val/volume_n_ssim "
+                                             r"needs callbacks.volume_validation \(null here\)"):
+        build_callbacks(off, Path("unused"), val_pairs=[("a", "b")])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fmc.core.errors import FmcConfigError
@@ -65,3 +66,8 @@ def flag(value: Any, key: str, where: str) -> bool:
     if isinstance(value, bool):
         return value
     raise FmcConfigError(f"{key}={value}: give true or false ({where})")
+
+
+def optional_path(value: Any) -> Path | None:
+    """A config value as a path; None (the YAML ``null``) stays None."""
+    return None if value is None else Path(str(value))

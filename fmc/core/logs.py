@@ -21,6 +21,8 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from fmc.core.config_values import flag
+
 T = TypeVar("T")
 
 # Loggers whose INFO lines a person sees by default: fmc's (the commands log as fmc.<verb>).
@@ -128,11 +130,12 @@ def configure(verbose_key: bool = False) -> bool:
 
 
 def configured(task: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a Hydra task so that :func:`configure` runs first, with its ``verbose`` key."""
+    """Decorate a Hydra task so that :func:`configure` runs first, with its ``verbose`` key
+    (every ``conf/<command>.yaml`` holds it, false by default)."""
 
     @functools.wraps(task)
     def run(cfg: Any, *args: Any, **kwargs: Any) -> T:
-        configure(bool(cfg.get("verbose", False)) if hasattr(cfg, "get") else False)
+        configure(flag(cfg.verbose, "verbose", "conf/<command>.yaml"))
         return task(cfg, *args, **kwargs)
 
     return run

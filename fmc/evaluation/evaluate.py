@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fmc import __version__
-from fmc.core.config_values import flag, whole_number
+from fmc.core.config_values import flag, optional_path, whole_number
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import writable_folder, write_text_atomic
 from fmc.evaluation.iou import IOU_SETTINGS
@@ -52,10 +52,6 @@ BASELINES = ("identity", "gaussian")
 def _plain(value: Any) -> Any:
     """A config node as plain Python (a ``ListConfig`` as a list), any other value as it is."""
     return OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
-
-
-def _optional_path(value: Any) -> Path | None:
-    return None if value is None else Path(str(value))
 
 
 @dataclass(frozen=True)
@@ -129,8 +125,8 @@ class EvaluateSettings:
         iou = "none" if cfg.iou is None else str(cfg.iou).strip().lower()
         if iou not in IOU_CHOICES:
             raise FmcConfigError(f"iou={cfg.iou}: choose none, proxy or cellpose ({WHERE})")
-        return cls(input=_optional_path(cfg.input), split_list=_optional_path(cfg.split_list),
-                   prediction=_optional_path(cfg.prediction), output=_optional_path(cfg.output),
+        return cls(input=optional_path(cfg.input), split_list=optional_path(cfg.split_list),
+                   prediction=optional_path(cfg.prediction), output=optional_path(cfg.output),
                    baseline=baseline,
                    sigma="sweep" if sweep else parse_sigma(_plain(cfg.sigma)),
                    sigma_sweep=tuple(parse_sigma(_plain(v)) for v in cfg.sigma_sweep or ()),

@@ -13,8 +13,10 @@ on a tile against the checkpoint: the largest absolute difference must stay belo
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,11 +24,11 @@ import torch
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.files import atomic_path
 from fmc.core.protected import refuse_overwriting
+from fmc.inference.export_settings import FORMATS, ExportSettings
 from fmc.inference.model_card import export_card, zoo_card
 from fmc.inference.model_zoo import export_bioimageio
 from fmc.inference.tile_function import TileFunction
 
-FORMATS = ("torchscript", "onnx", "bioimageio")
 TOLERANCE = 1e-4
 
 
@@ -91,11 +93,12 @@ def default_sample(model) -> Path:
 
 def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
                       tile: tuple[int, int, int] | None = None, sample: str | Path | None = None,
-                      zoo: dict | None = None) -> ExportResult:
+                      zoo: Mapping[str, Any] | None = None) -> ExportResult:
     """Export ``checkpoint`` as ``fmt`` to ``out``, check it on a tile and write its card.
 
     ``sample`` (an ``fmc.prepare`` angle H5 file; default: the embedded dataset's) and ``zoo``
-    (``name``, ``authors``, ``license``) serve ``fmt="bioimageio"``
+    (``name``, ``authors``, ``license``, as ``conf/export.yaml``'s ``zoo``; None: those of
+    :func:`~fmc.inference.model_zoo.export_bioimageio`) serve ``fmt="bioimageio"``
     (:mod:`fmc.inference.model_zoo`).
 
     Raises
@@ -116,7 +119,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
     example = example_tile(model, tile)
     if fmt == "bioimageio":
         return _export_bioimageio(model, checkpoint, out, tuple(example.shape[2:]), sample,
-                                  dict(zoo or {}))
+                                  zoo)
     with torch.no_grad():
         expected = model(example).numpy()
     export = export_torchscript if fmt == "torchscript" else export_onnx
@@ -140,6 +143,26 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path,
     return ExportResult(out, card, difference)
 
 
+def run(settings: ExportSettings) -> ExportResult:
+    """Export the checkpoint of ``settings`` (see ``conf/export.yaml``) and say what was written.
+
+    Parameters
+    ----------
+    settings : ExportSettings
+        What to export, and where (:meth:`ExportSettings.from_config`).
+
+    Returns
+    -------
+    ExportResult
+        The file, its card and the checked difference to the checkpoint.
+    """
+    result = export_checkpoint(settings.ckpt, settings.format, settings.output, settings.patch,
+                               sample=settings.sample, zoo=settings.zoo)
+    print(f"wrote {result.path} (largest difference to the checkpoint on a tile: "
+          f"{result.max_abs_difference:.2e}) and its card {result.card}")
+    return result
+
+
 def export_sidecars(out: Path) -> tuple[Path, Path]:
     """The card (``<out>.md``) and the description (``<out>.json``) written beside an export."""
     return out.with_suffix(out.suffix + ".md"), out.with_suffix(out.suffix + ".json")
@@ -159,14 +182,14 @@ def check_export_targets(checkpoint: Path, out: Path, fmt: str, sample) -> None:
 
 
 def _export_bioimageio(model, checkpoint: Path, out: Path, tile: tuple[int, ...],
-                       sample: str | Path | None, zoo: dict) -> ExportResult:
+                       sample: str | Path | None, zoo: Mapping[str, Any] | None) -> ExportResult:
     sample = Path(str(sample)) if sample is not None else default_sample(model)
     if not sample.is_file():
         raise FmcInputError(f"sample={sample}: no such file (give an angle H5 file written by "
                             "python -m fmc.prepare)")
-    difference = export_bioimageio(model, checkpoint, out, sample, tile, name=zoo.get("name"),
-                                   authors=list(zoo.get("authors") or ["fmc"]),
-                                   license_id=str(zoo.get("license", "MIT")))
+    metadata = {} if zoo is None else {"name": zoo["name"], "authors": list(zoo["authors"]),
+                                       "license_id": str(zoo["license"])}
+    difference = export_bioimageio(model, checkpoint, out, sample, tile, **metadata)
     card = export_sidecars(out)[0]
     with atomic_path(card) as temporary:
         temporary.write_text(zoo_card(model, checkpoint))

@@ -3,6 +3,7 @@
 The layers come from fmc's napari reader (:mod:`fmc.io.napari_reader`: TIFF, OME-Zarr or H5,
 read lazily), so what ``fmc.view`` shows is what ``napari FILE`` shows. Without a display,
 ``screenshot=FILE.png`` renders the window off screen (``xvfb-run``), saves it and closes.
+The command's settings (``conf/view.yaml``) are read once into :class:`ViewSettings`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,67 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
+from fmc.core.config_values import flag, optional_path, whole_number
 from fmc.core.errors import FmcConfigError, FmcInputError
 from fmc.core.naming import is_h5, is_tiff, is_zarr, partner_name
 
+WHERE = "conf/view.yaml"
 ROLES = ("view", "prediction", "target")
 NDISPLAYS = (2, 3)
 SCREENSHOT_SIZE = (700, 1500)  # window height, width in pixels
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    """What ``fmc.view`` shows, and how: the keys of ``conf/view.yaml`` (the one home of their
+    defaults), read once by :meth:`from_config`. ``verbose`` is read by :mod:`fmc.core.logs`.
+
+    Attributes
+    ----------
+    view : Path
+        The view: a TIFF, an OME-Zarr or an ``fmc.prepare`` H5 file.
+    prediction : Path or None
+        ``fmc.predict``'s output for it; None: none.
+    target : Path or str or None
+        The fusion; ``"auto"``: the ``*_fused`` file beside the view when there is one; None:
+        none.
+    ndisplay : int
+        2 (planes, a slider through z) or 3 (volume rendering).
+    grid : bool
+        Side by side (napari's grid); False: stacked layers.
+    screenshot : Path or None
+        A PNG to render off screen, save and close; None: a window.
+    """
+
+    view: Path
+    prediction: Path | None
+    target: Path | str | None
+    ndisplay: int
+    grid: bool
+    screenshot: Path | None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> ViewSettings:
+        """The settings of a composed ``conf/view.yaml`` config; the files are read by
+        :func:`resolve_files`.
+
+        Raises
+        ------
+        FmcConfigError
+            One line naming the first key whose value cannot be used.
+        """
+        try:
+            ndisplay = whole_number(cfg.ndisplay, "ndisplay", min(NDISPLAYS), WHERE)
+        except FmcConfigError:
+            ndisplay = None
+        if ndisplay not in NDISPLAYS:
+            raise FmcConfigError(f"ndisplay={cfg.ndisplay}: choose 2 or 3 ({WHERE})")
+        target = "auto" if str(cfg.target) == "auto" else optional_path(cfg.target)
+        return cls(view=Path(str(cfg.view)), prediction=optional_path(cfg.prediction),
+                   target=target, ndisplay=ndisplay, grid=flag(cfg.grid, "grid", WHERE),
+                   screenshot=optional_path(cfg.screenshot))
 
 
 @dataclass(frozen=True)
@@ -104,6 +160,29 @@ def show(layers: list[ViewLayer], ndisplay: int = 2, grid: bool = True,
     image = viewer.screenshot(canvas_only=True, flash=False)
     viewer.close()
     return write_png(screenshot, image[..., :3])
+
+
+def run(settings: ViewSettings) -> list[ViewLayer]:
+    """Show the files of ``settings`` (see ``conf/view.yaml``) and say what each layer holds.
+
+    Parameters
+    ----------
+    settings : ViewSettings
+        What to show, and how (:meth:`ViewSettings.from_config`).
+
+    Returns
+    -------
+    list of ViewLayer
+        The layers shown, after the window is closed (or the screenshot written).
+    """
+    layers = view_layers(resolve_files(settings.view, settings.prediction, settings.target))
+    for layer in layers:
+        print(f"{layer.attributes['name']}: {layer.data.shape} voxels, scale "
+              f"{layer.attributes.get('scale', 'unknown')} µm")
+    written = show(layers, settings.ndisplay, settings.grid, settings.screenshot)
+    if written is not None:
+        print(f"wrote {written}")
+    return layers
 
 
 def _supported(attributes: dict) -> dict:

@@ -16,6 +16,8 @@ from fmc.core.errors import FmcConfigError
 from fmc.core.naming import VALIDATION_IMAGES
 from fmc.training.config_checks import RUN_ARGUMENTS, SELECTION_METRICS, study_number
 
+CALLBACKS_YAML = "conf/callbacks/default.yaml"
+
 
 def flat_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as ``{'model.lr': 0.001, ...}`` (filterable columns in W&B)."""
@@ -63,12 +65,12 @@ def build_datamodule(cfg: DictConfig, root: Path):
         foreground_share=float(data.foreground_share),
         samples_per_volume=int(data.samples_per_volume),
         val_samples_per_volume=int(data.val_samples_per_volume),
-        epoch_steps=None if data.get("epoch_steps") is None else int(data.epoch_steps),
+        epoch_steps=None if data.epoch_steps is None else int(data.epoch_steps),
         augment=bool(data.augment), degradation_axes=degradation_axes(cfg.study),
-        flip_axes=_axes_setting(data.get("flip_axes", "auto")),
-        rot90_planes=_axes_setting(data.get("rot90_planes", "auto"), planes=True),
+        flip_axes=_axes_setting(data.flip_axes),
+        rot90_planes=_axes_setting(data.rot90_planes, planes=True),
         seed=int(cfg.seed), channel_scales_um=channel_scales(data),
-        robustness=OmegaConf.to_container(data.robustness) if data.get("robustness") else None)
+        robustness=OmegaConf.to_container(data.robustness) if data.robustness else None)
 
 
 def build_module(cfg: DictConfig, info: dict[str, Any]):
@@ -102,20 +104,22 @@ def _fusion_module(cfg: DictConfig, model: dict, info: dict[str, Any]):
         content=info.get("content") or str(cfg.content))
 
 
-def _volume_validation(volume, val_pairs: list, select: bool, folder: Path, output_dir: Path):
-    """The whole-volume validation callback from ``callbacks.volume_validation``."""
+def _volume_validation(volume: DictConfig, val_pairs: list, select: bool, folder: Path,
+                       output_dir: Path):
+    """The whole-volume validation callback from ``callbacks.volume_validation`` (its keys and
+    their defaults: ``conf/callbacks/default.yaml``)."""
     from fmc.training.volume_validation import HISTORY_FILE, VolumeValidation
 
-    where = "conf/callbacks/default.yaml"
-    images = flag(volume.get("images", True), "callbacks.volume_validation.images", where)
+    images = flag(volume.images, "callbacks.volume_validation.images", CALLBACKS_YAML)
     return VolumeValidation(
-        val_pairs, every_n_steps=volume.get("every_n_steps"),
-        every_minutes=volume.get("every_minutes"), at_end=bool(volume.get("at_end", True)),
-        select=select, dirpath=folder, overlap=float(volume.get("overlap", 0.5)),
-        batch_size=int(volume.get("batch_size", 4)), history_path=output_dir / HISTORY_FILE,
+        val_pairs, every_n_steps=volume.every_n_steps, every_minutes=volume.every_minutes,
+        at_end=flag(volume.at_end, "callbacks.volume_validation.at_end", CALLBACKS_YAML),
+        select=select, dirpath=folder, overlap=float(volume.overlap),
+        batch_size=int(volume.batch_size), history_path=output_dir / HISTORY_FILE,
         images_dir=output_dir / VALIDATION_IMAGES if images else None,
-        image_panel_px=whole_number(volume.get("image_panel_px", 192),
-                                    "callbacks.volume_validation.image_panel_px", 16, where))
+        image_panel_px=whole_number(volume.image_panel_px,
+                                    "callbacks.volume_validation.image_panel_px", 16,
+                                    CALLBACKS_YAML))
 
 
 def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = None) -> list:
@@ -131,10 +135,18 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = 
     monitor = str(checkpoint.monitor)
     assert monitor in SELECTION_METRICS, monitor  # checked by check_choices
     folder = output_dir / "checkpoints"
-    volume = cfg.callbacks.get("volume_validation") or {}
+    # callbacks.volume_validation=null switches the group off (as its enabled: false does),
+    # which selecting by whole validation volumes cannot do without.
+    volume = cfg.callbacks.volume_validation
     by_volume = monitor == "val/volume_n_ssim"
+    if by_volume and volume is None:
+        raise FmcConfigError(f"callbacks.checkpoint.monitor={monitor} needs "
+                             "callbacks.volume_validation (null here): keep its settings, or "
+                             f"monitor val/n_ssim ({CALLBACKS_YAML})")
+    enabled = volume is not None and flag(volume.enabled, "callbacks.volume_validation.enabled",
+                                          CALLBACKS_YAML)
     callbacks: list = []
-    if by_volume or volume.get("enabled"):
+    if by_volume or enabled:
         if not val_pairs:
             raise FmcConfigError(f"callbacks.checkpoint.monitor={monitor} needs validation "
                                  "volumes: give data.val_list, or monitor val/n_ssim")
@@ -145,7 +157,7 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = 
             save_top_k=int(checkpoint.save_top_k), every_n_epochs=int(checkpoint.every_n_epochs),
             auto_insert_metric_name=False,
             filename="epoch{epoch:04d}-step{step}-nssim{val/n_ssim:.4f}"))
-    if cfg.trainer.get("enable_progress_bar", True) is not False:
+    if cfg.trainer.enable_progress_bar is not False:  # null: Lightning's default, a bar
         from fmc.training.progress import RunProgressBar
 
         callbacks.append(RunProgressBar())  # the whole run's steps and max_time's time left
@@ -155,7 +167,7 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = 
         callbacks.append(ModelCheckpoint(dirpath=str(folder), filename="last", monitor=None,
                                          save_top_k=1, save_on_train_epoch_end=True,
                                          enable_version_counter=False))
-    if cfg.callbacks.get("early_stopping"):
+    if cfg.callbacks.early_stopping:
         if by_volume:
             raise FmcConfigError("callbacks.early_stopping works with the patch proxy only: set "
                                  "callbacks.checkpoint.monitor=val/n_ssim")

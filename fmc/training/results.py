@@ -82,11 +82,17 @@ def selected_model(selection: dict[str, Any], module):
 
 def volume_settings(cfg: DictConfig):
     """How whole volumes are predicted for calibration and the test: ``fmc.predict``'s settings
-    with the window and batch of ``callbacks.volume_validation`` (its YAML holds their defaults)."""
+    with the window and batch of ``callbacks.volume_validation`` (``conf/callbacks/default.yaml``
+    holds their defaults); with that group switched off (``callbacks.volume_validation=null``),
+    ``fmc.predict``'s own (``conf/inference/default.yaml``)."""
     from fmc.evaluation.volume_scoring import scoring_settings
 
-    volume = cfg.callbacks.get("volume_validation") or {}
-    return scoring_settings(float(volume.get("overlap", 0.5)), int(volume.get("batch_size", 4)))
+    volume = cfg.callbacks.volume_validation
+    if volume is None:  # no validation window, yet the test still predicts whole volumes
+        from fmc.inference.predict_settings import default_settings
+
+        return default_settings(progress=False)
+    return scoring_settings(float(volume.overlap), int(volume.batch_size))
 
 
 def calibrate_fallback(cfg: DictConfig, selection: dict[str, Any], module,

@@ -18,7 +18,7 @@ runs"):
 * **tags** ``study:<K>``, ``content:<c>``, ``network:<n>``, ``experiment:<e>`` (``none``),
   ``profile:<p>``, ``holdout:<K>`` when one is held out, and ``logger.tags``.
 
-Everything here but :func:`current_identity` works without Hydra.
+Everything here but :func:`current_identity` works without Hydra (on a composed config).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 from fmc.core.naming import lists_prefix
 
@@ -115,19 +117,21 @@ def tags_of(study: Any, content: Any, network: Any, experiment: str | None, prof
     return tuple(dict.fromkeys(tag[:TAG_LIMIT] for tag in tags))
 
 
-def run_identity(cfg: Any, choices: Mapping[str, Any], sweep_dir: Path | None = None,
+def run_identity(cfg: DictConfig, choices: Mapping[str, Any], sweep_dir: Path | None = None,
                  sweep_overrides: Sequence[str] = (), search_params: Sequence[str] = (),
                  job_overrides: Sequence[str] = (), job_number: int | None = None) -> RunIdentity:
     """The identity of the run whose composed config is ``cfg``.
 
     Parameters
     ----------
-    cfg : DictConfig or mapping
+    cfg : DictConfig
         The composed training config (``study``, ``content``, ``holdout``, ``seed``,
-        ``channels.name``, ``loss.name``, ``model.network``, ``run_name``, ``logger``).
+        ``channels.name``, ``loss.name``, ``model.network``, ``run_name``, and ``logger.group``
+        and ``logger.tags`` where the logger has them: ``conf/logger/wandb.yaml`` does, ``csv``
+        and ``none`` do not).
     choices : mapping
         The config groups chosen (Hydra's ``runtime.choices``: ``experiment``, ``profile``,
-        ``hparams_search``).
+        ``hparams_search``; a group nothing chose is absent).
     sweep_dir : Path, optional
         The sweep folder when the run is one job of a ``--multirun``.
     sweep_overrides, search_params : sequence of str
@@ -140,25 +144,25 @@ def run_identity(cfg: Any, choices: Mapping[str, Any], sweep_dir: Path | None = 
     """
     experiment = choices.get("experiment") or None
     search = choices.get("hparams_search") or None
-    logger_cfg = cfg.get("logger") or {}
-    name = str(cfg.get("run_name") or AUTO)
+    name = AUTO if cfg.run_name is None else str(cfg.run_name)  # run_name=null: auto as well
     if name == AUTO:
-        name = base_name(cfg.get("study"), cfg.get("holdout"), cfg.get("content"),
-                         cfg.channels.name, cfg.loss.name, cfg.model.get("network"),
-                         cfg.get("seed"), experiment)
+        name = base_name(cfg.study, cfg.holdout, cfg.content, cfg.channels.name, cfg.loss.name,
+                         cfg.model.network, cfg.seed, experiment)
         if sweep_dir is not None:
             name = "-".join([name, *sweep_suffix(job_overrides,
                                                  swept_keys(sweep_overrides, search_params))])
             if search and job_number is not None:
                 name += f"-trial{job_number}"
-    group = logger_cfg.get("group", AUTO) if hasattr(logger_cfg, "get") else AUTO
+    # Only the W&B logger has a group and tags (logger=csv and logger=none have neither key):
+    # an absent key is None here, as auto (group) and no tags of one's own.
+    group = OmegaConf.select(cfg, "logger.group")
     if group is None or str(group) == AUTO:
         group = None if sweep_dir is None else Path(sweep_dir).name
-    tags = tags_of(cfg.get("study"), cfg.get("content"), cfg.model.get("network"), experiment,
-                   choices.get("profile"), cfg.get("holdout"),
-                   list(logger_cfg.get("tags") or []) if hasattr(logger_cfg, "get") else [])
+    tags = tags_of(cfg.study, cfg.content, cfg.model.network, experiment,
+                   choices.get("profile"), cfg.holdout,
+                   [str(tag) for tag in OmegaConf.select(cfg, "logger.tags") or ()])
     return RunIdentity(name=name, group=None if group is None else str(group),
-                       job_type=job_type_of(search, cfg.get("holdout")), tags=tags)
+                       job_type=job_type_of(search, cfg.holdout), tags=tags)
 
 
 def current_identity(cfg: Any) -> RunIdentity:
@@ -188,16 +192,15 @@ def _sweep_definition(sweep_dir: Path, hydra: Any) -> tuple[list[str], list[str]
     Hydra writes them to ``<sweep>/multirun.yaml`` before the jobs start; a job launched in
     another process (joblib, SLURM) reads them from there.
     """
-    from omegaconf import OmegaConf
-
     path = sweep_dir / "multirun.yaml"
+    # Hydra's own records, not fmc's config: a sweeper without parameters has no such key.
     try:
         saved = OmegaConf.load(path)
-        overrides = list(OmegaConf.select(saved, "hydra.overrides.task", default=[]) or [])
-        params = OmegaConf.select(saved, "hydra.sweeper.params", default=None)
+        overrides = list(OmegaConf.select(saved, "hydra.overrides.task") or [])
+        params = OmegaConf.select(saved, "hydra.sweeper.params")
     except Exception as error:  # noqa: BLE001 - the name loses its suffix, nothing more
         log.debug("no sweep definition in %s: %s", path, error)
         overrides = list(hydra.overrides.task)
-        params = OmegaConf.select(OmegaConf.create({"p": hydra.sweeper.get("params")}), "p")
+        params = OmegaConf.select(hydra, "sweeper.params")
     keys = [str(key) for key in params.keys()] if params else []
     return [str(o) for o in overrides], keys

@@ -65,8 +65,45 @@ def test_onnx_equals_fmc_on_other_tile_sizes(checkpoint: Path, tmp_path: Path):
 def test_bad_requests_are_one_line(tmp_path: Path, checkpoint: Path):
     result = run_command("fmc.export", f"ckpt={checkpoint}", "format=tflite",
                          f"output={tmp_path / 'm.x'}")
-    assert_user_error(result, "format=tflite: choose one of torchscript, onnx")
+    assert_user_error(result, "format=tflite: choose one of torchscript, onnx, bioimageio "
+                              "(conf/export.yaml)")
     result = run_in_process("fmc.export", f"ckpt={checkpoint}", "patch=[16,30,32]",
                             f"output={tmp_path / 'm.pt'}")
     assert_user_error(result, "multiple of 4")
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("format=zip", "format=zip: choose one of torchscript, onnx, bioimageio (conf/export.yaml)"),
+    ("patch=abc", "patch=abc: give 3 whole numbers >= 1, e.g. [16, 32, 32] (conf/export.yaml)"),
+    ("patch=[16,32]", "patch=[16, 32]: give 3 whole numbers >= 1"),
+])
+def test_a_bad_setting_is_one_line_before_the_checkpoint_is_read(tmp_path: Path, setting,
+                                                                 message):
+    # ExportSettings reads conf/export.yaml's keys first: the checkpoint need not exist.
+    result = run_in_process("fmc.export", f"ckpt={tmp_path / 'none.ckpt'}", setting,
+                            f"output={tmp_path / 'm.pt'}")
+    assert_user_error(result, message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_settings_are_read_once_from_the_config():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fmc.core.cli import CONFIG_DIR
+    from fmc.inference.export_settings import ExportSettings
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        defaults = compose(config_name="export", overrides=["ckpt=m.ckpt", "output=m.zip"])
+        changed = compose(config_name="export", overrides=[
+            "ckpt=m.ckpt", "output=m.zip", "format=bioimageio", "patch=[8,16,16]",
+            "sample=a_angle.h5", "zoo.name=nuclei", "zoo.authors=Ada Lovelace"])
+    assert ExportSettings.from_config(defaults) == ExportSettings(
+        ckpt=Path("m.ckpt"), format="torchscript", output=Path("m.zip"), patch=None,
+        sample=None, zoo={"name": None, "authors": ("fmc",), "license": "MIT"})
+    settings = ExportSettings.from_config(changed)
+    assert settings.format == "bioimageio" and settings.patch == (8, 16, 16)
+    assert settings.sample == Path("a_angle.h5")
+    assert settings.zoo == {"name": "nuclei", "authors": ("Ada Lovelace",), "license": "MIT"}

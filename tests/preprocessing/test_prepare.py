@@ -129,13 +129,48 @@ def test_bad_files_are_reported_and_the_others_go_on(tiff_folder: Path, tmp_path
 
 @pytest.mark.parametrize("args,message", [
     (["input=/nonexistent/folder"], "input folder does not exist"),
-    (["workers=0"], "workers=0"),
+    (["workers=0"], "workers=0: give a whole number >= 1 (conf/prepare.yaml)"),
     (["split.train=0.9"], "must be ≥ 0 and sum to 1"),
+    (["split.val=abc"], "split.val=abc: give a finite number >= 0 (conf/prepare.yaml)"),
+    (["split.seed=-1"], "split.seed=-1: give a whole number >= 0 (conf/prepare.yaml)"),
+    (["max_foreground=0"], "max_foreground=0: give a whole number >= 1"),
+    (["working_spacing_um=0"], "working_spacing_um=0: give a finite number > 0"),
+    (["compression=zip"], "compression=zip: choose one of lzf, gzip, none (conf/prepare.yaml)"),
+    (["overwrite=maybe"], "overwrite=maybe: give true or false (conf/prepare.yaml)"),
+    (["progress=maybe"], "progress=maybe: give true or false (conf/prepare.yaml)"),
 ])
 def test_bad_configuration(tiff_folder: Path, tmp_path: Path, args, message):
+    # PrepareSettings reads conf/prepare.yaml's keys before any file is converted: nothing is
+    # written, not even the output folder.
     base = [f"input={tiff_folder}", f"output={tmp_path / 'h5'}"]
     result = prepare(*base, *args)
     assert_user_error(result, message)
+    assert not (tmp_path / "h5").exists()
+
+
+def test_the_output_cannot_be_the_input(tiff_folder: Path):
+    before = sorted(tiff_folder.iterdir())
+    result = prepare(f"input={tiff_folder}", f"output={tiff_folder}")
+    assert_user_error(result, f"output={tiff_folder} is the input folder: choose another folder")
+    assert sorted(tiff_folder.iterdir()) == before
+
+
+def test_the_settings_are_read_once_from_the_config():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fmc.core.cli import CONFIG_DIR
+    from fmc.preprocessing.prepare import PrepareSettings
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="prepare", overrides=["input=raw", "compression=LZF",
+                                                        "split.seed=3"])
+    settings = PrepareSettings.from_config(cfg)
+    assert settings.input == Path("raw") and settings.output is None
+    assert settings.compression == "lzf" and settings.split_seed == 3
+    assert settings.split == (0.7, 0.1, 0.2) and settings.workers == 1
+    assert settings.overwrite is False and settings.progress is True
 
 
 def test_empty_folder(tmp_path: Path):

@@ -50,6 +50,40 @@ def test_bad_requests_are_one_line(raw_folder: Path, tmp_path: Path):
     assert_user_error(result, "prediction=", "not a TIFF, OME-Zarr or H5 volume")
 
 
+@pytest.mark.parametrize("setting,message", [
+    ("ndisplay=4", "ndisplay=4: choose 2 or 3 (conf/view.yaml)"),
+    ("ndisplay=abc", "ndisplay=abc: choose 2 or 3 (conf/view.yaml)"),
+    ("ndisplay=2.5", "ndisplay=2.5: choose 2 or 3 (conf/view.yaml)"),
+    ("grid=maybe", "grid=maybe: give true or false (conf/view.yaml)"),
+])
+def test_a_bad_setting_is_one_line_before_any_file_is_read(tmp_path: Path, setting, message):
+    # ViewSettings reads conf/view.yaml's keys first: the view need not exist for this answer.
+    result = run_in_process("fmc.view", f"view={tmp_path / 'x.tif'}", setting)
+    assert_user_error(result, message)
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_the_settings_are_read_once_from_the_config(tmp_path: Path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fmc.core.cli import CONFIG_DIR
+    from fmc.reporting.napari_view import ViewSettings
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        defaults = compose(config_name="view", overrides=["view=a.tif"])
+        changed = compose(config_name="view", overrides=["view=a.tif", "target=b.tif",
+                                                         "ndisplay=3", "grid=false",
+                                                         "screenshot=s.png"])
+    assert ViewSettings.from_config(defaults) == ViewSettings(
+        view=Path("a.tif"), prediction=None, target="auto", ndisplay=2, grid=True,
+        screenshot=None)
+    settings = ViewSettings.from_config(changed)
+    assert settings.target == Path("b.tif") and settings.ndisplay == 3
+    assert settings.grid is False and settings.screenshot == Path("s.png")
+
+
 @pytest.mark.skipif(HAVE_NAPARI, reason="napari is installed")
 def test_without_napari_the_command_says_how_to_install_it(raw_folder: Path):
     result = run_in_process("fmc.view", f"view={raw_folder / 'image_0_nucleus_angle.tif'}")
