@@ -3,6 +3,7 @@
     python scripts/bench_loso.py --label base --seeds 0
     python scripts/bench_loso.py --label head --seeds 0 --fmc "model.confidence=head"
     python scripts/bench_loso.py --rescore base --fallbacks difference calibrated
+    python scripts/bench_loso.py --rescore ema --tta y x --seeds 0 1 2
     python scripts/bench_loso.py --summary [--overview] [--labels base head lateral@basicunet ...]
     python scripts/bench_loso.py --figure head+calibrated docs/figures/loso_defaults.png
 
@@ -33,6 +34,7 @@ import math
 import shlex
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +93,40 @@ def run_label(args) -> None:
                 print(f"{args.label} seed {seed} {name} {content}: test N_SSIM "
                       f"{row['test_n_ssim']:+.4f} ({row['steps']} steps, {row['wall_s']} s)",
                       flush=True)
+
+
+def rescore_tta(args) -> None:
+    """Score the checkpoints of ``--rescore LABEL`` again with flip test-time augmentation over
+    ``--tta`` axes (rows ``LABEL+tta``), each checkpoint's own fallback as ``fmc.predict`` applies
+    it; the same volumes are also predicted without TTA in the same process, so that
+    ``seconds / seconds_plain`` is the cost of TTA on this machine whatever its load."""
+    import time
+
+    from fmc.evaluation.volume_scoring import score_h5_pairs, scoring_settings
+    from fmc.models.checkpoint import load_fusion_module
+    from fmc.preprocessing.splits import read_list
+
+    h5 = embedded_h5_dir()
+    plain = scoring_settings(0.5, 4)
+    flipped = replace(plain, tta=tuple(args.tta)).check()
+    rows = [r for r in read_rows(args.out) if r["label"] == args.rescore
+            and r["fallback"] == "checkpoint" and r["seed"] in args.seeds]
+    for row in rows:
+        model = load_fusion_module(row["checkpoint"], "cpu")
+        prefix = "all" if row["holdout"] is None else f"holdout{row['holdout']}"
+        pairs = read_list(h5 / "lists" / f"{prefix}_{row['content']}_test.csv", h5)
+        seconds = {}
+        for name, settings in (("seconds_plain", plain), ("seconds", flipped)):
+            start = time.perf_counter()
+            scores = score_h5_pairs(model, pairs, settings)
+            seconds[name] = round(time.perf_counter() - start, 2)
+        new = dict(row, label=f"{args.rescore}+tta", tta=list(args.tta), **seconds,
+                   volumes={s.name: s.n_ssim for s in scores},
+                   test_n_ssim=float(np.mean([s.n_ssim for s in scores])))
+        append_jsonl(args.out / RESULTS, new)
+        print(f"{new['label']} seed {row['seed']} holdout {row['holdout']} {row['content']}: "
+              f"{new['test_n_ssim']:+.4f} (was {row['test_n_ssim']:+.4f}; "
+              f"{seconds['seconds']} s vs {seconds['seconds_plain']} s)", flush=True)
 
 
 def rescore(args) -> None:
@@ -279,6 +315,9 @@ def main() -> None:
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--rescore", metavar="LABEL")
     parser.add_argument("--fallbacks", nargs="+", default=["difference", "calibrated"])
+    parser.add_argument("--tta", nargs="+", metavar="AXIS",
+                        help="with --rescore: flip test-time augmentation over these axes "
+                             "(rows LABEL+tta, with the time of TTA and of the plain prediction)")
     parser.add_argument("--summary", action="store_true")
     parser.add_argument("--labels", nargs="*", help="with --summary: these labels only; "
                         "LABEL@REF scores LABEL's held-out runs against REF's in-domain runs")
@@ -301,7 +340,7 @@ def main() -> None:
             print(overview(args.out, args.labels) if args.overview
                   else summary(args.out, args.labels))
     elif args.rescore:
-        rescore(args)
+        rescore_tta(args) if args.tta else rescore(args)
     else:
         run_label(args)
 

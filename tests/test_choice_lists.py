@@ -19,7 +19,7 @@ def test_docs_choices_is_what_the_registries_hold():
 def test_every_registry_is_listed_with_a_description_for_each_name():
     found = registries()
     assert set(found) == {"model.network", "loss.name", "model.optimizer", "model.scheduler",
-                          "model.fallback", "channels.list", "logger.name", "weighting",
+                          "model.fallback", "model.averaging", "channels.list", "logger.name", "weighting",
                           "output_format"}
     text = choices_markdown()
     for key, registry in found.items():

@@ -9,6 +9,7 @@ study, content -- is stored in the checkpoint's hyperparameters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 import lightning as L
@@ -18,6 +19,12 @@ from fmc.models.losses import build_loss
 from fmc.models.networks import build_network
 from fmc.models.optimizers import build_optimization
 from fmc.models.patch_metric import PooledPatchNSSIM
+from fmc.models.weight_averaging import (
+    AVERAGE_STATE_KEY,
+    TRAINED_WEIGHTS_KEY,
+    build_averager,
+    weights_swapped,
+)
 
 CONFIDENCES = ("none", "head")
 
@@ -91,6 +98,12 @@ class FusionModule(L.LightningModule):
     compile : bool
         Train through ``torch.compile`` (:meth:`compile_network`). Loading a checkpoint never
         compiles (:func:`fmc.models.checkpoint.load_fusion_module` passes ``compile=False``).
+    averaging : str
+        A name of :data:`fmc.models.weight_averaging.AVERAGINGS`: ``none``, or ``ema`` (an
+        exponential moving average of the weights, updated after every optimizer step); with
+        ``averaging_kwargs`` for its builder. Validation judges, and checkpoints hold, the
+        averaged weights (the trained ones travel beside them for resuming), so prediction
+        uses them without a flag.
     """
 
     def __init__(self, channels: Sequence[str] = ("raw_image", "surface_distance"),
@@ -108,7 +121,8 @@ class FusionModule(L.LightningModule):
                  confidence: str = "none", confidence_weight: float = 0.1,
                  fallback: str = "none", change_limit: float | None = None,
                  network: str = "unet3d", network_kwargs: dict | None = None,
-                 compile: bool = False):
+                 compile: bool = False, averaging: str = "none",
+                 averaging_kwargs: dict | None = None):
         super().__init__()
         if confidence not in CONFIDENCES:
             raise ValueError(f"confidence={confidence!r}: choose one of {', '.join(CONFIDENCES)}")
@@ -126,6 +140,9 @@ class FusionModule(L.LightningModule):
         self.val_n_ssim = PooledPatchNSSIM()
         self.test_n_ssim = PooledPatchNSSIM()
         self._panel_batch: dict[str, torch.Tensor] | None = None
+        # Not a submodule: the average is saved as the checkpoint's state_dict, not beside it.
+        self._averager = build_averager(averaging, averaging_kwargs)
+        self._evaluating = ExitStack()
 
     @property
     def in_channels(self) -> int:
@@ -213,10 +230,57 @@ class FusionModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "test")
 
+    # -- weight averaging (fmc.models.weight_averaging) -----------------------------------------
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self._averager is not None:
+            self._averager.update(self.net)
+
+    def evaluation_weights(self) -> AbstractContextManager:
+        """Inside the block the network holds the weights to judge: the average while
+        ``model.averaging`` trains one, else its own (used by whole-volume validation)."""
+        average = self._averager.average if self._averager is not None else None
+        return weights_swapped(self.net, average)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._averager is None or not self._averager.average:
+            return
+        trained = checkpoint["state_dict"]
+        averaged = dict(trained)
+        averaged.update({f"net.{name}": value.detach().clone()
+                         for name, value in self._averager.average.items()})
+        checkpoint["state_dict"] = averaged
+        checkpoint[TRAINED_WEIGHTS_KEY] = trained
+        checkpoint[AVERAGE_STATE_KEY] = self._averager.state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trained = checkpoint.get(TRAINED_WEIGHTS_KEY)
+        if trained is None:
+            return
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if fitting and self._averager is not None:
+            # Resuming: the average goes back to the averager, training goes on from the
+            # trained weights.
+            average = {name[len("net."):]: value for name, value in checkpoint["state_dict"].items()
+                       if name.startswith("net.")}
+            self._averager.load_state(checkpoint.get(AVERAGE_STATE_KEY) or {}, average)
+            checkpoint["state_dict"] = trained
+        elif self._trainer is not None:
+            # Testing a saved checkpoint: its state_dict is already the average it was saved with.
+            self._averager = None
+
+    def on_fit_end(self) -> None:
+        # What stays in memory after training is the averaged model, as the checkpoints hold.
+        if self._averager is not None and self._averager.average:
+            self.net.load_state_dict(self._averager.average)
+            self._averager = None
+
     def on_validation_epoch_start(self) -> None:
         self._panel_batch = None
+        self._evaluating.enter_context(self.evaluation_weights())
 
     def on_validation_epoch_end(self) -> None:
+        self._evaluating.close()
         if self._panel_batch is None or not self.hparams.image_panel or self.trainer.sanity_checking:
             return
         from fmc.models.panels import log_image_panel

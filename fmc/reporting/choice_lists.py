@@ -22,19 +22,20 @@ def registries() -> dict[str, Registry]:
     from fmc.models.losses import LOSSES
     from fmc.models.networks import NETWORKS
     from fmc.models.optimizers import OPTIMIZERS, SCHEDULERS
+    from fmc.models.weight_averaging import AVERAGINGS
     from fmc.preprocessing.channel_specs import CHANNELS
     from fmc.training.loggers import LOGGERS
 
     return {registry.config_key: registry
-            for registry in (NETWORKS, LOSSES, OPTIMIZERS, SCHEDULERS, FALLBACKS, CHANNELS,
-                             LOGGERS, WEIGHTINGS, OUTPUT_FORMATS)}
+            for registry in (NETWORKS, LOSSES, OPTIMIZERS, SCHEDULERS, FALLBACKS, AVERAGINGS,
+                             CHANNELS, LOGGERS, WEIGHTINGS, OUTPUT_FORMATS)}
 
 
 # The keys each command takes a name for (fmc.train: every training choice; the predicting
 # commands: the sliding window's).
 COMMAND_KEYS = {
     "train": ("model.network", "loss.name", "model.optimizer", "model.scheduler",
-              "model.fallback", "channels.list", "logger.name"),
+              "model.fallback", "model.averaging", "channels.list", "logger.name"),
     "predict": ("weighting", "fallback", "output_format"),
     "challenge": ("weighting", "fallback", "output_format"),
 }

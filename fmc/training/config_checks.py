@@ -30,6 +30,7 @@ def training_choices() -> dict[str, tuple[tuple[str, ...], str]]:
     from fmc.models.networks import NETWORKS
     from fmc.models.optimizers import OPTIMIZERS, SCHEDULERS
     from fmc.models.unet3d import NORMS, OUT_ACTIVATIONS
+    from fmc.models.weight_averaging import AVERAGINGS
     from fmc.training.loggers import LOGGERS
 
     model = "conf/model/unet3d.yaml"
@@ -39,6 +40,7 @@ def training_choices() -> dict[str, tuple[tuple[str, ...], str]]:
         "model.optimizer": (OPTIMIZERS.names(), OPTIMIZERS.where),
         "model.scheduler": (SCHEDULERS.names(), SCHEDULERS.where),
         "model.confidence": (CONFIDENCES, model), "model.fallback": (FALLBACKS, model),
+        "model.averaging": (AVERAGINGS.names(), AVERAGINGS.where),
         "loss.name": (LOSSES.names(), LOSSES.where),
         "logger.name": (LOGGERS.names(), LOGGERS.where),
         "callbacks.checkpoint.monitor": (SELECTION_METRICS, "conf/callbacks/default.yaml"),
@@ -138,6 +140,7 @@ def check_config(cfg: DictConfig) -> None:
     flag(cfg.test_baselines, "test_baselines", "conf/train.yaml")
     model = OmegaConf.to_container(cfg.model, resolve=True)
     check_network(str(cfg.model.network), model, model.get("network_kwargs"))
+    check_averaging(model)
     depth = int(cfg.model.depth)
     divisor = 2 ** depth
     patch = list(cfg.data.patch_size)
@@ -145,6 +148,19 @@ def check_config(cfg: DictConfig) -> None:
         raise FmcConfigError(
             f"data.patch_size={patch}: each side must be a positive multiple of 2**model.depth = "
             f"{divisor} (e.g. data.patch_size=[{divisor * 4},{divisor * 8},{divisor * 8}])")
+
+
+def check_averaging(model: dict) -> None:
+    """``model.averaging_kwargs``: only the averager's own arguments, values it accepts."""
+    from fmc.models.weight_averaging import AVERAGINGS, build_averager
+
+    name = str(model["averaging"])
+    kwargs = model["averaging_kwargs"] or {}
+    AVERAGINGS.check_arguments(name, kwargs)
+    try:
+        build_averager(name, kwargs)
+    except (TypeError, ValueError) as error:
+        raise FmcConfigError(f"{error} ({AVERAGINGS.where})") from None
 
 
 def study_number(value: Any) -> int | None:

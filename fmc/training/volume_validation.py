@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -30,6 +31,12 @@ from fmc.models.checkpoint import best_checkpoint_name
 from fmc.training.clock import Stopwatch
 
 log = logging.getLogger(__name__)
+
+
+def evaluation_weights(module: L.LightningModule):
+    """The module's :meth:`~fmc.models.module.FusionModule.evaluation_weights` block (the
+    averaged weights under ``model.averaging``), or an empty block for other modules."""
+    return getattr(module, "evaluation_weights", nullcontext)()
 
 METRIC = "val/volume_n_ssim"
 HISTORY_FILE = "volume_validation.json"
@@ -121,8 +128,10 @@ class VolumeValidation(L.Callback):
         with self.cost:
             if trainer.is_global_zero:
                 draw = self._figure_drawer(step, figure) if self.images_dir is not None else None
-                scores = score_h5_pairs(pl_module, self.pairs, self.settings,
-                                        label=f"validation at step {step}", visit=draw)
+                # The weights a checkpoint saved now would hold (model.averaging: the average).
+                with evaluation_weights(pl_module):
+                    scores = score_h5_pairs(pl_module, self.pairs, self.settings,
+                                            label=f"validation at step {step}", visit=draw)
                 summary = summarize_scores(scores, METRIC)
                 per_volume = {s.name: s.n_ssim for s in scores}
                 score = summary.get(METRIC, float("nan"))

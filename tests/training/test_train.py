@@ -7,6 +7,7 @@ joblib, DDP, and the smoke run of every experiment."""
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -185,8 +186,6 @@ def test_fit_writes_self_contained_checkpoints_and_resumes(h5_root: Path, tmp_pa
     for name in ("train/loss_step", "val/loss", "val/n_ssim"):
         assert name in header
     # metrics.json: what reports read, with or without W&B.
-    import json
-
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["study"] == 1 and summary["content"] == "nucleus" and summary["global_step"] == 2
     assert summary["channels"] == "raw_distance" and summary["loss"] == "ssim_l1"
@@ -224,8 +223,6 @@ def test_multirun_skips_combinations_without_data(h5_root: Path, tmp_path: Path)
 
 
 def test_the_unseen_studies_experiment_trains_three_seeds_predicted_as_one(raw_and_h5, tmp_path):
-    import json
-
     raw, h5 = raw_and_h5
     result = run_command("fmc.train", "--multirun", "experiment=unseen_studies", *TINY_RUN,
                          f"data.root={h5}", cwd=tmp_path)
@@ -403,3 +400,39 @@ def test_channels_last_changes_the_layout_not_the_numbers(tmp_path: Path):
     loaded = FusionModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     assert loaded.hparams.channels_last
     assert next(loaded.net.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_weight_averaging_is_validated_saved_predicted_and_resumed(h5_root: Path, tmp_path: Path):
+    # model.averaging=ema: the whole-volume validation judges the average, the selected
+    # checkpoint holds it (so prediction needs no flag), and a resumed run keeps averaging.
+    from fmc.evaluation.volume_scoring import score_h5_pairs, scoring_settings
+    from fmc.models.checkpoint import load_fusion_module, selected_checkpoint
+    from fmc.models.weight_averaging import AVERAGE_STATE_KEY, TRAINED_WEIGHTS_KEY
+    from fmc.preprocessing.splits import read_list
+
+    run_dir = tmp_path / "run"
+    averaged = [*TINY_RUN, f"data.root={h5_root}", "model.averaging=ema",
+                "+model.averaging_kwargs.decay=0.5", "model.fallback=none",
+                "trainer.max_steps=3", "callbacks.volume_validation.every_n_steps=1",
+                "callbacks.volume_validation.every_minutes=null",
+                "callbacks.volume_validation.images=false"]
+    result = run_in_process("fmc.train", *averaged, run_dir=run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = selected_checkpoint(run_dir)
+    saved = torch.load(best, map_location="cpu", weights_only=True)
+    name = next(k for k, v in saved["state_dict"].items() if k.startswith("net.")
+                and v.is_floating_point() and v.numel() > 1)
+    assert not torch.equal(saved["state_dict"][name], saved[TRAINED_WEIGHTS_KEY][name])
+    assert saved[AVERAGE_STATE_KEY]["updates"] == saved["global_step"]
+    # The score in the checkpoint's name is the averaged weights' score.
+    history = json.loads((run_dir / "volume_validation.json").read_text())
+    chosen = next(entry for entry in history if entry["step"] == saved["global_step"])
+    pairs = read_list(h5_root / "lists" / "study1_nucleus_val.csv", h5_root)
+    scores = score_h5_pairs(load_fusion_module(best, "cpu"), pairs, scoring_settings(0.5, 4))
+    assert {s.name: round(s.n_ssim, 5) for s in scores} == {
+        k: round(v, 5) for k, v in chosen["volumes"].items()}
+    resumed = run_in_process("fmc.train", *averaged, "ckpt=last", "trainer.max_steps=5",
+                             run_dir=run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 5 and last[AVERAGE_STATE_KEY]["updates"] == 5
