@@ -75,7 +75,10 @@ def run_label(args) -> None:
             jobs += [(f"holdout{k}", k) for k in args.holdouts]
             for name, holdout in jobs:
                 folder = args.out / args.label / f"seed{seed}" / f"{name}_{content}"
+                # trainer.max_time=null: a loaded machine must not cut a run short (profile=cpu
+                # caps a run at 10 minutes), or runs would differ in steps, not in recipe.
                 extra = [f"content={content}", f"seed={seed}", f"trainer.max_steps={args.steps}",
+                         "trainer.max_time=null",
                          f"callbacks.volume_validation.every_n_steps={max(1, args.steps // 4)}",
                          "callbacks.volume_validation.every_minutes=null"]
                 if holdout is not None:

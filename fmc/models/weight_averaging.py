@@ -42,27 +42,34 @@ class ExponentialAverage:
     """An exponential moving average of a network's weights.
 
     After update ``n`` (counting from 0) the average moves toward the current weights by
-    ``1 - d`` with ``d = min(decay, (1 + n) / (10 + n))``: the warm-up lets the first updates
-    count (the first one copies the weights) instead of averaging in the random start; later
-    the average spans about ``1 / (1 - decay)`` steps. Floating-point tensors are averaged,
-    integer buffers (counters) copied.
+    ``1 - d`` with ``d = min(decay, 1 - 1 / (1 + span * (n + 1)))``: while the run is young the
+    average spans about ``span`` of the steps made so far (the first update copies the weights,
+    so the random start is not averaged in); later it spans about ``1 / (1 - decay)`` steps.
+    With the default ``span`` of 1/9, ``d = (1 + n) / (10 + n)``. Floating-point tensors are
+    averaged, integer buffers (counters) copied.
 
     Parameters
     ----------
     decay : float
         The largest weight of the old average, in (0, 1).
+    span : float
+        The share of the steps so far that the warm-up average spans, in (0, 1]; 1 spans every
+        step made so far, close to their plain mean (until ``decay`` takes over).
     """
 
-    def __init__(self, decay: float = 0.999):
+    def __init__(self, decay: float = 0.999, span: float = 1.0 / 9.0):
         if not 0.0 < float(decay) < 1.0:
             raise ValueError(f"model.averaging_kwargs.decay={decay}: must lie between 0 and 1")
+        if not 0.0 < float(span) <= 1.0:
+            raise ValueError(f"model.averaging_kwargs.span={span}: must lie in (0, 1]")
         self.decay = float(decay)
+        self.span = float(span)
         self.updates = 0
         self.average: dict[str, torch.Tensor] = {}
 
     def weight_of_old(self) -> float:
         """The old average's weight in the next update."""
-        return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        return min(self.decay, 1.0 - 1.0 / (1.0 + self.span * (self.updates + 1.0)))
 
     @torch.no_grad()
     def update(self, network: torch.nn.Module) -> None:
@@ -78,7 +85,7 @@ class ExponentialAverage:
 
     def state(self) -> dict:
         """What a checkpoint keeps of the averager (its weights go in the state_dict)."""
-        return {"updates": self.updates, "decay": self.decay}
+        return {"updates": self.updates, "decay": self.decay, "span": self.span}
 
     def load_state(self, state: dict, average: dict[str, torch.Tensor]) -> None:
         """Resume from :meth:`state` and the averaged weights."""
@@ -88,15 +95,18 @@ class ExponentialAverage:
 
 @AVERAGINGS.register("none")
 def no_averaging() -> None:
-    """The weights as trained: validation, checkpoints and prediction use the last step's."""
+    """The weights as trained (validation, checkpoints and prediction use the last step's)."""
     return None
 
 
 @AVERAGINGS.register("ema")
-def exponential_moving_average(decay: float = 0.999) -> ExponentialAverage:
-    """An exponential moving average of the weights, over about 1/(1-decay) steps (with a
-    warm-up); validated, saved and predicted in place of the trained weights."""
-    return ExponentialAverage(decay)
+def exponential_moving_average(decay: float = 0.999, span: float = 1.0 / 9.0
+                               ) -> ExponentialAverage:
+    """A moving average of the weights, validated, saved and predicted in their place.
+
+    It spans about ``1/(1-decay)`` steps; early in a run, ``span`` of the steps made so far
+    (:class:`ExponentialAverage`)."""
+    return ExponentialAverage(decay, span)
 
 
 def build_averager(name: str, kwargs: dict | None = None):

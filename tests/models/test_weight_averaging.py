@@ -34,6 +34,22 @@ def test_the_first_update_copies_and_later_ones_follow_the_warm_up():
     assert average.weight_of_old() == 0.9  # the decay caps the warm-up
 
 
+def test_span_one_spans_every_step_made_so_far():
+    layer = torch.nn.Linear(1, 1, bias=False)
+    average = ExponentialAverage(decay=0.999, span=1.0)
+    for value in (1.0, 2.0, 3.0, 6.0):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        average.update(layer)
+    # d = 2/3, 3/4, 4/5 after the copy: near the plain mean (3.0), the latest step a little more
+    assert float(average.average["weight"]) == pytest.approx(2.6)
+    narrow = ExponentialAverage(span=1.0 / 9.0)
+    narrow.updates = 800  # the default spans about the last ninth of the run
+    assert narrow.weight_of_old() == pytest.approx(801 / 810)
+    with pytest.raises(ValueError, match="span=0"):
+        ExponentialAverage(span=0.0)
+
+
 def test_integer_buffers_are_copied_not_averaged():
     norm = torch.nn.BatchNorm1d(2)
     average = ExponentialAverage(0.5)
@@ -81,7 +97,7 @@ def test_a_checkpoint_holds_the_average_and_the_trained_weights_beside_it():
     assert torch.equal(checkpoint[TRAINED_WEIGHTS_KEY][name], module.state_dict()[name])
     assert torch.allclose(checkpoint["state_dict"][name], module.state_dict()[name] - 1.0,
                           atol=1e-6)
-    assert checkpoint[AVERAGE_STATE_KEY] == {"updates": 1, "decay": 0.5}
+    assert checkpoint[AVERAGE_STATE_KEY] == {"updates": 1, "decay": 0.5, "span": pytest.approx(1 / 9)}
     # Loaded for prediction (no trainer): the state_dict, i.e. the average, is what it gets.
     loaded = tiny_module("ema")
     loaded.on_load_checkpoint(checkpoint)

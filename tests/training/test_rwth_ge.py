@@ -52,7 +52,7 @@ def test_network_is_the_seeds_unet3d(cfg, module):
     model = cfg.model
     assert (model.features, model.depth, model.norm, model.out_activation) == (16, 3, "instance", "none")
     assert model.negative_slope == 0.2 and model.residual is False
-    assert model.confidence == "none" and model.fallback == "none"
+    assert model.confidence == "none" and model.fallback == "none" and model.averaging == "none"
     net = module.net
     assert isinstance(net, UNet3D) and net.in_channels == 2 and net.out_channels == 1
     assert sum(p.numel() for p in module.parameters()) == 1_981_145
