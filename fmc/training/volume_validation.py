@@ -32,14 +32,14 @@ from fmc.training.clock import Stopwatch
 
 log = logging.getLogger(__name__)
 
+METRIC = "val/volume_n_ssim"
+HISTORY_FILE = "volume_validation.json"
+
 
 def evaluation_weights(module: L.LightningModule):
     """The module's :meth:`~fmc.models.module.FusionModule.evaluation_weights` block (the
     averaged weights under ``model.averaging``), or an empty block for other modules."""
     return getattr(module, "evaluation_weights", nullcontext)()
-
-METRIC = "val/volume_n_ssim"
-HISTORY_FILE = "volume_validation.json"
 
 
 class VolumeValidation(L.Callback):
