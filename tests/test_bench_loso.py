@@ -124,3 +124,23 @@ def test_the_seed_spread_judges_the_worst_seed_against_its_own_reference(tmp_pat
         "+0.0500 | +0.2000 | 0.0751 | 0.25 | +0.0400 |" in table
     assert "- base nucleus: worst seed's lowest held-out / in-domain 0.25 (< 0.5); worst volume " \
         "of any seed +0.0400 (>= -0.02)" in table
+
+
+def test_the_snapshot_rules_pick_their_members_from_the_run_checkpoints(tmp_path: Path,
+                                                                        monkeypatch):
+    load_bench(monkeypatch)
+    spec = importlib.util.spec_from_file_location("bench_loso_snapshots",
+                                                  ROOT / "scripts" / "bench_loso_snapshots.py")
+    snapshots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(snapshots)
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name in ("best-step200-vnssim0.1000.ckpt", "best-step400-vnssim0.3000.ckpt",
+                 "best-step600-vnssim0.2000.ckpt", "best-step800-vnssim0.2500.ckpt", "last.ckpt"):
+        (folder / name).write_bytes(b"")
+    found = snapshots.snapshots(tmp_path)
+    assert [step for step, _, _ in found] == [200, 400, 600, 800]
+    steps = {rule: [found[i][0] for i in snapshots.members(found, rule, 800)]
+             for rule in snapshots.RULES}
+    assert steps == {"final": [800], "last2": [600, 800], "top2": [400, 800],
+                     "half": [600, 800]}

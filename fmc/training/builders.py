@@ -105,7 +105,7 @@ def _fusion_module(cfg: DictConfig, model: dict, info: dict[str, Any]):
 
 
 def _volume_validation(volume: DictConfig, val_pairs: list, select: bool, folder: Path,
-                       output_dir: Path):
+                       output_dir: Path, keep: int = 1):
     """The whole-volume validation callback from ``callbacks.volume_validation`` (its keys and
     their defaults: ``conf/callbacks/default.yaml``)."""
     from fmc.training.volume_validation import HISTORY_FILE, VolumeValidation
@@ -119,7 +119,7 @@ def _volume_validation(volume: DictConfig, val_pairs: list, select: bool, folder
         images_dir=output_dir / VALIDATION_IMAGES if images else None,
         image_panel_px=whole_number(volume.image_panel_px,
                                     "callbacks.volume_validation.image_panel_px", 16,
-                                    CALLBACKS_YAML))
+                                    CALLBACKS_YAML), keep=keep)
 
 
 def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = None) -> list:
@@ -145,16 +145,22 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, val_pairs: list | None = 
                              f"monitor val/n_ssim ({CALLBACKS_YAML})")
     enabled = volume is not None and flag(volume.enabled, "callbacks.volume_validation.enabled",
                                           CALLBACKS_YAML)
+    keep = whole_number(checkpoint.save_top_k, "callbacks.checkpoint.save_top_k", -1,
+                        CALLBACKS_YAML)
+    if keep == 0:
+        raise FmcConfigError("callbacks.checkpoint.save_top_k=0 keeps no weights to predict "
+                             f"with: give 1 (the best), k (the k best) or -1 (all) ({CALLBACKS_YAML})")
     callbacks: list = []
     if by_volume or enabled:
         if not val_pairs:
             raise FmcConfigError(f"callbacks.checkpoint.monitor={monitor} needs validation "
                                  "volumes: give data.val_list, or monitor val/n_ssim")
-        callbacks.append(_volume_validation(volume, val_pairs, by_volume, folder, output_dir))
+        callbacks.append(_volume_validation(volume, val_pairs, by_volume, folder, output_dir,
+                                            keep))
     if not by_volume:
         callbacks.append(ModelCheckpoint(
             dirpath=str(folder), monitor=monitor, mode=checkpoint.mode,
-            save_top_k=int(checkpoint.save_top_k), every_n_epochs=int(checkpoint.every_n_epochs),
+            save_top_k=keep, every_n_epochs=int(checkpoint.every_n_epochs),
             auto_insert_metric_name=False,
             filename="epoch{epoch:04d}-step{step}-nssim{val/n_ssim:.4f}"))
     if cfg.trainer.enable_progress_bar is not False:  # null: Lightning's default, a bar

@@ -5,9 +5,10 @@ comes first), and once more when training ends (so the last weights of a run sto
 ``trainer.max_time`` are judged too), the callback predicts the validation volumes with the
 streaming sliding window and scores them with the challenge N_SSIM
 (:mod:`fmc.evaluation.volume_scoring`). With ``select=True`` it keeps the best weights as
-``checkpoints/best-step<N>-vnssim<score>.ckpt`` (the previous best is removed), which is what
-``fmc.predict``, the registry and ``fmc.report`` then pick
-(:func:`fmc.models.checkpoint.selected_checkpoint`).
+``checkpoints/best-step<N>-vnssim<score>.ckpt`` (the previous best is removed; ``keep`` > 1
+keeps that many of the best-scoring validations' weights, -1 all), which is what
+``fmc.predict``, the registry and ``fmc.report`` then pick (the highest score:
+:func:`fmc.models.checkpoint.selected_checkpoint`).
 
 The cost is logged as ``val/volume_seconds`` (cumulative) and counts in ``trainer.max_time``:
 a run that validates more trains less, as it should for a fair comparison at equal time.
@@ -58,6 +59,9 @@ class VolumeValidation(L.Callback):
         Validate the final weights when training ends (unless just validated).
     select : bool
         Save the best-scoring weights to ``dirpath`` (else only log).
+    keep : int
+        With ``select``: how many of the best-scoring validations' weights stay in ``dirpath``
+        (``callbacks.checkpoint.save_top_k``; -1: every validation's).
     dirpath : path
         The run's ``checkpoints/`` folder.
     overlap, batch_size : float, int
@@ -76,8 +80,10 @@ class VolumeValidation(L.Callback):
                  every_minutes: float | None = None, at_end: bool = True, select: bool = True,
                  dirpath: str | Path = "checkpoints", overlap: float = 0.5, batch_size: int = 4,
                  history_path: str | Path | None = None, images_dir: str | Path | None = None,
-                 image_panel_px: int = 192):
+                 image_panel_px: int = 192, keep: int = 1):
         super().__init__()
+        if keep == 0 or keep < -1:
+            raise ValueError(f"keep must be -1 or a positive number of checkpoints, not {keep}")
         if every_n_steps is None and every_minutes is None and not at_end:
             raise ValueError("volume validation needs every_n_steps, every_minutes or at_end")
         self.pairs = [(Path(a), Path(f)) for a, f in pairs]
@@ -91,6 +97,8 @@ class VolumeValidation(L.Callback):
         self.image_panel_px = int(image_panel_px)
         self.best_score: float | None = None
         self.best_path: Path | None = None
+        self.keep = int(keep)
+        self.kept: list[tuple[float, Path]] = []  # (score, file) of the weights kept
         self.history: list[dict] = []
         self.cost = Stopwatch()
         self._last_step = -1
@@ -151,8 +159,8 @@ class VolumeValidation(L.Callback):
         improved = score == score and (self.best_score is None or score > self.best_score)
         if improved:
             self.best_score = score
-            if self.select:
-                self._save_best(trainer, step, score)
+        if self.select and score == score and self._ranks(score):
+            self._save_ranked(trainer, step, score, improved)
         self.history.append({"step": step, "score": score, "seconds": round(self.cost.seconds, 2),
                              "best": improved, "volumes": per_volume})
         if self.history_path is not None and trainer.is_global_zero:
@@ -191,21 +199,39 @@ class VolumeValidation(L.Callback):
             if type(logger).__name__ == "WandbLogger":
                 logger.log_image(key="val/volume", images=[image], caption=[caption], step=step)
 
-    def _save_best(self, trainer: L.Trainer, step: int, score: float) -> None:
+    def _ranks(self, score: float) -> bool:
+        """Whether weights scoring ``score`` are among the ``keep`` best so far."""
+        if self.keep == -1 or len(self.kept) < self.keep:
+            return True
+        return score > min(s for s, _ in self.kept)
+
+    def _save_ranked(self, trainer: L.Trainer, step: int, score: float, best: bool) -> None:
+        """Save these weights; drop the lowest-scoring kept file beyond ``keep``."""
         path = self.dirpath / best_checkpoint_name(step, score)
         trainer.save_checkpoint(str(path), weights_only=False)
-        previous, self.best_path = self.best_path, path
-        if previous is not None and previous != path and trainer.is_global_zero:
-            previous.unlink(missing_ok=True)
+        if best:
+            self.best_path = path
+        self.kept = sorted([(s, p) for s, p in self.kept if p != path] + [(score, path)],
+                           key=lambda kept: -kept[0])
+        dropped = self.kept[self.keep:] if self.keep != -1 else []
+        self.kept = self.kept[:len(self.kept) - len(dropped)]
+        for _, old in dropped:
+            if trainer.is_global_zero:
+                old.unlink(missing_ok=True)
 
     # -- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"best_score": self.best_score,
                 "best_path": None if self.best_path is None else str(self.best_path),
+                "kept": [[s, str(p)] for s, p in self.kept],
                 "history": self.history}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best_score = state_dict.get("best_score")
         best = state_dict.get("best_path")
         self.best_path = None if best is None else Path(best)
+        kept = state_dict.get("kept")
+        if kept is None and self.best_path is not None:  # a checkpoint from before `keep`
+            kept = [[self.best_score, str(self.best_path)]]
+        self.kept = [(float(s), Path(p)) for s, p in kept or []]
         self.history = list(state_dict.get("history") or [])
