@@ -24,6 +24,14 @@ def load_bench(monkeypatch):
     return bench
 
 
+def load_script(name: str):
+    """scripts/<name>.py as a module (after :func:`load_bench`, which it imports)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def row(label: str, content: str, holdout: int | None, volumes: dict[str, float]) -> dict:
     return {"label": label, "seed": 0, "content": content, "holdout": holdout,
             "fallback": "checkpoint", "volumes": volumes}
@@ -59,10 +67,7 @@ def test_a_label_is_judged_against_another_labels_reference(tmp_path: Path, monk
 def test_the_ensemble_table_divides_by_the_single_models_in_domain_score(tmp_path: Path,
                                                                           monkeypatch):
     load_bench(monkeypatch)  # bench_loso with volume names that say their study
-    spec = importlib.util.spec_from_file_location("bench_loso_ensemble",
-                                                  ROOT / "scripts" / "bench_loso_ensemble.py")
-    ensemble = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ensemble)
+    ensemble = load_script("bench_loso_ensemble")
     monkeypatch.setattr(ensemble, "study_of", lambda name, h5: int(name[1]))
     rows = [dict(row("wide", "nucleus", None, {"s4_test": v}), seed=seed)
             for seed, v in ((0, 0.30), (1, 0.10))]
@@ -89,10 +94,7 @@ def test_the_ensemble_table_divides_by_the_single_models_in_domain_score(tmp_pat
 def test_an_ensemble_takes_one_kept_run_per_seed_from_the_recipes_labels(tmp_path: Path,
                                                                           monkeypatch):
     load_bench(monkeypatch)
-    spec = importlib.util.spec_from_file_location("bench_loso_ensemble",
-                                                  ROOT / "scripts" / "bench_loso_ensemble.py")
-    ensemble = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ensemble)
+    ensemble = load_script("bench_loso_ensemble")
     kept = tmp_path / "kept.ckpt"
     kept.write_text("x")
     newer = tmp_path / "newer.ckpt"
@@ -129,10 +131,7 @@ def test_the_seed_spread_judges_the_worst_seed_against_its_own_reference(tmp_pat
 def test_the_snapshot_rules_pick_their_members_from_the_run_checkpoints(tmp_path: Path,
                                                                         monkeypatch):
     load_bench(monkeypatch)
-    spec = importlib.util.spec_from_file_location("bench_loso_snapshots",
-                                                  ROOT / "scripts" / "bench_loso_snapshots.py")
-    snapshots = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(snapshots)
+    snapshots = load_script("bench_loso_snapshots")
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     for name in ("best-step200-vnssim0.1000.ckpt", "best-step400-vnssim0.3000.ckpt",

@@ -211,12 +211,12 @@ class VolumeValidation(L.Callback):
         trainer.save_checkpoint(str(path), weights_only=False)
         if best:
             self.best_path = path
-        self.kept = sorted([(s, p) for s, p in self.kept if p != path] + [(score, path)],
-                           key=lambda kept: -kept[0])
-        dropped = self.kept[self.keep:] if self.keep != -1 else []
-        self.kept = self.kept[:len(self.kept) - len(dropped)]
-        for _, old in dropped:
-            if trainer.is_global_zero:
+        ranked = sorted([(s, p) for s, p in self.kept if p != path] + [(score, path)],
+                        key=lambda kept: -kept[0])
+        cut = len(ranked) if self.keep == -1 else self.keep
+        self.kept, dropped = ranked[:cut], ranked[cut:]
+        if trainer.is_global_zero:
+            for _, old in dropped:
                 old.unlink(missing_ok=True)
 
     # -- resume -------------------------------------------------------------------------------
