@@ -10,7 +10,9 @@
    composed config, the CPU profile applied) on tensors already in memory: no loading, no
    validation, no checkpoints, no logging; timed over ``--bare-seconds`` after a warm-up.
 3. The ratio (goal ≤ 1.10), and the bare loop's variants: without the ``channels_last_3d``
-   memory format (``model.channels_last=false``) and with 1 torch thread instead of all.
+   memory format (``model.channels_last=false``), with 1 torch thread instead of all, and with
+   the weight average's update after each step (``model.averaging``, which fmc.train makes and
+   the bare loop otherwise leaves out).
 
 The bare loop runs first, then fmc.train, so the two are measured minutes apart on a quiet
 machine; ``--bare-only`` skips fmc.train.
@@ -38,12 +40,13 @@ def composed(extra: list[str]):
     return train_config([f"profile={choose_profile(extra)}", *extra])
 
 
-def bare_loop(cfg, seconds: float, channels_last: bool | None = None, threads: int | None = None
-              ) -> float:
+def bare_loop(cfg, seconds: float, channels_last: bool | None = None, threads: int | None = None,
+              averaging: bool = False) -> float:
     """Seconds per step of forward + loss + backward + clip + optimizer step, data in memory.
 
     ``channels_last`` None keeps the config's ``model.channels_last``; ``threads`` sets torch's
-    thread count for this loop only.
+    thread count for this loop only; ``averaging`` adds ``model.averaging``'s update of the
+    weight average after each step, as fmc.train makes it.
     """
     from omegaconf import open_dict
 
@@ -72,6 +75,8 @@ def bare_loop(cfg, seconds: float, channels_last: bool | None = None, threads: i
         if clip:
             torch.nn.utils.clip_grad_norm_(module.parameters(), float(clip))
         optimizer.step()
+        if averaging:
+            module.update_weight_average()
 
     for _ in range(5):  # warm-up: allocator, kernels
         step()
@@ -107,7 +112,9 @@ def main() -> None:
     print(f"| bare loop (data in memory) | - | {bare:.4f} | 1.000 |", flush=True)
     if not args.no_variants:
         for label, kwargs in (("bare, channels_last off", {"channels_last": False}),
-                              ("bare, 1 torch thread", {"threads": 1})):
+                              ("bare, 1 torch thread", {"threads": 1}),
+                              (f"bare + model.averaging={cfg.model.averaging} update",
+                               {"averaging": True})):
             variant = bare_loop(cfg, args.bare_seconds, **kwargs)
             print(f"| {label} | - | {variant:.4f} | {variant / bare:.3f} |", flush=True)
 

@@ -233,6 +233,11 @@ class FusionModule(L.LightningModule):
     # -- weight averaging (fmc.models.weight_averaging) -----------------------------------------
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
+        self.update_weight_average()
+
+    def update_weight_average(self) -> None:
+        """Fold the network's current weights into ``model.averaging``'s average (called after
+        every optimizer step; nothing without averaging)."""
         if self._averager is not None:
             self._averager.update(self.net)
 
