@@ -143,3 +143,29 @@ def test_the_snapshot_rules_pick_their_members_from_the_run_checkpoints(tmp_path
              for rule in snapshots.RULES}
     assert steps == {"final": [800], "last2": [600, 800], "top2": [400, 800],
                      "half": [600, 800]}
+
+
+def test_the_snapshot_table_divides_each_seed_by_its_own_in_domain_score_of_the_same_rule(
+        tmp_path: Path, monkeypatch):
+    load_bench(monkeypatch)
+    snapshots = load_script("bench_loso_snapshots")
+
+    def scored(seed: int, holdout: int | None, final: dict, last2: dict) -> dict:
+        return {"label": "snap", "seed": seed, "content": "membrane", "holdout": holdout,
+                "snapshots": [[600, 0.2], [800, 0.25]],
+                "members": {"final": [800], "last2": [600, 800], "top2": [600, 800],
+                            "half": [600, 800]},
+                "volumes": {"final": final, "last2": last2, "top2": last2, "half": last2}}
+
+    results = [
+        scored(0, None, {"s4_test": 0.40, "s1_test": 0.10}, {"s4_test": 0.30, "s1_test": 0.10}),
+        scored(1, None, {"s4_test": 0.20, "s1_test": 0.10}, {"s4_test": 0.25, "s1_test": 0.10}),
+        scored(0, 4, {"s4_a": 0.20, "s4_b": 0.10}, {"s4_a": 0.16, "s4_b": 0.14}),
+        scored(1, 4, {"s4_a": 0.02, "s4_b": 0.04}, {"s4_a": 0.06, "s4_b": 0.04}),
+    ]
+    table = snapshots.table(results, tmp_path)
+    # final: seed 0 0.15 / 0.40, seed 1 0.03 / 0.20; last2: 0.15 / 0.30, 0.05 / 0.25.
+    assert "| final | membrane | 4 | 800 | s0 +0.150 (0.38), s1 +0.030 (0.15) | +0.0900 | 0.15 " \
+        "| +0.0200 | +0.2000 |" in table
+    assert "| last2 | membrane | 4 | 600, 800 | s0 +0.150 (0.50), s1 +0.050 (0.20) | +0.1000 | " \
+        "0.20 | +0.0400 | +0.1875 |" in table
