@@ -46,6 +46,18 @@ def _axes(value) -> tuple[str, ...]:
     return tuple(str(a) for a in (value or ()))
 
 
+def _axes_or_auto(value) -> tuple[str, ...] | None:
+    return None if value == "auto" else _axes(value)
+
+
+def resolve_tta(choice: tuple[str, ...] | None, hparams) -> tuple[str, ...]:
+    """The flip axes to average: ``choice``, or with ``tta: auto`` (None) the checkpoint's own
+    ``model.tta`` (none for a checkpoint from before that key)."""
+    if choice is not None:
+        return tuple(choice)
+    return _axes(hparams.get("tta"))
+
+
 def _key(parse, expected: str):
     """A settings field without a default (conf/inference/default.yaml holds it): how to read
     the config's value, and what to ask for when that fails."""
@@ -72,8 +84,9 @@ class PredictSettings:
         ``gaussian``, ``constant`` or ``roof`` (RWTH-GE's window, with ``roof_crop``).
     roof_crop : tuple of 3 ints
         With ``weighting='roof'``: voxels zeroed at each tile face.
-    tta : tuple of str
-        Axes ('z', 'y', 'x') whose flip combinations are averaged (test-time augmentation).
+    tta : tuple of str or None
+        Axes ('z', 'y', 'x') whose flip combinations are averaged (test-time augmentation);
+        None (``tta: auto``) takes the checkpoint's ``model.tta`` (:func:`resolve_tta`).
     fallback : str
         ``auto`` (the checkpoint's own), ``none``, ``difference`` or ``calibrated`` (blend toward
         the input, :mod:`fmc.models.fallback`).
@@ -101,7 +114,7 @@ class PredictSettings:
     batch_size: int = _key(lambda v: _strict(v, int), "a whole number")
     weighting: str = _key(str, "a name")
     roof_crop: tuple[int, int, int] = _key(_ints, "[Z, Y, X] voxel counts")
-    tta: tuple[str, ...] = _key(_axes, "a list of axes, e.g. [y, x]")
+    tta: tuple[str, ...] | None = _key(_axes_or_auto, "auto or a list of axes, e.g. [y, x]")
     fallback: str = _key(str, "a name")
     output_dtype: str = _key(str, "a name")
     tiff_tiles: bool = _key(lambda v: _strict(v, bool), "true or false")
@@ -130,7 +143,7 @@ class PredictSettings:
             if value not in choices:
                 raise FmcConfigError(f"{key}={value!r}: choose one of {', '.join(choices)}")
         try:
-            flip_combinations(self.tta)
+            flip_combinations(self.tta or ())
         except ValueError as error:  # its message names the key: "tta axis 'w': use z, y or x"
             raise FmcConfigError(str(error)) from None
         if len(self.roof_crop) != 3 or min(self.roof_crop) < 0:

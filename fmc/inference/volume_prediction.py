@@ -23,7 +23,7 @@ from fmc.core.errors import FmcConfigError
 from fmc.inference.network_input import NetworkInput, OpenedVolume, open_volume
 from fmc.inference.plane_buffer import PlaneBuffer
 from fmc.inference.precision import check_tile_fits
-from fmc.inference.predict_settings import PredictSettings
+from fmc.inference.predict_settings import PredictSettings, resolve_tta
 from fmc.inference.tiling import iter_predicted_slabs
 from fmc.models.fallback import make_fallback, resolve_fallback
 
@@ -90,7 +90,7 @@ def predicted_slabs(model, network_input: NetworkInput, settings: PredictSetting
     slabs = iter_predicted_slabs(
         network_input, model, patch, overlap=settings.overlap, batch_size=settings.batch_size,
         weighting=settings.weighting, progress=settings.progress,
-        device=next(model.parameters()).device, tta_axes=settings.tta,
+        device=next(model.parameters()).device, tta_axes=resolve_tta(settings.tta, model.hparams),
         roof_crop=settings.roof_crop, amp=settings.amp)
     kind = resolve_fallback(settings.fallback, model.hparams)
     if kind == "none":

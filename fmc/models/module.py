@@ -104,6 +104,10 @@ class FusionModule(L.LightningModule):
         ``averaging_kwargs`` for its builder. Validation judges, and checkpoints hold, the
         averaged weights (the trained ones travel beside them for resuming), so prediction
         uses them without a flag.
+    tta : sequence of str
+        Axes ('z', 'y', 'x') whose flips ``fmc.predict`` and ``fmc.challenge`` average by
+        default (their ``tta: auto``), as do whole-volume validation, the fallback's calibration
+        and the test; empty for none (2^k forward passes per tile).
     """
 
     def __init__(self, channels: Sequence[str] = ("raw_image", "surface_distance"),
@@ -122,7 +126,7 @@ class FusionModule(L.LightningModule):
                  fallback: str = "none", change_limit: float | None = None,
                  network: str = "unet3d", network_kwargs: dict | None = None,
                  compile: bool = False, averaging: str = "none",
-                 averaging_kwargs: dict | None = None):
+                 averaging_kwargs: dict | None = None, tta: Sequence[str] = ()):
         super().__init__()
         if confidence not in CONFIDENCES:
             raise ValueError(f"confidence={confidence!r}: choose one of {', '.join(CONFIDENCES)}")

@@ -141,6 +141,7 @@ def check_config(cfg: DictConfig) -> None:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     check_network(str(cfg.model.network), model, model.get("network_kwargs"))
     check_averaging(model)
+    check_tta(model)
     depth = int(cfg.model.depth)
     divisor = 2 ** depth
     patch = list(cfg.data.patch_size)
@@ -161,6 +162,21 @@ def check_averaging(model: dict) -> None:
         build_averager(name, kwargs)
     except (TypeError, ValueError) as error:
         raise FmcConfigError(f"{error} ({AVERAGINGS.where})") from None
+
+
+def check_tta(model: dict) -> None:
+    """``model.tta``: a list of the axes z, y and x (what fmc.predict's ``tta`` takes)."""
+    from fmc.inference.tiling import flip_combinations
+
+    axes = model.get("tta") or []
+    if not isinstance(axes, list | tuple):
+        raise FmcConfigError(f"model.tta={axes!r}: give a list of axes, e.g. model.tta=[y,x] "
+                             "(conf/model/unet3d.yaml)")
+    try:
+        flip_combinations(axes)
+    except ValueError as error:  # "tta axis 'w': use z, y or x"
+        raise FmcConfigError(f"model.{error}, e.g. model.tta=[y,x] (conf/model/unet3d.yaml)"
+                             ) from None
 
 
 def study_number(value: Any) -> int | None:

@@ -123,6 +123,24 @@ def test_prediction_options_keep_the_identity(checkpoint: Path, views: Path, tmp
     assert [p.name for p in tmp_path.iterdir()] == ["image_1_nucleus_angle.tif"]  # no leftovers
 
 
+def test_the_checkpoints_tta_is_predicted_without_a_flag(views: Path, tmp_path: Path):
+    """model.tta travels in the checkpoint: fmc.predict's default (tta=auto) averages those
+    flips, as tta=[x] does for a checkpoint without them; tta=[] turns them off."""
+    from tests.conftest import trained_looking_checkpoint
+
+    with_flips = trained_looking_checkpoint(tmp_path / "flips.ckpt", tta=["x"])
+    without = trained_looking_checkpoint(tmp_path / "plain.ckpt")
+    source = views / "raw" / "image_1_nucleus_angle.tif"
+    runs = {"auto": (with_flips, ()), "asked": (without, ("tta=[x]",)),
+            "off": (with_flips, ("tta=[]",))}
+    predictions = {}
+    for name, (ckpt, extra) in runs.items():
+        _predict(ckpt, source, tmp_path / name, *extra)
+        predictions[name] = read_volume(tmp_path / name / source.name)[0]
+    np.testing.assert_allclose(predictions["auto"], predictions["asked"], atol=1e-6)
+    assert np.abs(predictions["auto"] - predictions["off"]).max() > 1e-3
+
+
 def test_registry_models_yaml_and_sweep_folder(checkpoint: Path, views: Path, tmp_path):
     import shutil
 
@@ -195,7 +213,7 @@ def test_checkpoint_asking_for_an_unknown_channel_is_refused(views: Path, tmp_pa
 # ----------------------------------------------------------------------------------------------
 # The defaults README.md documents ("Predicting"); fmc.challenge changes the two it states.
 DOCUMENTED_DEFAULTS = {"patch": None, "overlap": 0.5, "batch_size": 2, "weighting": "gaussian",
-                       "roof_crop": (5, 15, 15), "tta": (), "fallback": "auto",
+                       "roof_crop": (5, 15, 15), "tta": None, "fallback": "auto",
                        "output_dtype": "float32", "output_format": "tiff", "amp": "auto", "compile": False,
                        "tiff_tiles": False,
                        "buffer_threshold_gb": 2.0,

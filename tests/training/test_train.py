@@ -114,7 +114,9 @@ BAD_CHOICES = [("model.optimizer=sgd", "model.optimizer=sgd: choose one of radam
                ("+loss.kwargs.ssim_wieght=1", "loss.kwargs.ssim_wieght: loss ssim_l1 does not"),
                ("channels.list=[raw_image,dapi]", "channels.list=['raw_image', 'dapi']: the first"),
                ("channels.list=[surface_distance]", "the first must be raw_image"),
-               ("+model.dropout=0.1", "model.dropout: FusionModule takes no such argument")]
+               ("+model.dropout=0.1", "model.dropout: FusionModule takes no such argument"),
+               ("model.tta=[y,w]", "model.tta axis 'w': use z, y or x, e.g. model.tta=[y,x]"),
+               ("model.tta=5", "model.tta=5: give a list of axes, e.g. model.tta=[y,x]")]
 
 
 @pytest.mark.parametrize(("override", "message"), BAD_CHOICES,
