@@ -407,6 +407,9 @@ def test_channels_last_changes_the_layout_not_the_numbers(tmp_path: Path):
 def test_weight_averaging_is_validated_saved_predicted_and_resumed(h5_root: Path, tmp_path: Path):
     # model.averaging=ema: the whole-volume validation judges the average, the selected
     # checkpoint holds it (so prediction needs no flag), and a resumed run keeps averaging.
+    # model.tta=[x] travels the same way: validation and fmc.predict's tta=auto use its flips.
+    from dataclasses import replace
+
     from fmc.evaluation.volume_scoring import score_h5_pairs, scoring_settings
     from fmc.models.checkpoint import load_fusion_module, selected_checkpoint
     from fmc.models.weight_averaging import AVERAGE_STATE_KEY, TRAINED_WEIGHTS_KEY
@@ -414,7 +417,7 @@ def test_weight_averaging_is_validated_saved_predicted_and_resumed(h5_root: Path
 
     run_dir = tmp_path / "run"
     averaged = [*TINY_RUN, f"data.root={h5_root}", "model.averaging=ema",
-                "+model.averaging_kwargs.decay=0.5", "model.fallback=none",
+                "+model.averaging_kwargs.decay=0.5", "model.fallback=none", "model.tta=[x]",
                 "trainer.max_steps=3", "callbacks.volume_validation.every_n_steps=1",
                 "callbacks.volume_validation.every_minutes=null",
                 "callbacks.volume_validation.images=false"]
@@ -430,8 +433,14 @@ def test_weight_averaging_is_validated_saved_predicted_and_resumed(h5_root: Path
     history = json.loads((run_dir / "volume_validation.json").read_text())
     chosen = next(entry for entry in history if entry["step"] == saved["global_step"])
     pairs = read_list(h5_root / "lists" / "study1_nucleus_val.csv", h5_root)
-    scores = score_h5_pairs(load_fusion_module(best, "cpu"), pairs, scoring_settings(0.5, 4))
+    model = load_fusion_module(best, "cpu")
+    assert list(model.hparams.tta) == ["x"]
+    scores = score_h5_pairs(model, pairs, scoring_settings(0.5, 4))  # tta=auto: the flips
     assert {s.name: round(s.n_ssim, 5) for s in scores} == {
+        k: round(v, 5) for k, v in chosen["volumes"].items()}
+    # ... and with the flips: without them the same weights score otherwise.
+    unflipped = score_h5_pairs(model, pairs, replace(scoring_settings(0.5, 4), tta=()))
+    assert {s.name: round(s.n_ssim, 5) for s in unflipped} != {
         k: round(v, 5) for k, v in chosen["volumes"].items()}
     resumed = run_in_process("fmc.train", *averaged, "ckpt=last", "trainer.max_steps=5",
                              run_dir=run_dir)
