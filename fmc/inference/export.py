@@ -5,7 +5,8 @@ float32 with the checkpoint's channels in order (``raw_image`` percentile-normal
 ``fmc.prepare`` stores it, then each distance channel as ``tanh(d / scale)`` with ``d`` in µm,
 the checkpoint's ``channel_scales_um``), output ``(N, 1, Z, Y, X)`` on the normalised intensity
 scale (the confidence head's blend included). Z, Y and X are free, each a multiple of
-``2 ** depth``. What stays in fmc: the sliding window, the surface-distance computation and the
+``2 ** depth``. What stays in fmc: the sliding window, the surface-distance computation, flip
+test-time augmentation (``model.tta``: a user of the export flips the tile and averages), and the
 whole-volume input fallback (``fallback``), which needs the whole volume. Every export is checked
 on a tile against the checkpoint: the largest absolute difference must stay below ``TOLERANCE``.
 """
