@@ -84,8 +84,8 @@ class ExponentialAverage:
                 averaged.append(kept)
                 current.append(value.detach().to(kept.dtype))
         if averaged:
-            # One fused call instead of one lerp per tensor: on a GPU one kernel launch per
-            # step rather than one per weight tensor (docs/benchmarks.md, "Throughput").
+            # One fused call over every tensor instead of one lerp each (torch's optimizers use
+            # the same foreach ops); its cost per step: docs/benchmarks.md, "Throughput".
             torch._foreach_lerp_(averaged, current, 1.0 - old)
         self.updates += 1
 

@@ -16,6 +16,7 @@ from tests.conftest import (
     run_command,
     run_in_process,
     save_tiny_checkpoint,
+    trained_looking_checkpoint,
 )
 
 
@@ -126,8 +127,6 @@ def test_prediction_options_keep_the_identity(checkpoint: Path, views: Path, tmp
 def test_the_checkpoints_tta_is_predicted_without_a_flag(views: Path, tmp_path: Path):
     """model.tta travels in the checkpoint: fmc.predict's default (tta=auto) averages those
     flips, as tta=[x] does for a checkpoint without them; tta=[] turns them off."""
-    from tests.conftest import trained_looking_checkpoint
-
     with_flips = trained_looking_checkpoint(tmp_path / "flips.ckpt", tta=["x"])
     without = trained_looking_checkpoint(tmp_path / "plain.ckpt")
     source = views / "raw" / "image_1_nucleus_angle.tif"
